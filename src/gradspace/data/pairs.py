@@ -1,0 +1,80 @@
+"""The minimal-pair record and its BLiMP-format jsonl reader and writer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+from gradspace.errors import GradspaceError
+from gradspace.utils.io import atomic_write_text
+
+
+@dataclass(frozen=True)
+class MinimalPair:
+    """A grammatical sentence and its ungrammatical twin.
+
+    `task` is the paradigm (a BLiMP UID or a synthetic task name); `phenomenon` the group it belongs to
+    (BLiMP `linguistics_term` or the synthetic group), which is the hypothesis the task space is compared with.
+    """
+
+    good: str
+    bad: str
+    task: str
+    phenomenon: str
+    id: str
+
+    def to_blimp(self) -> dict:
+        """The BLiMP field names, so synthetic suites are readable by BLiMP tooling."""
+        return {
+            "sentence_good": self.good,
+            "sentence_bad": self.bad,
+            "UID": self.task,
+            "linguistics_term": self.phenomenon,
+            "pairID": self.id,
+        }
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_pairs_jsonl(path: str | Path, task: str | None = None, phenomenon: str | None = None) -> list[MinimalPair]:
+    """Read BLiMP-format jsonl (`sentence_good`, `sentence_bad`, optional `UID`, `linguistics_term`, `pairID`).
+
+    A user file needs only the two sentences: the task defaults to the file's stem and the phenomenon to the task.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GradspaceError(f"{path}: no such file; give the path of a jsonl file with sentence_good/sentence_bad")
+    pairs: list[MinimalPair] = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise GradspaceError(f"{path}:{line_number}: not valid JSON ({err.msg}); fix or remove that line") from None
+            if not isinstance(record, dict):
+                raise GradspaceError(f"{path}:{line_number}: expected a JSON object with sentence_good and sentence_bad")
+            missing = [key for key in ("sentence_good", "sentence_bad") if not isinstance(record.get(key), str) or not record[key].strip()]
+            if missing:
+                raise GradspaceError(f"{path}:{line_number}: missing or empty field(s) {', '.join(missing)}; every line needs sentence_good and sentence_bad")
+            pair_task = task or record.get("UID") or path.stem
+            pairs.append(
+                MinimalPair(
+                    good=record["sentence_good"],
+                    bad=record["sentence_bad"],
+                    task=pair_task,
+                    phenomenon=phenomenon or record.get("linguistics_term") or pair_task,
+                    id=str(record.get("pairID", line_number - 1)),
+                )
+            )
+    if not pairs:
+        raise GradspaceError(f"{path}: no minimal pairs in the file; it needs one JSON object per line")
+    return pairs
+
+
+def write_pairs_jsonl(path: str | Path, pairs: Iterable[MinimalPair]) -> Path:
+    return atomic_write_text(path, "".join(json.dumps(pair.to_blimp()) + "\n" for pair in pairs))
