@@ -1,0 +1,208 @@
+"""Task suites: where minimal pairs come from, how a task name selects them, and the train/eval split.
+
+A suite is one of
+- `synth`: the built-in synthetic world (the offline default; made once and cached),
+- `blimp`: the 67 BLiMP paradigms, from a directory of jsonl files or the Hugging Face dataset `nyu-mll/blimp`,
+- `jsonl`: the user's own BLiMP-format file or directory.
+A task name selects a paradigm, a phenomenon group (all its paradigms) or `all`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from gradspace.data.blimp_paradigms import BLIMP_PARADIGMS
+from gradspace.data.pairs import MinimalPair, read_pairs_jsonl
+from gradspace.errors import GradspaceError
+
+SUITE_KINDS = ("synth", "blimp", "jsonl")
+HF_BLIMP = "nyu-mll/blimp"
+
+
+@dataclass
+class TaskSuite:
+    kind: str
+    pairs: list[MinimalPair]
+
+    def __post_init__(self) -> None:
+        self.phenomena: dict[str, str] = {}
+        for pair in self.pairs:
+            self.phenomena.setdefault(pair.task, pair.phenomenon)
+
+    @property
+    def tasks(self) -> list[str]:
+        """Task names ordered by phenomenon, then name, so related tasks sit together in tables and heatmaps."""
+        return sorted(self.phenomena, key=lambda task: (self.phenomena[task], task))
+
+    def select(self, names: Iterable[str]) -> list[str]:
+        """Resolve paradigm names, phenomenon names and `all` to a task list in suite order."""
+        names = list(names)
+        if not names:
+            raise GradspaceError(f"no task selected for the {self.kind} suite; set task.select.{self.kind}=[<task or phenomenon>, ...]")
+        chosen: set[str] = set()
+        groups = set(self.phenomena.values())
+        for name in names:
+            if name == "all":
+                chosen.update(self.phenomena)
+            elif name in self.phenomena:
+                chosen.add(name)
+            elif name in groups:
+                chosen.update(task for task, group in self.phenomena.items() if group == name)
+            else:
+                raise GradspaceError(
+                    f"unknown task '{name}' in the {self.kind} suite; known phenomena: {', '.join(sorted(groups))}; "
+                    f"known tasks: {', '.join(self.tasks)}"
+                )
+        return [task for task in self.tasks if task in chosen]
+
+    def pairs_for(self, tasks: Iterable[str]) -> list[MinimalPair]:
+        wanted = set(tasks)
+        return [pair for pair in self.pairs if pair.task in wanted]
+
+
+def is_eval_pair(pair: MinimalPair, eval_fraction: float, seed: int = 0) -> bool:
+    """Deterministic split by a hash of the sentence, so duplicates land on the same side and eval never leaks into training."""
+    digest = hashlib.sha256(f"{seed}\x00{pair.task}\x00{pair.good}\x00{pair.bad}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
+
+
+def split_pairs(pairs: list[MinimalPair], eval_fraction: float, seed: int = 0) -> tuple[list[MinimalPair], list[MinimalPair]]:
+    if not 0.0 < eval_fraction < 1.0:
+        raise GradspaceError(f"data.eval_fraction={eval_fraction} must lie strictly between 0 and 1")
+    train, evaluation = [], []
+    for pair in pairs:
+        (evaluation if is_eval_pair(pair, eval_fraction, seed) else train).append(pair)
+    return train, evaluation
+
+
+def read_pairs_dir(directory: str | Path) -> list[MinimalPair]:
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise GradspaceError(f"{directory}: no such directory; point it at a folder of BLiMP-format .jsonl files")
+    files = sorted(directory.glob("*.jsonl"))
+    if not files:
+        raise GradspaceError(f"{directory}: no .jsonl files in it; put one BLiMP-format file per paradigm there")
+    return [pair for path in files for pair in read_pairs_jsonl(path)]
+
+
+def load_hf_blimp(paradigms: Iterable[str]) -> list[MinimalPair]:
+    """BLiMP from the Hugging Face hub (one config per paradigm), for users online."""
+    from datasets import load_dataset
+
+    pairs = []
+    for uid in paradigms:
+        try:
+            rows = load_dataset(HF_BLIMP, uid, split="train")
+        except Exception as err:  # datasets raises many types when the hub is unreachable
+            raise GradspaceError(
+                f"could not load {HF_BLIMP}/{uid} from the hub ({type(err).__name__}); go online once, "
+                f"or set paths.blimp_dir=<folder with the BLiMP jsonl files>"
+            ) from None
+        pairs.extend(
+            MinimalPair(row["sentence_good"], row["sentence_bad"], uid, row.get("linguistics_term") or BLIMP_PARADIGMS[uid], str(row.get("pairID", i)))
+            for i, row in enumerate(rows)
+        )
+    return pairs
+
+
+def suite_kind(data_cfg: Mapping, model_cfg: Mapping) -> str:
+    """`auto` follows the model: synthetic models speak the synthetic language, real ones English."""
+    source = data_cfg.get("source", "auto")
+    if source == "auto":
+        return "synth" if model_cfg.get("source") == "synth" else "blimp"
+    if source not in SUITE_KINDS:
+        raise GradspaceError(f"data.source='{source}' is unknown; use auto or one of {', '.join(SUITE_KINDS)}")
+    return source
+
+
+def load_suite(data_cfg: Mapping, model_cfg: Mapping, cache_dir: Path, blimp_dir: str | Path | None = None,
+               hf_paradigms: Iterable[str] | None = None) -> TaskSuite:
+    """Read the suite named by `data.source`. Reading BLiMP from the hub is limited to `hf_paradigms` when given."""
+    kind = suite_kind(data_cfg, model_cfg)
+    if kind == "synth":
+        from gradspace.synth.world import WorldConfig, load_or_build_world
+
+        world_cfg = model_cfg.get("world") if model_cfg.get("source") == "synth" else None
+        return TaskSuite("synth", load_or_build_world(WorldConfig(**dict(world_cfg or {})), cache_dir).pairs)
+    if kind == "blimp":
+        if blimp_dir:
+            return TaskSuite("blimp", read_pairs_dir(blimp_dir))
+        return TaskSuite("blimp", load_hf_blimp(hf_paradigms or BLIMP_PARADIGMS))
+    path = data_cfg.get("path")
+    if not path:
+        raise GradspaceError("data.source=jsonl needs data.path=<a .jsonl file or a folder of them>")
+    path = Path(path).expanduser()
+    return TaskSuite("jsonl", read_pairs_dir(path) if path.is_dir() else read_pairs_jsonl(path))
+
+
+def blimp_paradigms_for(names: Iterable[str]) -> list[str]:
+    """Paradigms a BLiMP selection needs, known before any data is read (lets the hub path fetch only those)."""
+    wanted = []
+    for name in names:
+        if name == "all":
+            return list(BLIMP_PARADIGMS)
+        matches = [uid for uid, term in BLIMP_PARADIGMS.items() if name in (uid, term)]
+        if not matches:
+            raise GradspaceError(
+                f"unknown BLiMP task '{name}'; known phenomena: {', '.join(sorted(set(BLIMP_PARADIGMS.values())))} (or a paradigm UID)"
+            )
+        wanted.extend(uid for uid in matches if uid not in wanted)
+    return wanted
+
+
+@dataclass
+class TaskData:
+    """The pairs one run works with: the selected tasks' train and eval pairs, and every task's eval pairs."""
+
+    suite: TaskSuite
+    tasks: list[str]
+    train: list[MinimalPair]
+    eval: list[MinimalPair]
+    eval_all: list[MinimalPair]  # eval pairs of every task in the suite, for transfer rows
+
+
+def prepare_task_data(task_cfg: Mapping, data_cfg: Mapping, model_cfg: Mapping, cache_dir: Path,
+                      blimp_dir: str | Path | None = None) -> TaskData:
+    kind = suite_kind(data_cfg, model_cfg)
+    select = task_cfg.get("select") or {}
+    names = list(select.get(kind) or [])
+    if not names:
+        raise GradspaceError(
+            f"task '{task_cfg.get('name')}' names nothing for the {kind} suite; add task.select.{kind}=[...] "
+            f"or pick a task config that covers it"
+        )
+    hf_paradigms = None
+    if kind == "blimp" and not blimp_dir:
+        # Online BLiMP: fetch what the run evaluates; transfer rows over all tasks need all paradigms.
+        hf_paradigms = list(BLIMP_PARADIGMS) if data_cfg.get("eval_all_tasks", True) else blimp_paradigms_for(names)
+    suite = load_suite(data_cfg, model_cfg, cache_dir, blimp_dir=blimp_dir, hf_paradigms=hf_paradigms)
+    tasks = suite.select(names)
+    eval_fraction = float(data_cfg.get("eval_fraction", 0.2))
+    seed = int(data_cfg.get("split_seed", 0))
+    train_all, eval_all = split_pairs(suite.pairs, eval_fraction, seed)
+    chosen = set(tasks)
+    max_eval = data_cfg.get("max_eval_pairs_per_task")
+    eval_all = _cap_per_task(eval_all, max_eval)
+    train = _cap_per_task([pair for pair in train_all if pair.task in chosen], data_cfg.get("max_train_pairs_per_task"))
+    evaluation = [pair for pair in eval_all if pair.task in chosen]
+    if not train or not evaluation:
+        raise GradspaceError(
+            f"task '{task_cfg.get('name')}' has {len(train)} training and {len(evaluation)} eval pairs after the split; "
+            f"it needs both: add pairs or change data.eval_fraction"
+        )
+    return TaskData(suite=suite, tasks=tasks, train=train, eval=evaluation, eval_all=eval_all)
+
+
+def _cap_per_task(pairs: list[MinimalPair], cap: int | None) -> list[MinimalPair]:
+    if cap is None:
+        return pairs
+    counts: dict[str, int] = {}
+    kept = []
+    for pair in pairs:
+        if counts.get(pair.task, 0) < int(cap):
+            counts[pair.task] = counts.get(pair.task, 0) + 1
+            kept.append(pair)
+    return kept

@@ -1,0 +1,98 @@
+"""Load a causal LM and its tokenizer from a model config: built-in synthetic, Hugging Face hub, or a local directory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from gradspace.errors import GradspaceError
+
+SOURCES = ("synth", "hf", "local")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # a transformers PreTrainedModel with a causal LM head
+    tokenizer: Any
+    name: str
+    revision: str
+    path: str  # what from_pretrained was given: a hub id or a directory
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("GRADSPACE_CACHE", Path.home() / ".cache" / "gradspace"))
+
+
+def _require(model_cfg: Mapping, key: str):
+    value = model_cfg.get(key)
+    if value in (None, "", "???"):
+        raise GradspaceError(f"model config '{model_cfg.get('name', '?')}' has no {key}; set model.{key}=...")
+    return value
+
+
+def resolve_pretrained_path(model_cfg: Mapping, cache_dir: Path | None = None, progress: bool = True) -> tuple[str, str | None]:
+    """What `from_pretrained` gets: (path or hub id, hub revision or None for a directory).
+
+    Synthetic models are pretrained once into the cache; their checkpoints are directories named like
+    Pythia's revisions (`step100`, ..., `main`), so `model.revision` means the same thing for both.
+    """
+    source = model_cfg.get("source", "hf")
+    revision = str(model_cfg.get("revision") or "main")
+    if source == "synth":
+        from gradspace.synth.pretrain import PretrainConfig, ensure_synth_model, synth_revisions
+        from gradspace.synth.world import WorldConfig
+
+        root = ensure_synth_model(
+            _require(model_cfg, "name"),
+            WorldConfig(**dict(model_cfg.get("world") or {})),
+            PretrainConfig(**dict(model_cfg.get("pretrain") or {})),
+            cache_dir or default_cache_dir(),
+            progress=progress,
+        )
+        available = synth_revisions(root)
+        if revision not in available:
+            raise GradspaceError(
+                f"model '{model_cfg['name']}' has no revision '{revision}'; choose one of: {', '.join(available)}"
+            )
+        return str(root / revision), None
+    if source == "local":
+        path = Path(_require(model_cfg, "path")).expanduser()
+        if not (path / "config.json").is_file():
+            raise GradspaceError(f"{path} is not a saved model directory (no config.json); set model.path to a save_pretrained directory")
+        return str(path), None
+    if source == "hf":
+        return str(_require(model_cfg, "path")), revision
+    raise GradspaceError(f"model.source='{source}' is unknown; use one of {', '.join(SOURCES)}")
+
+
+def load_model(model_cfg: Mapping, cache_dir: Path | None = None, device: str | torch.device = "cpu", progress: bool = True) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, revision = resolve_pretrained_path(model_cfg, cache_dir, progress=progress)
+    dtype_name = str(model_cfg.get("dtype", "float32"))
+    if dtype_name not in DTYPES:
+        raise GradspaceError(f"model.dtype='{dtype_name}' is unknown; use one of {', '.join(DTYPES)}")
+    trust_remote_code = bool(model_cfg.get("trust_remote_code", False))
+    hub_kwargs = {"revision": revision} if revision is not None else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=DTYPES[dtype_name], trust_remote_code=trust_remote_code, use_safetensors=None, **hub_kwargs
+        )
+    except (OSError, ValueError) as err:
+        where = f"'{path}'" + (f" at revision '{revision}'" if revision else "")
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GradspaceError(
+            f"could not load model {where} ({first_line}); if it is a hub model, connect to the internet once "
+            f"(or unset HF_HUB_OFFLINE) so it is cached, or point model.source=local model.path=<dir> at a saved copy"
+        ) from None
+    if tokenizer.pad_token_id is None:
+        # Padding is masked out everywhere it is used; EOS is a safe filler that needs no new embedding row.
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=str(model_cfg.get("name", path)), revision=revision or str(model_cfg.get("revision") or "main"), path=path)

@@ -1,0 +1,26 @@
+"""The resolved run config as plain data, with anything secret-looking removed before it is logged or saved."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential|auth)", re.IGNORECASE)
+REDACTED = "<redacted>"
+
+
+def scrub_secrets(value: Any) -> Any:
+    """Replace the value of every key that names a secret; config values that look like keys are not guessed at."""
+    if isinstance(value, dict):
+        return {key: REDACTED if SECRET_KEY.search(str(key)) else scrub_secrets(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [scrub_secrets(item) for item in value]
+    return value
+
+
+def loggable_config(cfg: DictConfig | dict) -> dict:
+    """Fully resolved, secret-free copy of the config for W&B and results files."""
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False) if isinstance(cfg, DictConfig) else cfg
+    return scrub_secrets(plain)

@@ -1,0 +1,94 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from gradspace.data.blimp_paradigms import BLIMP_PARADIGMS
+from gradspace.data.pairs import MinimalPair, read_pairs_jsonl, write_pairs_jsonl
+from gradspace.data.suite import TaskSuite, blimp_paradigms_for, read_pairs_dir, split_pairs
+from gradspace.errors import GradspaceError
+
+pytestmark = pytest.mark.unit
+
+BLIMP_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "blimp"
+needs_blimp = pytest.mark.skipif(not BLIMP_DIR.is_dir(), reason="real BLiMP data not beside the repo")
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_user_jsonl_needs_only_the_two_sentences(tmp_path):
+    path = write_lines(tmp_path / "mine.jsonl", [json.dumps({"sentence_good": "a b", "sentence_bad": "b a"})])
+    [pair] = read_pairs_jsonl(path)
+    assert pair == MinimalPair("a b", "b a", task="mine", phenomenon="mine", id="0")
+
+
+def test_malformed_line_reports_file_and_line(tmp_path):
+    path = write_lines(tmp_path / "bad.jsonl", [json.dumps({"sentence_good": "a", "sentence_bad": "b"}), "{not json"])
+    with pytest.raises(GradspaceError, match=r"bad\.jsonl:2: not valid JSON"):
+        read_pairs_jsonl(path)
+
+
+@pytest.mark.parametrize("record", [{"sentence_good": "a"}, {"sentence_good": "a", "sentence_bad": ""}, ["a", "b"]])
+def test_missing_fields_are_named(tmp_path, record):
+    path = write_lines(tmp_path / "x.jsonl", [json.dumps(record)])
+    with pytest.raises(GradspaceError, match=r"x\.jsonl:1: (missing or empty field\(s\) sentence_bad|expected a JSON object)"):
+        read_pairs_jsonl(path)
+
+
+def test_empty_file_and_empty_directory_are_errors(tmp_path):
+    with pytest.raises(GradspaceError, match="no minimal pairs"):
+        read_pairs_jsonl(write_lines(tmp_path / "empty.jsonl", [""]))
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(GradspaceError, match="no .jsonl files"):
+        read_pairs_dir(tmp_path / "nothing")
+
+
+def test_write_then_read_round_trip(tmp_path):
+    pairs = [MinimalPair("the dog runs .", "the dog run .", "sva_simple", "agreement", str(i)) for i in range(3)]
+    assert read_pairs_jsonl(write_pairs_jsonl(tmp_path / "sva_simple.jsonl", pairs)) == pairs
+
+
+def make_suite() -> TaskSuite:
+    return TaskSuite("synth", [
+        MinimalPair(f"g{t}{i}", f"b{t}{i}", task, group, str(i))
+        for t, (task, group) in enumerate([("t1", "g1"), ("t2", "g1"), ("t3", "g2")]) for i in range(50)
+    ])
+
+
+def test_select_by_task_group_and_all():
+    suite = make_suite()
+    assert suite.select(["g1"]) == ["t1", "t2"]
+    assert suite.select(["t3", "t1"]) == ["t1", "t3"]
+    assert suite.select(["all"]) == ["t1", "t2", "t3"]
+    with pytest.raises(GradspaceError, match="unknown task 'nope'.*known phenomena: g1, g2"):
+        suite.select(["nope"])
+    with pytest.raises(GradspaceError, match="no task selected"):
+        suite.select([])
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    pairs = make_suite().pairs
+    train, evaluation = split_pairs(pairs, 0.2)
+    assert (train, evaluation) == split_pairs(list(pairs), 0.2)
+    assert not set(train) & set(evaluation) and len(train) + len(evaluation) == len(pairs)
+    assert 10 <= len(evaluation) <= 50
+    assert split_pairs(pairs, 0.2, seed=1) != (train, evaluation)
+
+
+def test_blimp_groups_are_known_without_data():
+    assert len(BLIMP_PARADIGMS) == 67 and len(set(BLIMP_PARADIGMS.values())) == 13
+    assert len(blimp_paradigms_for(["subject_verb_agreement"])) == 6
+    assert len(blimp_paradigms_for(["s-selection"])) == 2
+    with pytest.raises(GradspaceError, match="unknown BLiMP task 'sva_pp'"):
+        blimp_paradigms_for(["sva_pp"])
+
+
+@needs_blimp
+def test_real_blimp_directory_reads_all_paradigms():
+    suite = TaskSuite("blimp", read_pairs_dir(BLIMP_DIR))
+    assert len(suite.tasks) == 67 and len(suite.pairs) == 67_000
+    assert suite.phenomena == BLIMP_PARADIGMS
+    assert len(suite.select(["subject_verb_agreement"])) == 6
