@@ -17,6 +17,7 @@ from typing import Iterable, Mapping
 from gradspace.data.blimp_paradigms import BLIMP_PARADIGMS
 from gradspace.data.pairs import MinimalPair, read_pairs_jsonl
 from gradspace.errors import GradspaceError
+from gradspace.utils.run_config import plain_section
 
 SUITE_KINDS = ("synth", "blimp", "jsonl")
 HF_BLIMP = "nyu-mll/blimp"
@@ -125,8 +126,8 @@ def load_suite(data_cfg: Mapping, model_cfg: Mapping, cache_dir: Path, blimp_dir
     if kind == "synth":
         from gradspace.synth.world import WorldConfig, load_or_build_world
 
-        world_cfg = model_cfg.get("world") if model_cfg.get("source") == "synth" else None
-        return TaskSuite("synth", load_or_build_world(WorldConfig(**dict(world_cfg or {})), cache_dir).pairs)
+        world_cfg = plain_section(model_cfg.get("world")) if model_cfg.get("source") == "synth" else {}
+        return TaskSuite("synth", load_or_build_world(WorldConfig(**world_cfg), cache_dir).pairs)
     if kind == "blimp":
         if blimp_dir:
             return TaskSuite("blimp", read_pairs_dir(blimp_dir))

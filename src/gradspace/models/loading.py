@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import torch
 
 from gradspace.errors import GradspaceError
+from gradspace.utils.run_config import plain_section
 
 SOURCES = ("synth", "hf", "local")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -49,8 +50,8 @@ def resolve_pretrained_path(model_cfg: Mapping, cache_dir: Path | None = None, p
 
         root = ensure_synth_model(
             _require(model_cfg, "name"),
-            WorldConfig(**dict(model_cfg.get("world") or {})),
-            PretrainConfig(**dict(model_cfg.get("pretrain") or {})),
+            WorldConfig(**plain_section(model_cfg.get("world"))),
+            PretrainConfig(**plain_section(model_cfg.get("pretrain"))),
             cache_dir or default_cache_dir(),
             progress=progress,
         )

@@ -24,3 +24,10 @@ def loggable_config(cfg: DictConfig | dict) -> dict:
     """Fully resolved, secret-free copy of the config for W&B and results files."""
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False) if isinstance(cfg, DictConfig) else cfg
     return scrub_secrets(plain)
+
+
+def plain_section(section) -> dict:
+    """A config section (DictConfig, mapping or None) as a plain dict with lists, ready for a dataclass."""
+    if isinstance(section, DictConfig):
+        return OmegaConf.to_container(section, resolve=True)
+    return dict(section or {})
