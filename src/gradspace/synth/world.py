@@ -1,0 +1,141 @@
+"""The synthetic world: a corpus for pretraining, held-out text, and minimal pairs the corpus never contains."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gradspace.data.pairs import MinimalPair, read_pairs_jsonl, write_pairs_jsonl
+from gradspace.errors import GradspaceError
+from gradspace.synth.grammar import SYNTH_TASKS, Grammar
+from gradspace.utils.io import atomic_write_text
+
+# Bump when the grammar changes what it generates, so cached worlds of the old grammar are not reused.
+GRAMMAR_VERSION = 1
+
+
+@dataclass
+class WorldConfig:
+    seed: int = 0
+    n_train_sentences: int = 200_000
+    n_heldout_sentences: int = 2_000
+    pairs_per_task: int = 1000
+
+    def digest(self) -> str:
+        """A short hash of the config and the grammar version: the cache key."""
+        payload = json.dumps({"grammar_version": GRAMMAR_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+@dataclass
+class SynthWorld:
+    config: WorldConfig
+    vocabulary: list[str]
+    train_corpus: list[str]
+    heldout_corpus: list[str]
+    pairs: list[MinimalPair]
+
+    def pairs_for(self, task: str) -> list[MinimalPair]:
+        return [pair for pair in self.pairs if pair.task == task]
+
+
+def _task_pairs(grammar: Grammar, task: str, config: WorldConfig) -> list[MinimalPair]:
+    """`pairs_per_task` pairs with distinct good sentences."""
+    rng = random.Random(f"{config.seed}:pairs:{task}")
+    seen: set[str] = set()
+    pairs: list[MinimalPair] = []
+    attempts = 0
+    while len(pairs) < config.pairs_per_task:
+        attempts += 1
+        if attempts > 50 * config.pairs_per_task:
+            raise GradspaceError(
+                f"task {task}: only {len(pairs)} distinct pairs after {attempts} draws; lower world.pairs_per_task"
+            )
+        good, bad = grammar.pair(task, rng)
+        if good in seen:
+            continue
+        seen.add(good)
+        pairs.append(MinimalPair(good, bad, task, SYNTH_TASKS[task], str(len(pairs))))
+    return pairs
+
+
+def _corpus(grammar: Grammar, rng: random.Random, size: int, excluded: set[str]) -> list[str]:
+    """`size` sentences sampled from the grammar, none of them in `excluded`."""
+    corpus: list[str] = []
+    while len(corpus) < size:
+        sentence = grammar.sentence(rng)
+        if sentence not in excluded:
+            corpus.append(sentence)
+    return corpus
+
+
+def build_world(config: WorldConfig) -> SynthWorld:
+    """Deterministic in `config`: the pairs first, then train and held-out text filtered against every pair sentence."""
+    if min(config.n_train_sentences, config.n_heldout_sentences, config.pairs_per_task) < 1:
+        raise GradspaceError(f"world config {config}: sentence and pair counts must be positive; fix world.*")
+    grammar = Grammar(config.seed)
+    pairs = [pair for task in SYNTH_TASKS for pair in _task_pairs(grammar, task, config)]
+    excluded = {pair.good for pair in pairs} | {pair.bad for pair in pairs}
+    train = _corpus(grammar, random.Random(f"{config.seed}:train"), config.n_train_sentences, excluded)
+    heldout = _corpus(grammar, random.Random(f"{config.seed}:heldout"), config.n_heldout_sentences, excluded)
+    return SynthWorld(config, grammar.vocabulary, train, heldout, pairs)
+
+
+def world_cache_path(config: WorldConfig, cache_dir: str | Path) -> Path:
+    return Path(cache_dir) / f"world-{config.digest()}"
+
+
+def _write_world(world: SynthWorld, directory: Path) -> None:
+    atomic_write_text(directory / "config.json", json.dumps(asdict(world.config), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(directory / "vocab.txt", "\n".join(world.vocabulary) + "\n")
+    atomic_write_text(directory / "train.txt", "\n".join(world.train_corpus) + "\n")
+    atomic_write_text(directory / "heldout.txt", "\n".join(world.heldout_corpus) + "\n")
+    for task in SYNTH_TASKS:
+        write_pairs_jsonl(directory / "pairs" / f"{task}.jsonl", world.pairs_for(task))
+
+
+def _read_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _read_world(config: WorldConfig, directory: Path) -> SynthWorld:
+    expected = ["vocab.txt", "train.txt", "heldout.txt"] + [f"pairs/{task}.jsonl" for task in SYNTH_TASKS]
+    missing = [name for name in expected if not (directory / name).is_file()]
+    if missing:
+        raise GradspaceError(f"world cache {directory} lacks {', '.join(missing)}; delete that folder to rebuild it")
+    pairs = [pair for task in SYNTH_TASKS for pair in read_pairs_jsonl(directory / "pairs" / f"{task}.jsonl")]
+    return SynthWorld(
+        config,
+        _read_lines(directory / "vocab.txt"),
+        _read_lines(directory / "train.txt"),
+        _read_lines(directory / "heldout.txt"),
+        pairs,
+    )
+
+
+def load_or_build_world(config: WorldConfig, cache_dir: str | Path) -> SynthWorld:
+    """Read the world from `cache_dir/world-<hash>`, or build it and cache it there.
+
+    The cache is built in a temporary sibling directory and renamed into place, so an interrupted build leaves no
+    half cache; if another process won the race, its (identical) world is kept.
+    """
+    target = world_cache_path(config, cache_dir)
+    if target.is_dir():
+        return _read_world(config, target)
+    world = build_world(config)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        _write_world(world, staging)
+        staging.rename(target)
+    except OSError:
+        if not target.is_dir():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return world
