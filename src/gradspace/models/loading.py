@@ -75,6 +75,10 @@ def load_model(model_cfg: Mapping, cache_dir: Path | None = None, device: str | 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path, revision = resolve_pretrained_path(model_cfg, cache_dir, progress=progress)
+    if not progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     dtype_name = str(model_cfg.get("dtype", "float32"))
     if dtype_name not in DTYPES:
         raise GradspaceError(f"model.dtype='{dtype_name}' is unknown; use one of {', '.join(DTYPES)}")
