@@ -1,0 +1,135 @@
+"""Measurements taken around fine-tuning: every task's accuracy and margin, and the LM loss on held-out text.
+
+Both callbacks measure once when fitting starts and once when training ends (before the strategy's teardown moves
+the model off the accelerator). The "before" values travel in checkpoints, so a resumed run still compares against
+the model it started from. Metric names are stable:
+`eval_before/{accuracy,margin}[/<task>]`, `eval_after/...`, `transfer/<task>` (accuracy after - before),
+`transfer_margin/<task>`, `heldout/lm_loss_{before,after,delta}` and `heldout/perplexity_{before,after}`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+from gradspace.errors import GradspaceError
+from gradspace.evaluation.logprobs import encode_with_prefix, pad_sequences, pad_token_id, token_logprobs
+from gradspace.evaluation.minimal_pairs import EvaluationResult, evaluate_pairs
+
+
+def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+
+
+def _require_finite(values: dict[str, float], when: str) -> None:
+    bad = sorted(name for name, value in values.items() if not math.isfinite(value))
+    if bad:
+        raise GradspaceError(
+            f"non-finite {when} ({', '.join(bad[:5])}); the model's weights diverged: lower optimizer.lr "
+            f"or use objective=bounded"
+        )
+
+
+def task_scores(result: EvaluationResult) -> dict[str, dict[str, float]]:
+    return {task: {"accuracy": s.accuracy, "margin": s.margin, "pairs": s.pairs} for task, s in result.tasks.items()}
+
+
+class TransferEvaluation(L.Callback):
+    """Accuracy and margin on the eval pairs of every task before and after training: the transfer row."""
+
+    def __init__(self, batch_size: int = 64) -> None:
+        self.batch_size = int(batch_size)
+        self.before: dict[str, dict[str, float]] | None = None
+        self.after: dict[str, dict[str, float]] | None = None
+        self.phenomena: dict[str, str] = {}
+
+    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str) -> dict[str, dict[str, float]]:
+        datamodule = trainer.datamodule
+        result = evaluate_pairs(pl_module.model, datamodule.tokenizer, datamodule.eval_pairs, self.batch_size)
+        metrics = result.as_metrics(prefix)
+        _require_finite(metrics, f"{prefix} scores")
+        self.phenomena = dict(result.phenomena)
+        _log(trainer, metrics)
+        return task_scores(result)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.before is None:  # a resumed run keeps the measurement of the model it started from
+            self.before = self._evaluate(trainer, pl_module, "eval_before")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.after = self._evaluate(trainer, pl_module, "eval_after")
+        metrics = {}
+        for task, delta in self.transfer().items():
+            metrics[f"transfer/{task}"] = delta["accuracy"]
+            metrics[f"transfer_margin/{task}"] = delta["margin"]
+        _log(trainer, metrics)
+
+    def transfer(self) -> dict[str, dict[str, float]]:
+        if self.before is None or self.after is None:
+            raise RuntimeError("transfer() needs both the before and the after evaluation")
+        return {
+            task: {key: self.after[task][key] - self.before[task][key] for key in ("accuracy", "margin")}
+            for task in self.after
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"before": self.before, "phenomena": self.phenomena}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = state_dict["before"]
+        self.phenomena = state_dict["phenomena"]
+
+
+@torch.no_grad()
+def heldout_lm_loss(model, tokenizer, sentences: list[str], batch_size: int = 64) -> float:
+    """Token-mean negative log-likelihood (nats) of the sentences, each scored after the BOS/EOS prefix."""
+    was_training = model.training
+    model.eval()
+    encoded = sorted(encode_with_prefix(tokenizer, sentences), key=len, reverse=True)
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0
+    for start in range(0, len(encoded), batch_size):
+        batch = pad_sequences(encoded[start : start + batch_size], pad_token_id(tokenizer)).to(device)
+        total -= float(token_logprobs(model, batch).double().sum())
+        tokens += int(batch.score_mask.sum())
+    model.train(was_training)
+    return total / max(tokens, 1)
+
+
+class HeldoutLoss(L.Callback):
+    """LM loss on general held-out text before and after training: the side effect of fine-tuning."""
+
+    def __init__(self, batch_size: int = 64) -> None:
+        self.batch_size = int(batch_size)
+        self.before: float | None = None
+        self.after: float | None = None
+
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule, when: str) -> float:
+        datamodule = trainer.datamodule
+        loss = heldout_lm_loss(pl_module.model, datamodule.tokenizer, datamodule.heldout_sentences, self.batch_size)
+        _require_finite({f"heldout/lm_loss_{when}": loss}, "held-out LM loss")
+        _log(trainer, {f"heldout/lm_loss_{when}": loss, f"heldout/perplexity_{when}": math.exp(min(loss, 700.0))})
+        return loss
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.before is None:
+            self.before = self._measure(trainer, pl_module, "before")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.after = self._measure(trainer, pl_module, "after")
+        _log(trainer, {"heldout/lm_loss_delta": self.after - self.before})
+
+    def summary(self) -> dict[str, float]:
+        if self.before is None or self.after is None:
+            raise RuntimeError("summary() needs both the before and the after measurement")
+        return {"before": self.before, "after": self.after, "delta": self.after - self.before}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"before": self.before}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = state_dict["before"]

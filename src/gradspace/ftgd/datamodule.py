@@ -1,0 +1,127 @@
+"""The data of one FTGD run: the training pair stream, every task's eval pairs, and held-out general text.
+
+Training batches are indexed by optimizer step: batch k is a fixed function of (seed, k, rank), so a run resumed
+from a checkpoint at step k sees exactly the batches the uninterrupted run saw, and `batch_size` is the global
+number of pairs per step however many processes share it (the DDP gradient mean then equals the one-process one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import lightning as L
+import torch
+
+from gradspace.data.pairs import MinimalPair
+from gradspace.data.suite import TaskData
+from gradspace.errors import GradspaceError
+from gradspace.ftgd.objectives import PairBatch, check_objective, collate_pairs
+
+HELDOUT_SOURCES = ("auto", "synth", "text", "pairs")
+
+
+class StepIndexedPairBatches:
+    """Endless batches of training pairs; epoch e visits the pairs in a permutation seeded by (seed, e)."""
+
+    def __init__(self, tokenizer, pairs: list[MinimalPair], objective: str, global_batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1, start_batch: int = 0) -> None:
+        if global_batch_size % world_size:
+            raise GradspaceError(
+                f"ftgd.batch_size={global_batch_size} is not divisible by the {world_size} training processes; "
+                f"set ftgd.batch_size to a multiple of trainer.devices"
+            )
+        self.tokenizer, self.pairs, self.objective = tokenizer, pairs, objective
+        self.global_batch_size, self.seed = global_batch_size, seed
+        self.rank, self.world_size, self.start_batch = rank, world_size, start_batch
+        self.per_rank = global_batch_size // world_size
+        self._orders: dict[int, list[int]] = {}
+
+    def _pair_at(self, position: int) -> MinimalPair:
+        epoch, offset = divmod(position, len(self.pairs))
+        if epoch not in self._orders:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._orders = {epoch: torch.randperm(len(self.pairs), generator=generator).tolist()}
+        return self.pairs[self._orders[epoch][offset]]
+
+    def pairs_of_batch(self, index: int) -> list[MinimalPair]:
+        first = index * self.global_batch_size + self.rank * self.per_rank
+        return [self._pair_at(position) for position in range(first, first + self.per_rank)]
+
+    def __iter__(self) -> Iterator[PairBatch]:
+        index = self.start_batch
+        while True:
+            yield collate_pairs(self.tokenizer, self.pairs_of_batch(index), self.objective)
+            index += 1
+
+
+class FTGDDataModule(L.LightningDataModule):
+    def __init__(self, tokenizer, task_data: TaskData, heldout_sentences: list[str], objective: str,
+                 batch_size: int, seed: int) -> None:
+        super().__init__()
+        check_objective(objective)
+        self.tokenizer = tokenizer
+        self.task_data = task_data
+        self.heldout_sentences = heldout_sentences
+        self.objective = objective
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+
+    @property
+    def eval_pairs(self) -> list[MinimalPair]:
+        """The eval pairs of every task of the suite: before/after accuracy on all of them is the transfer row."""
+        return self.task_data.eval_all
+
+    def batches(self, start_batch: int = 0) -> StepIndexedPairBatches:
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return StepIndexedPairBatches(self.tokenizer, self.task_data.train, self.objective, self.batch_size,
+                                      self.seed, rank=rank, world_size=world_size, start_batch=start_batch)
+
+    def train_dataloader(self) -> StepIndexedPairBatches:
+        # Restored before the loop asks for data, so a resumed run continues at the batch after its checkpoint.
+        start = self.trainer.global_step * self.trainer.accumulate_grad_batches
+        return self.batches(start_batch=start)
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        return batch.to(device) if isinstance(batch, PairBatch) else super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def calibration_batches(self, count: int) -> list[PairBatch]:
+        """The first `count` training batches of this process: the data a fixed mask is chosen from."""
+        iterator = iter(self.batches(start_batch=0))
+        return [next(iterator) for _ in range(count)]
+
+
+def heldout_sentences(heldout_cfg: Mapping, model_cfg: Mapping, task_data: TaskData, cache_dir: Path) -> list[str]:
+    """General text to measure side effects on: the LM loss on it before and after fine-tuning.
+
+    `auto` is the synthetic world's held-out corpus for synthetic models (text from the pretraining distribution
+    the model never saw), else `text` when `heldout.path` is set, else `pairs`: the good sentences of the eval
+    split of the tasks that are not trained (all tasks when every task is trained).
+    """
+    source = heldout_cfg.get("source", "auto")
+    if source not in HELDOUT_SOURCES:
+        raise GradspaceError(f"heldout.source='{source}' is unknown; use one of {', '.join(HELDOUT_SOURCES)}")
+    if source == "auto":
+        source = "synth" if model_cfg.get("source") == "synth" else ("text" if heldout_cfg.get("path") else "pairs")
+    if source == "synth":
+        if model_cfg.get("source") != "synth":
+            raise GradspaceError("heldout.source=synth needs a synthetic model; use heldout.source=text or pairs")
+        from gradspace.synth.world import WorldConfig, load_or_build_world
+
+        sentences = load_or_build_world(WorldConfig(**dict(model_cfg.get("world") or {})), cache_dir).heldout_corpus
+    elif source == "text":
+        path = heldout_cfg.get("path")
+        if not path or not Path(path).expanduser().is_file():
+            raise GradspaceError(f"heldout.path={path!r} is not a file; give a text file with one sentence per line")
+        lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
+        sentences = [line.strip() for line in lines if line.strip()]
+    else:
+        trained = set(task_data.tasks)
+        untrained = [pair.good for pair in task_data.eval_all if pair.task not in trained]
+        sentences = untrained or [pair.good for pair in task_data.eval_all]
+    limit = heldout_cfg.get("max_sentences")
+    sentences = list(sentences[: int(limit)] if limit is not None else sentences)
+    if not sentences:
+        raise GradspaceError(f"the held-out text ({source}) is empty; give heldout.path=<text file> or raise heldout.max_sentences")
+    return sentences

@@ -1,0 +1,271 @@
+"""`train.py` end to end on a tiny local GPT-NeoX and a three-task jsonl suite, on the CPU.
+
+In-process runs use Hydra's compose API and `gradspace.ftgd.run.run`; what a user types is run as a subprocess.
+"""
+
+import itertools
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from gradspace.errors import GradspaceError
+from gradspace.ftgd import module as ftgd_module
+from gradspace.ftgd.run import RESULTS_FILE, run
+from gradspace.synth.tokenizer import build_word_tokenizer
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "conf"
+TASKS = ("anaphor", "npi", "sva")
+RESULT_KEYS = {"status", "model", "task", "tasks_trained", "objective", "mask", "seed", "phenomena", "eval_before",
+               "eval_after", "transfer", "heldout_lm_loss", "config"}
+
+
+def suite_pairs() -> dict[str, list[tuple[str, str]]]:
+    nouns = [("dog", "dogs"), ("cat", "cats"), ("bird", "birds"), ("horse", "horses")]
+    verbs = [("runs", "run"), ("sleeps", "sleep"), ("sings", "sing")]
+    pairs = {task: [] for task in TASKS}
+    for (sg, pl), (v3, v), adj in itertools.product(nouns, verbs, ["big", "small", "old"]):
+        pairs["sva"] += [(f"the {adj} {sg} {v3}", f"the {adj} {sg} {v}"), (f"the {adj} {pl} {v}", f"the {adj} {pl} {v3}")]
+        pairs["npi"].append((f"no {adj} {sg} ever {v3}", f"the {adj} {sg} ever {v3}"))
+        pairs["anaphor"].append((f"the {adj} {sg} sees itself", f"the {adj} {sg} sees themselves"))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def fixture_dir(tmp_path_factory) -> Path:
+    """A random tiny GPT-NeoX with a word-level tokenizer, and one BLiMP-format jsonl file per task."""
+    root = tmp_path_factory.mktemp("ftgd")
+    (root / "suite").mkdir()
+    words = set()
+    for task, rows in suite_pairs().items():
+        lines = []
+        for index, (good, bad) in enumerate(rows):
+            words.update(good.split() + bad.split())
+            lines.append(json.dumps({"sentence_good": good, "sentence_bad": bad, "UID": task,
+                                     "linguistics_term": f"{task}_group", "pairID": str(index)}))
+        (root / "suite" / f"{task}.jsonl").write_text("\n".join(lines) + "\n")
+    tokenizer = build_word_tokenizer(sorted(words), model_max_length=64)
+    torch.manual_seed(0)
+    config = GPTNeoXConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                           vocab_size=len(tokenizer), max_position_embeddings=64, bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    GPTNeoXForCausalLM(config).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return root
+
+
+def base_overrides(fixture_dir: Path, out: Path, task: str = "sva") -> list[str]:
+    return [
+        "model=local", f"model.path={fixture_dir / 'model'}", "data.source=jsonl", f"data.path={fixture_dir / 'suite'}",
+        "task=paradigm", f"task.name={task}", "ftgd.max_steps=6", "ftgd.batch_size=8", "optimizer.lr=3e-3",
+        f"paths.cache_dir={fixture_dir / 'cache'}", f"paths.log_dir={out / 'logs'}", "trainer.log_every_n_steps=1", "torch_threads=1",
+        "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
+    ]
+
+
+def compose_run(fixture_dir: Path, out: Path, *extra: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[*base_overrides(fixture_dir, out), f"paths.output_dir={out}", *extra])
+    return cfg
+
+
+def run_in_process(fixture_dir: Path, out: Path, *extra: str) -> dict:
+    return run(compose_run(fixture_dir, out, "logger=none", *extra))
+
+
+def train_cli(*args: str, cwd: Path = ROOT, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    env.pop("WANDB_API_KEY", None)
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def outcome(results: dict) -> dict:
+    """Everything a run measured (not timings or paths)."""
+    return {key: results[key] for key in ("eval_before", "eval_after", "transfer", "heldout_lm_loss", "steps")}
+
+
+def wandb_records(run_dir: Path):
+    """The protobuf records of an offline W&B run (its .wandb file is a LevelDB-style log of them)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    raw = next(run_dir.glob("*.wandb")).read_bytes()
+    block, position, pending, records = 32768, 7, b"", []  # the file starts with a 7-byte W&B header
+    while position + 7 <= len(raw):
+        if block - position % block < 7:
+            position += block - position % block
+            continue
+        _checksum, length, kind = struct.unpack("<IHB", raw[position : position + 7])
+        chunk = raw[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind == 0:  # zero padding to the end of a block
+            position += (block - position % block) % block
+        elif kind == 1:
+            records.append(chunk)
+        elif kind == 2:
+            pending = chunk
+        elif kind == 3:
+            pending += chunk
+        elif kind == 4:
+            records.append(pending + chunk)
+    parsed = []
+    for data in records:
+        record = pb.Record()
+        record.ParseFromString(data)
+        parsed.append(record)
+    return parsed
+
+
+def wandb_summary(run_dir: Path) -> dict:
+    history_keys, run_record = set(), None
+    for record in wandb_records(run_dir):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            history_keys.update(item.key or "/".join(item.nested_key) for item in record.history.item)
+        elif kind == "run":
+            run_record = record.run
+    config = {item.key: json.loads(item.value_json) for item in run_record.config.update}
+    return {"keys": history_keys, "name": run_record.display_name, "group": run_record.run_group,
+            "tags": list(run_record.tags), "config": config, "id": run_record.run_id}
+
+
+def test_cli_run_writes_results_checkpoint_and_offline_wandb_run(fixture_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = train_cli(*base_overrides(fixture_dir, tmp_path), f"hydra.run.dir={out}", "tags=[cli]")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "transfer (accuracy after - before):" in proc.stdout
+
+    results = json.loads((out / RESULTS_FILE).read_text())
+    assert RESULT_KEYS <= set(results) and results["status"] == "ok"
+    assert results["task"] == "sva" and results["tasks_trained"] == ["sva"] and results["objective"] == "bounded"
+    assert set(results["eval_before"]) == set(results["eval_after"]) == set(results["transfer"]) == set(TASKS)
+    assert results["phenomena"] == {task: f"{task}_group" for task in TASKS}
+    for task in TASKS:
+        for key in ("accuracy", "margin"):
+            expected = results["eval_after"][task][key] - results["eval_before"][task][key]
+            assert results["transfer"][task][key] == pytest.approx(expected)
+    heldout = results["heldout_lm_loss"]
+    assert heldout["delta"] == pytest.approx(heldout["after"] - heldout["before"]) and heldout["before"] > 0
+    assert results["config"]["ftgd"]["max_steps"] == 6 and results["config"]["optimizer"]["lr"] == 3e-3
+    assert (out / "checkpoints" / "last.ckpt").exists() and Path(results["checkpoint"]).exists()
+
+    (run_dir,) = (out / "wandb").glob("offline-run-*")
+    logged = wandb_summary(run_dir)
+    for key in ("train/loss", "train/margin", "train/grad_norm", "eval_before/accuracy/sva", "eval_after/margin/npi",
+                "transfer/sva", "transfer/anaphor", "transfer_margin/npi", "heldout/lm_loss_delta"):
+        assert key in logged["keys"], key
+    assert logged["name"] == "local@main-sva-bounded" and {"cli", "sva", "bounded"} <= set(logged["tags"])
+    assert logged["config"]["objective"] == {"name": "bounded"}
+
+
+def test_same_seed_gives_identical_results_and_another_seed_does_not(fixture_dir, tmp_path):
+    first = run_in_process(fixture_dir, tmp_path / "a", "callbacks=no_checkpoints")
+    second = run_in_process(fixture_dir, tmp_path / "b", "callbacks=no_checkpoints")
+    other = run_in_process(fixture_dir, tmp_path / "c", "callbacks=no_checkpoints", "seed=1")
+    assert outcome(first) == outcome(second)
+    assert outcome(first)["eval_before"] == outcome(other)["eval_before"]
+    assert outcome(first)["eval_after"] != outcome(other)["eval_after"]
+    assert json.loads((tmp_path / "a" / RESULTS_FILE).read_text())["transfer"] == first["transfer"]
+
+
+def test_resume_from_checkpoint_gives_the_same_final_metrics(fixture_dir, tmp_path):
+    # A sparse, fixed mask and the token-level objective: the resumed run must restore the mask too.
+    extra = ["objective=diff_tokens", "ftgd.mask.kind=topk", "ftgd.mask.density=0.2",
+             "callbacks.model_checkpoint.every_n_train_steps=3"]
+    full = run_in_process(fixture_dir, tmp_path / "full", *extra)
+    midway = tmp_path / "full" / "checkpoints" / "step3.ckpt"
+    assert midway.is_file()
+    resumed = run_in_process(fixture_dir, tmp_path / "resumed", *extra, f"ckpt_path={midway}")
+    assert resumed["steps"] == full["steps"] == 6
+    assert outcome(resumed) == outcome(full)
+
+
+def test_topk_mask_leaves_all_other_parameters_untouched(fixture_dir, tmp_path):
+    results = run_in_process(fixture_dir, tmp_path / "masked", "ftgd.mask.kind=topk", "ftgd.mask.density=0.05",
+                             "ftgd.mask.scope=per_tensor", "ftgd.mask.schedule=recompute", "optimizer.weight_decay=0.1")
+    assert results["mask"]["kind"] == "topk" and 0.05 <= results["mask"]["actual_density"] < 0.07
+    start = GPTNeoXForCausalLM.from_pretrained(fixture_dir / "model")
+    final = torch.load(results["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    changed = total = 0
+    for name, before in start.named_parameters():
+        after = final[f"model.{name}"]
+        changed += int((after != before).sum())
+        total += before.numel()
+    # Recomputed every step, so up to 6 different 5% masks may have moved entries; the rest never moved.
+    assert 0 < changed <= 6 * 0.07 * total
+    assert changed < 0.35 * total
+
+
+def test_non_finite_loss_stops_with_a_clear_error_and_writes_no_results(fixture_dir, tmp_path, monkeypatch):
+    real_loss, calls = ftgd_module.objective_loss, []
+
+    def diverging(model, batch, objective):  # the third training step's loss is NaN
+        loss, stats = real_loss(model, batch, objective)
+        calls.append(objective)
+        return (loss * float("nan") if len(calls) == 3 else loss), stats
+
+    monkeypatch.setattr(ftgd_module, "objective_loss", diverging)
+    with pytest.raises(GradspaceError, match=r"non-finite training loss \(nan\) at step 2 .*lower optimizer.lr"):
+        run_in_process(fixture_dir, tmp_path / "nan")
+    assert not (tmp_path / "nan" / RESULTS_FILE).exists()
+
+
+def test_missing_checkpoint_is_a_user_error_before_any_work(fixture_dir, tmp_path):
+    with pytest.raises(GradspaceError, match=r"ckpt_path=.*missing.ckpt is not a file; point it at a .ckpt"):
+        run_in_process(fixture_dir, tmp_path / "bad", f"ckpt_path={tmp_path / 'missing.ckpt'}")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_multirun_over_three_tasks_gives_three_separate_wandb_runs(fixture_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    overrides = [o for o in base_overrides(fixture_dir, tmp_path) if not o.startswith("task.name=")]
+    proc = train_cli("-m", *overrides, "task.name=sva,npi,anaphor", f"hydra.sweep.dir={sweep}", "callbacks=no_checkpoints")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(path for path in sweep.iterdir() if path.is_dir() and path.name.isdigit())
+    assert [job.name for job in jobs] == ["0", "1", "2"]
+    runs = []
+    for job, task in zip(jobs, ("sva", "npi", "anaphor")):
+        results = json.loads((job / RESULTS_FILE).read_text())
+        assert results["task"] == task and results["tasks_trained"] == [task]
+        (run_dir,) = (job / "wandb").glob("offline-run-*")
+        runs.append(wandb_summary(run_dir))
+    assert len({r["id"] for r in runs}) == 3
+    assert [r["name"] for r in runs] == [f"local@main-{task}-bounded" for task in ("sva", "npi", "anaphor")]
+    assert {r["group"] for r in runs} == {sweep.name}
+    assert all("transfer/sva" in r["keys"] for r in runs)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(fixture_dir, tmp_path):
+    single = run_in_process(fixture_dir, tmp_path / "single", "callbacks=no_checkpoints")
+    out = tmp_path / "ddp"
+    proc = train_cli(*base_overrides(fixture_dir, tmp_path), "trainer=ddp", f"hydra.run.dir={out}", timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("transfer (accuracy after - before):") == 1  # one summary, from rank 0
+
+    ddp = json.loads((out / RESULTS_FILE).read_text())
+    assert ddp["config"]["trainer"]["devices"] == 2 and ddp["steps"] == single["steps"]
+    # The global batch is split over the processes and DDP averages their gradients: the same updates up to the
+    # order of floating-point sums. Adam rescales the near-zero gradients of words the task never uses to full-size
+    # steps, so that rounding shows on the other tasks; the trained task matches closely.
+    for task in TASKS:
+        for key in ("accuracy", "margin"):
+            assert ddp["eval_before"][task][key] == single["eval_before"][task][key]
+    assert ddp["transfer"]["sva"]["margin"] == pytest.approx(single["transfer"]["sva"]["margin"], abs=1e-4)
+    assert ddp["transfer"]["sva"]["accuracy"] == single["transfer"]["sva"]["accuracy"]
+    for task in TASKS:
+        assert ddp["transfer"][task]["margin"] == pytest.approx(single["transfer"][task]["margin"], abs=0.1)
+        assert ddp["transfer"][task]["accuracy"] == pytest.approx(single["transfer"][task]["accuracy"], abs=0.2)
+    assert ddp["heldout_lm_loss"]["delta"] == pytest.approx(single["heldout_lm_loss"]["delta"], abs=0.01)
+    (run_dir,) = (out / "wandb").glob("offline-run-*")  # only rank 0 opened a W&B run
+    assert "transfer/sva" in wandb_summary(run_dir)["keys"]

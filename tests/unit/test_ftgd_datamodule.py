@@ -1,0 +1,84 @@
+"""The training pair stream: batches are a function of the step, split over processes, and reshuffled per epoch."""
+
+import pytest
+
+from gradspace.data.pairs import MinimalPair
+from gradspace.errors import GradspaceError
+from gradspace.ftgd.datamodule import StepIndexedPairBatches
+from gradspace.synth.tokenizer import build_word_tokenizer
+
+pytestmark = pytest.mark.unit
+
+PAIRS = [MinimalPair(f"the dog w{i} runs", f"the dog w{i} run", "sva", "agreement", str(i)) for i in range(10)]
+TOKENIZER = build_word_tokenizer(["the", "dog", "runs", "run", *(f"w{i}" for i in range(10))])
+
+
+def stream(**kwargs) -> StepIndexedPairBatches:
+    return StepIndexedPairBatches(TOKENIZER, PAIRS, "bounded", **{"global_batch_size": 4, "seed": 0, **kwargs})
+
+
+def ids(pairs) -> list[str]:
+    return [pair.id for pair in pairs]
+
+
+def test_each_epoch_visits_every_pair_once_in_a_new_order():
+    batches = stream()
+    first_epoch = [pid for k in range(5) for pid in ids(batches.pairs_of_batch(k))][:10]
+    second_epoch = [pid for k in range(5, 10) for pid in ids(batches.pairs_of_batch(k))][:10]
+    assert sorted(first_epoch) == sorted(second_epoch) == sorted(p.id for p in PAIRS)
+    all_positions = [pid for k in range(10) for pid in ids(batches.pairs_of_batch(k))]
+    assert all_positions[10:20] != all_positions[:10]
+
+
+def test_resuming_at_a_step_continues_with_the_same_batches():
+    full = iter(stream())
+    for _ in range(3):
+        next(full)
+    resumed = iter(stream(start_batch=3))
+    for _ in range(3):
+        a, b = next(full), next(resumed)
+        assert a.batch.input_ids.equal(b.batch.input_ids) and a.n_pairs == b.n_pairs == 4
+
+
+def test_processes_split_the_global_batch_and_a_different_seed_reorders():
+    one = stream()
+    ranks = [stream(rank=r, world_size=2) for r in range(2)]
+    for k in range(4):
+        assert ids(ranks[0].pairs_of_batch(k)) + ids(ranks[1].pairs_of_batch(k)) == ids(one.pairs_of_batch(k))
+    assert ids(stream(seed=1).pairs_of_batch(0)) != ids(one.pairs_of_batch(0))
+
+
+def test_batch_size_must_divide_over_processes():
+    with pytest.raises(GradspaceError, match="not divisible by the 3 training processes"):
+        stream(world_size=3)
+
+
+def test_rows_are_good_then_bad():
+    batch = next(iter(stream()))
+    good = TOKENIZER.convert_ids_to_tokens(batch.batch.input_ids[0].tolist())
+    bad = TOKENIZER.convert_ids_to_tokens(batch.batch.input_ids[4].tolist())
+    assert good[-1] == "runs" and bad[-1] == "run" and batch.batch.input_ids.shape[0] == 8
+
+
+def task_data():
+    from gradspace.data.suite import TaskData, TaskSuite
+
+    npi = [MinimalPair(f"no dog ever w{i}", f"the dog ever w{i}", "npi", "npi", str(i)) for i in range(3)]
+    suite = TaskSuite("jsonl", PAIRS + npi)
+    return TaskData(suite=suite, tasks=["sva"], train=PAIRS[:8], eval=PAIRS[8:], eval_all=PAIRS[8:] + npi)
+
+
+def test_heldout_text_defaults_to_the_untrained_tasks_good_sentences(tmp_path):
+    from gradspace.ftgd.datamodule import heldout_sentences
+
+    data = task_data()
+    local = {"source": "local"}
+    assert heldout_sentences({"source": "auto"}, local, data, tmp_path) == [f"no dog ever w{i}" for i in range(3)]
+    assert heldout_sentences({"source": "auto", "max_sentences": 2}, local, data, tmp_path) == ["no dog ever w0", "no dog ever w1"]
+    text = tmp_path / "general.txt"
+    text.write_text("a first line\n\n  a second line \n")
+    assert heldout_sentences({"source": "auto", "path": str(text)}, local, data, tmp_path) == ["a first line", "a second line"]
+    with pytest.raises(GradspaceError, match="heldout.source=synth needs a synthetic model"):
+        heldout_sentences({"source": "synth"}, local, data, tmp_path)
+    with pytest.raises(GradspaceError, match="heldout.source='web' is unknown"):
+        heldout_sentences({"source": "web"}, local, data, tmp_path)
