@@ -87,7 +87,8 @@ def evaluate_pairs(model, tokenizer, pairs: list[MinimalPair], batch_size: int =
         by_task[pair.task].append(index)
     tasks = {}
     for task, indices in by_task.items():
-        metric = MinimalPairScore()
+        # Every process scores the full list, so summing across processes would count each pair once per process.
+        metric = MinimalPairScore(sync_on_compute=False)
         metric.update(good[indices], bad[indices])
         computed = metric.compute()
         tasks[task] = TaskScore(float(computed["accuracy"]), float(computed["margin"]), int(computed["pairs"]))
