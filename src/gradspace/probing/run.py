@@ -1,0 +1,508 @@
+"""Similarity probing: a model's linguistic task space at one or more checkpoints, compared with the hypothesis.
+
+For every checkpoint (model × revision) it measures
+- the transfer matrix: one FTGD fine-tuning per task (`gradspace.ftgd.run.run` on the composed train config),
+  each copy evaluated on every task, or the same results read from a `train.py -m` sweep directory or a W&B group;
+- gradient similarity with no fine-tuning: per task, the gradient of the FTGD objective (the gradient
+  differential) and of the LM baseline, compared by cosine and top-k overlap, overall and per module;
+and compares each space with same-phenomenon = 1 (Spearman, permutation p-value, within vs across means).
+Writes results.json, PNGs and (when a logger is configured) W&B images and tables; prints a summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from tqdm.auto import tqdm
+
+from gradspace.data.suite import TaskData, prepare_task_data
+from gradspace.errors import GradspaceError
+from gradspace.models.loading import load_model, resolve_pretrained_path
+from gradspace.probing import plots
+from gradspace.probing.gradient_similarity import OVERALL, GradientSpace, GradientSpaceConfig
+from gradspace.probing.hypothesis import compare_with_hypothesis
+from gradspace.probing.task_gradients import add_task_gradients
+from gradspace.probing.transfer import (
+    RESULTS_FILE,
+    SweepRecords,
+    TransferMatrix,
+    assemble_transfer,
+    group_by_checkpoint,
+    matrix_to_json,
+    read_multirun_dir,
+    read_wandb_group,
+)
+from gradspace.utils.io import atomic_write_json
+from gradspace.utils.run_config import loggable_config
+from gradspace.utils.seeding import seed_everything
+
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+# The spaces every checkpoint gets a heatmap of; all but the Jaccard overlaps also get a dendrogram.
+HEATMAP_SPACES = ("transfer_accuracy", "transfer_margin", "gradient_{objective}_cosine", "gradient_{objective}_jaccard")
+
+
+@dataclass
+class Checkpoint:
+    model_cfg: dict  # resolved model config, revision included
+    records: list[dict] | None = None  # transfer results read from a sweep or W&B; None: fine-tune here or skip
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_cfg['name']}@{self.model_cfg['revision']}"
+
+
+# --------------------------------------------------------------------------------------------- configuration
+
+
+def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose a primary config of this repository: inside a Hydra app with its search path, else from conf/."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=config_name, overrides=overrides)
+    if not CONF_DIR.is_dir():
+        raise GradspaceError(f"cannot find the config directory {CONF_DIR}; run probe.py from the repository")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def command_line_sets(key: str) -> bool:
+    """Whether the Hydra command line overrides `key` (e.g. a `-m model.revision=...` sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    return any(re.fullmatch(rf"[+~]*{re.escape(key)}=.*", item) for item in HydraConfig.get().overrides.task)
+
+
+def as_dict(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) or OmegaConf.is_config(node) else node
+
+
+def requested_revisions(cfg: DictConfig) -> list[str]:
+    """`revisions` (a list), unless the command line sets `model.revision`: then that one revision."""
+    revisions = cfg.get("revisions")
+    if revisions is None or command_line_sets("model.revision"):
+        return [str(cfg.model.revision)]
+    revisions = [str(revision) for revision in revisions]
+    if not revisions:
+        raise GradspaceError("revisions=[] names no checkpoint; list some (revisions=[step200,main]) or set revisions=null")
+    return revisions
+
+
+def model_configs(cfg: DictConfig) -> list[dict]:
+    """The main model config and those of `models` (config names under conf/model), for size comparisons."""
+    configs = [as_dict(cfg.model)]
+    for name in cfg.get("models") or []:
+        try:
+            configs.append(as_dict(compose_config("probe", [f"model={name}"]).model))
+        except Exception as err:  # hydra's MissingConfigException and friends
+            if "Could not find" in str(err) or "MissingConfig" in type(err).__name__:
+                known = sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
+                raise GradspaceError(f"models: no model config '{name}'; choose from {', '.join(known)}") from None
+            raise
+    return configs
+
+
+def transfer_records(cfg: DictConfig) -> tuple[SweepRecords | None, str]:
+    source = cfg.source
+    if source.get("multirun_dir") and source.get("wandb_group"):
+        raise GradspaceError("set only one of source.multirun_dir and source.wandb_group")
+    if source.get("multirun_dir"):
+        return read_multirun_dir(source.multirun_dir), f"multirun_dir:{source.multirun_dir}"
+    if source.get("wandb_group"):
+        wandb_cfg = (cfg.get("logger") or {}).get("wandb") or {}
+        read = read_wandb_group(str(source.wandb_group), project=str(wandb_cfg.get("project") or "gradspace"),
+                                entity=wandb_cfg.get("entity"), mode=str(wandb_cfg.get("mode") or "auto"))
+        return read, f"wandb_group:{source.wandb_group}"
+    return None, "inprocess" if source.get("inprocess", True) else "none"
+
+
+def plan_checkpoints(cfg: DictConfig, read: SweepRecords | None) -> list[Checkpoint]:
+    if read is None:
+        return [Checkpoint({**model_cfg, "revision": revision}) for model_cfg in model_configs(cfg)
+                for revision in requested_revisions(cfg)]
+    objective = str(cfg.transfer.objective)
+    grouped = group_by_checkpoint(read.records)
+    objectives = {key[2] for key in grouped}
+    if len(objectives) > 1:
+        grouped = {key: records for key, records in grouped.items() if key[2] == objective}
+        if not grouped:
+            raise GradspaceError(f"the sweep has objectives {', '.join(sorted(objectives))} but not transfer.objective={objective}; set it to one of them")
+    checkpoints = []
+    for records in grouped.values():
+        model_cfg = (records[0].get("config") or {}).get("model")
+        if not model_cfg:
+            raise GradspaceError(f"{records[0].get('_source')}: its results.json has no config.model; rerun it with the current train.py")
+        checkpoints.append(Checkpoint(dict(model_cfg), records))
+    return checkpoints
+
+
+# --------------------------------------------------------------------------------------------- measurements
+
+
+def gradient_pairs(task_data: TaskData, max_pairs: int | None) -> dict[str, list]:
+    by_task: dict[str, list] = {task: [] for task in task_data.tasks}
+    for pair in task_data.train:
+        if max_pairs is None or len(by_task[pair.task]) < max_pairs:
+            by_task[pair.task].append(pair)
+    empty = [task for task, pairs in by_task.items() if not pairs]
+    if empty:
+        raise GradspaceError(f"task(s) {', '.join(empty)} have no training pairs to take gradients of; add pairs or lower data.eval_fraction")
+    return by_task
+
+
+def measure_gradients(cfg: DictConfig, loaded, task_data: TaskData, objective: str, bar) -> GradientSpace:
+    space = GradientSpace.for_model(loaded.model, GradientSpaceConfig(
+        sketch_dim=int(cfg.gradient.sketch_dim), top_fraction=float(cfg.gradient.top_fraction),
+        max_top_k=int(cfg.gradient.max_top_k), seed=int(cfg.gradient.seed)))
+    pairs = gradient_pairs(task_data, cfg.gradient.get("max_pairs_per_task"))
+    for task in add_task_gradients(space, loaded.model, loaded.tokenizer, pairs, objective, int(cfg.gradient.batch_size)):
+        bar.set_postfix_str(f"gradient {objective} {task}", refresh=False)
+        bar.update(1)
+    return space
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """No per-load "Loading weights" bars under the probe's own progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """The per-task trainers' banners and data-loader hints would bury the progress bar."""
+    loggers = [logging.getLogger(name) for name in ("lightning", "lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def train_config(cfg: DictConfig, model_cfg: dict, task: str, output_dir: Path) -> DictConfig:
+    """The `train.py` config of one transfer row: this task alone, no tracker, no checkpoints.
+
+    The data settings are the probe's (the same split as the gradients), with `data.*` items of
+    `transfer.train_overrides` applied on top.
+    """
+    extra = [str(item) for item in cfg.transfer.get("train_overrides") or []]
+    overrides = [
+        "~model", "task=paradigm", f"task.name={task}", f"objective={cfg.transfer.objective}", "logger=none",
+        "callbacks.model_checkpoint=null", "trainer.enable_checkpointing=false", f"seed={int(cfg.seed)}",
+        "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
+        *extra,
+    ]
+    train_cfg = compose_config("train", overrides)
+    data_overrides = OmegaConf.from_dotlist([item for item in extra if item.startswith("data.")]).get("data") or {}
+    with open_dict(train_cfg):
+        train_cfg.model = OmegaConf.create(model_cfg)
+        train_cfg.data = OmegaConf.merge(as_dict(cfg.data), data_overrides)
+        train_cfg.paths = OmegaConf.create({**as_dict(cfg.paths), "output_dir": str(output_dir)})
+    return train_cfg
+
+
+def finetune_rows(cfg: DictConfig, checkpoint: Checkpoint, tasks: list[str], output_dir: Path, bar) -> list[dict]:
+    """One FTGD job per task, in this process; each writes the results.json a sweep job would write."""
+    from gradspace.ftgd.run import run as run_ftgd
+
+    records = []
+    for task in tasks:
+        bar.set_postfix_str(f"fine-tune {task}", refresh=False)
+        job_dir = output_dir / "transfer" / checkpoint.label.replace("/", "_") / task
+        with quiet_lightning():
+            record = run_ftgd(train_config(cfg, checkpoint.model_cfg, task, job_dir))
+        record["_source"] = str(job_dir / RESULTS_FILE)
+        records.append(record)
+        bar.update(1)
+    return records
+
+
+def space_entry(matrix: np.ndarray, tasks: list[str], phenomena: dict, symmetric: bool, cfg: DictConfig) -> dict:
+    comparison = compare_with_hypothesis(matrix, tasks, phenomena, symmetric=symmetric,
+                                         n_permutations=int(cfg.hypothesis.n_permutations), seed=int(cfg.seed))
+    return {"matrix": matrix_to_json(matrix), "symmetric": symmetric, "hypothesis": comparison.to_dict()}
+
+
+def gradient_entries(space: GradientSpace, objective: str, tasks: list[str], phenomena: dict, cfg: DictConfig) -> dict:
+    entries = {}
+    for measure, compute in (("cosine", space.cosine), ("jaccard", space.jaccard)):
+        levels = {level: space_entry(compute(level), tasks, phenomena, True, cfg) for level in space.levels()}
+        entries[f"gradient_{objective}_{measure}"] = {**levels[OVERALL], "levels": {k: v for k, v in levels.items() if k != OVERALL}}
+    return entries
+
+
+def revision_step(model_cfg: dict, path: str) -> int | None:
+    """Training step of a checkpoint: from `step<N>`, or for a synthetic `main` from its checkpoints.json."""
+    match = re.fullmatch(r"step(\d+)", str(model_cfg.get("revision")))
+    if match:
+        return int(match.group(1))
+    listing = Path(path).parent / "checkpoints.json"
+    if listing.is_file():
+        for entry in json.loads(listing.read_text(encoding="utf-8")).get("checkpoints", []):
+            if entry.get("revision") == model_cfg.get("revision"):
+                return int(entry["step"])
+    return None
+
+
+def probe_checkpoint(cfg: DictConfig, checkpoint: Checkpoint, source: str, cache_dir: Path, output_dir: Path,
+                     task_data: TaskData, bar) -> dict:
+    start = time.perf_counter()
+    loaded = load_model(checkpoint.model_cfg, cache_dir, device=str(cfg.device), progress=bool(cfg.progress))
+    tasks, phenomena = task_data.tasks, task_data.suite.phenomena
+    spaces: dict[str, dict] = {}
+    gradient_info = {}
+    for objective in cfg.gradient.objectives:
+        objective_start = time.perf_counter()
+        space = measure_gradients(cfg, loaded, task_data, str(objective), bar)
+        spaces.update(gradient_entries(space, str(objective), tasks, phenomena, cfg))
+        gradient_info[str(objective)] = {"norms": space.norms(), "state_bytes": space.state_bytes(), "top_fraction": space.top_fraction,
+                                         "seconds": round(time.perf_counter() - objective_start, 2)}
+    step = revision_step(checkpoint.model_cfg, loaded.path)
+    del loaded
+    transfer_info: dict[str, Any] = {"source": source}
+    if source != "none":
+        records = checkpoint.records
+        if records is None:
+            records = finetune_rows(cfg, checkpoint, tasks, output_dir, bar)
+        matrix: TransferMatrix = assemble_transfer(records, tasks=tasks, phenomena=phenomena)
+        spaces["transfer_accuracy"] = space_entry(matrix.accuracy, tasks, phenomena, False, cfg)
+        spaces["transfer_margin"] = space_entry(matrix.margin, tasks, phenomena, False, cfg)
+        transfer_info.update(missing_rows=matrix.missing_rows, results_files=[str(r.get("_source")) for r in records],
+                             heldout_lm_loss_delta={trained(r): r.get("heldout_lm_loss", {}).get("delta") for r in records})
+    return {"model": checkpoint.model_cfg["name"], "revision": checkpoint.model_cfg["revision"], "step": step,
+            "label": checkpoint.label, "tasks": list(tasks), "spaces": spaces, "gradient": gradient_info, "transfer": transfer_info,
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+def trained(record: dict) -> str:
+    return (record.get("tasks_trained") or [record.get("task")])[0]
+
+
+# --------------------------------------------------------------------------------------------- reporting
+
+
+def summary_rows(checkpoints: list[dict]) -> list[dict]:
+    rows = []
+    for entry in checkpoints:
+        for name, space in entry["spaces"].items():
+            h = space["hypothesis"]
+            rows.append({"checkpoint": entry["label"], "model": entry["model"], "revision": entry["revision"], "step": entry["step"],
+                         "space": name, "within": h["within_mean"], "across": h["across_mean"],
+                         "spearman": h["spearman"], "p_value": h["p_value"]})
+    return rows
+
+
+def trend_series(rows: list[dict]) -> dict[str, dict[str, list]]:
+    """Within − across per panel (transfer accuracy, transfer margin, gradient cosine, top-k overlap) and line
+    (a model, and for gradient spaces its objective: FTGD differential vs LM baseline) over checkpoints."""
+    series: dict[str, dict[str, list]] = {}
+    for row in rows:
+        match = re.fullmatch(r"gradient_(.+)_(cosine|jaccard)", row["space"])
+        if match:
+            panel = "gradient cosine" if match.group(2) == "cosine" else "top-k overlap (Jaccard)"
+            line = f"{row['model']} {match.group(1)}"
+        else:
+            panel, line = display_name(row["space"]), row["model"]
+        gap = None if row["within"] is None or row["across"] is None else row["within"] - row["across"]
+        series.setdefault(f"{panel}: within − across", {}).setdefault(line, []).append((row["revision"], gap))
+    return series
+
+
+def make_plots(results: dict, output_dir: Path, objective: str) -> dict[str, str]:
+    files: dict[str, str] = {}
+    phenomena = results["phenomena"]
+    wanted = [name.format(objective=objective) for name in HEATMAP_SPACES]
+    for entry in results["checkpoints"]:
+        tasks = entry["tasks"]
+        slug = entry["label"].replace("/", "_").replace("@", "_")
+        for name in wanted:
+            space = entry["spaces"].get(name)
+            if space is None:
+                continue
+            matrix = np.array([[np.nan if v is None else v for v in row] for row in space["matrix"]], dtype=float)
+            h = space["hypothesis"]
+            rho = "n/a" if h["spearman"] is None else f"{h['spearman']:.2f} (p={h['p_value']:.3f})"
+            title = f"{entry['label']} {name}\nSpearman with same-phenomenon: {rho}"
+            files[f"heatmap/{entry['label']}/{name}"] = str(plots.heatmap(
+                matrix, tasks, phenomena, title, output_dir / "plots" / f"heatmap_{slug}_{name}.png",
+                diverging=not name.endswith("jaccard"), value_label=name))
+            if not name.endswith("jaccard"):
+                files[f"dendrogram/{entry['label']}/{name}"] = str(plots.dendrogram(
+                    matrix, tasks, phenomena, f"{entry['label']} {name}", output_dir / "plots" / f"dendrogram_{slug}_{name}.png"))
+    series = trend_series(results["summary"])
+    files["checkpoints"] = str(plots.checkpoint_lines(series, "task-space structure over checkpoints", output_dir / "plots" / "checkpoints.png"))
+    return files
+
+
+def log_to_wandb(cfg: DictConfig, results: dict, files: dict[str, str]) -> str | None:
+    """Images and tables into one W&B run (offline unless credentials); returns the run directory."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if not wandb_cfg:
+        return None
+    import wandb
+
+    from gradspace.utils.wandb_setup import finish_wandb, make_wandb_logger
+
+    logger = make_wandb_logger(
+        project=wandb_cfg.project, entity=wandb_cfg.get("entity"), mode=wandb_cfg.mode, save_dir=cfg.paths.output_dir,
+        name=wandb_cfg.get("name") or f"probe-{cfg.model.name}", group=wandb_cfg.get("group"),
+        tags=[*wandb_cfg.get("tags", []), "probe", str(cfg.model.name)], config=results["config"],
+    )
+    run = logger.experiment
+    payload: dict[str, Any] = {f"probe/{key}": wandb.Image(path) for key, path in files.items()}
+    for entry in results["checkpoints"]:
+        for name, space in entry["spaces"].items():
+            table = wandb.Table(columns=["task", *entry["tasks"]],
+                                data=[[task, *row] for task, row in zip(entry["tasks"], space["matrix"])])
+            payload[f"probe/matrix/{entry['label']}/{name}"] = table
+    summary = results["summary"]
+    payload["probe/summary"] = wandb.Table(columns=list(summary[0]), data=[list(row.values()) for row in summary])
+    run.log(payload)
+    directory = getattr(run, "dir", None)
+    finish_wandb()
+    return directory
+
+
+def display_name(space: str) -> str:
+    """`gradient_diff_cosine` -> `diff cosine`, `transfer_accuracy` -> `transfer accuracy`."""
+    return space.removeprefix("gradient_").replace("_", " ")
+
+
+def trends(rows: list[dict]) -> list[dict]:
+    """Per model and space: within − across and Spearman at its first and last checkpoint."""
+    out = []
+    for model in dict.fromkeys(row["model"] for row in rows):
+        for space in dict.fromkeys(row["space"] for row in rows if row["model"] == model):
+            points = [row for row in rows if row["model"] == model and row["space"] == space]
+            gaps = [None if r["within"] is None or r["across"] is None else r["within"] - r["across"] for r in points]
+            out.append({"model": model, "space": space, "revisions": [r["revision"] for r in points],
+                        "within_minus_across": gaps, "within": [r["within"] for r in points],
+                        "spearman": [r["spearman"] for r in points]})
+    return out
+
+
+def print_summary(results: dict, files: dict[str, str], results_path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(value, spec=".3f"):
+        return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+    console = Console(width=max(Console().width, 110))
+    table = Table(title=f"task space vs same-phenomenon hypothesis ({len(results['tasks'])} tasks, "
+                        f"{len(set(results['phenomena'].values()))} phenomena)")
+    for column in ("checkpoint", "space", "within", "across", "within−across", "Spearman", "p"):
+        table.add_column(column, justify="left" if column in ("checkpoint", "space") else "right", no_wrap=True)
+    for row in results["summary"]:
+        gap = None if row["within"] is None or row["across"] is None else row["within"] - row["across"]
+        table.add_row(row["checkpoint"], display_name(row["space"]), fmt(row["within"]), fmt(row["across"]),
+                      fmt(gap, "+.3f"), fmt(row["spearman"], "+.2f"), fmt(row["p_value"]))
+    console.print(table)
+    if any(len(trend["revisions"]) > 1 for trend in results["trends"]):
+        change = Table(title="change over checkpoints (within − across; Spearman)")
+        for column in ("model", "space", "revisions", "within−across", "Spearman"):
+            change.add_column(column, no_wrap=True)
+        for trend in results["trends"]:
+            change.add_row(trend["model"], display_name(trend["space"]), " → ".join(trend["revisions"]),
+                           " → ".join(fmt(v, "+.3f") for v in trend["within_minus_across"]),
+                           " → ".join(fmt(v, "+.2f") for v in trend["spearman"]))
+        console.print(change)
+    for problem in results["problems"]:
+        console.print(f"[yellow]missing:[/yellow] {problem}")
+    console.print(f"results: {results_path}")
+    for key, path in files.items():
+        console.print(f"{key}: {path}", soft_wrap=True)
+
+
+# --------------------------------------------------------------------------------------------- entry point
+
+
+def run(cfg: DictConfig) -> dict:
+    """Probe every requested checkpoint; write results.json and plots under `paths.output_dir`; return the results."""
+    start = time.perf_counter()
+    output_dir = Path(cfg.paths.output_dir)
+    cache_dir = Path(cfg.paths.cache_dir).expanduser()
+    seed_everything(int(cfg.seed))
+    if int(cfg.get("num_threads") or 0) > 0:
+        torch.set_num_threads(int(cfg.num_threads))
+    unknown = [o for o in cfg.gradient.objectives if o not in ("bounded", "diff", "diff_tokens", "lm")]
+    if unknown:
+        raise GradspaceError(f"gradient.objectives: unknown {', '.join(map(str, unknown))}; use bounded, diff, diff_tokens or lm")
+
+    read, source = transfer_records(cfg)
+    checkpoints = plan_checkpoints(cfg, read)
+    task_data_by_model: dict[str, TaskData] = {}
+    # The suite of each model (the synthetic world follows the model's config); read before any long work,
+    # so a bad task name fails at once.
+    for checkpoint in checkpoints:
+        name = checkpoint.model_cfg["name"]
+        if name not in task_data_by_model:
+            task_data_by_model[name] = prepare_task_data(cfg.task, cfg.data, checkpoint.model_cfg, cache_dir, cfg.paths.get("blimp_dir"))
+            tasks = task_data_by_model[name].tasks
+            if len(tasks) < 2:
+                raise GradspaceError(f"task '{cfg.task.name}' selects {len(tasks)} task ({', '.join(tasks)}); a task space needs at least 2: "
+                                     f"select a phenomenon with several paradigms, or task=all")
+    # Pretrain a synthetic model that is not cached yet (with its own progress bar) and check every revision exists,
+    # before the long loop starts.
+    for checkpoint in checkpoints:
+        resolve_pretrained_path(checkpoint.model_cfg, cache_dir, progress=bool(cfg.progress))
+    first = task_data_by_model[checkpoints[0].model_cfg["name"]]
+    per_checkpoint = len(first.tasks) * (len(cfg.gradient.objectives) + (1 if source == "inprocess" else 0))
+    bar = tqdm(total=per_checkpoint * len(checkpoints), desc="probe", unit="step", disable=not cfg.progress, dynamic_ncols=True)
+    entries = []
+    with quiet_transformers():
+        for checkpoint in checkpoints:
+            bar.set_description(f"probe {checkpoint.label}")
+            task_data = task_data_by_model[checkpoint.model_cfg["name"]]
+            entries.append(probe_checkpoint(cfg, checkpoint, source, cache_dir, output_dir, task_data, bar))
+    bar.close()
+
+    results: dict[str, Any] = {
+        "status": "ok",
+        "tasks": first.tasks,
+        "phenomena": {task: group for data in task_data_by_model.values() for task, group in data.suite.phenomena.items()
+                      if task in data.tasks},
+        "checkpoints": entries,
+        "problems": list(read.problems) if read else [],
+        "config": loggable_config(cfg),
+    }
+    results["summary"] = summary_rows(entries)
+    results["trends"] = trends(results["summary"])
+    gradient_objective = str(cfg.gradient.objectives[0])
+    files = make_plots(results, output_dir, gradient_objective) if cfg.plots else {}
+    results["files"] = files
+    results["seconds"] = round(time.perf_counter() - start, 2)
+    results_path = atomic_write_json(output_dir / RESULTS_FILE, results)
+    wandb_dir = log_to_wandb(cfg, results, files)
+    if wandb_dir:
+        results["files"]["wandb"] = wandb_dir
+        atomic_write_json(results_path, results)
+    print_summary(results, files, results_path)
+    return results
