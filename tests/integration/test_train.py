@@ -157,7 +157,7 @@ def test_cli_run_writes_results_checkpoint_and_offline_wandb_run(fixture_dir, tm
     heldout = results["heldout_lm_loss"]
     assert heldout["delta"] == pytest.approx(heldout["after"] - heldout["before"]) and heldout["before"] > 0
     assert results["config"]["ftgd"]["max_steps"] == 6 and results["config"]["optimizer"]["lr"] == 3e-3
-    assert (out / "checkpoints" / "last.ckpt").exists() and Path(results["checkpoint"]).exists()
+    assert (out / "checkpoints" / "last.ckpt").exists() and Path(results["run"]["checkpoint"]).exists()
 
     (run_dir,) = (out / "wandb").glob("offline-run-*")
     logged = wandb_summary(run_dir)
@@ -177,6 +177,11 @@ def test_same_seed_gives_identical_results_and_another_seed_does_not(fixture_dir
     assert outcome(first)["eval_after"] != outcome(other)["eval_after"]
     assert json.loads((tmp_path / "a" / RESULTS_FILE).read_text())["transfer"] == first["transfer"]
 
+    # The same config, output directory included, writes a byte-identical results file.
+    first_text = (tmp_path / "a" / RESULTS_FILE).read_text()
+    run_in_process(fixture_dir, tmp_path / "a", "callbacks=no_checkpoints")
+    assert (tmp_path / "a" / RESULTS_FILE).read_text() == first_text
+
 
 def test_resume_from_checkpoint_gives_the_same_final_metrics(fixture_dir, tmp_path):
     # A sparse, fixed mask and the token-level objective: the resumed run must restore the mask too.
@@ -195,7 +200,7 @@ def test_topk_mask_leaves_all_other_parameters_untouched(fixture_dir, tmp_path):
                              "ftgd.mask.scope=per_tensor", "ftgd.mask.schedule=recompute", "optimizer.weight_decay=0.1")
     assert results["mask"]["kind"] == "topk" and 0.05 <= results["mask"]["actual_density"] < 0.07
     start = GPTNeoXForCausalLM.from_pretrained(fixture_dir / "model")
-    final = torch.load(results["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    final = torch.load(results["run"]["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
     changed = total = 0
     for name, before in start.named_parameters():
         after = final[f"model.{name}"]

@@ -9,6 +9,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -127,12 +128,18 @@ def _fit_and_measure(cfg: DictConfig, objective: str, mask_config: MaskConfig, c
         "eval_after": transfer.after,
         "transfer": transfer.transfer(),
         "heldout_lm_loss": heldout.summary(),
-        "fit_seconds": round(time.perf_counter() - start, 3),
-        "checkpoint": _last_checkpoint(trainer),
         "config": loggable_config(cfg),
+        "run": {"output_dir": str(output_dir), "checkpoint": _last_checkpoint(trainer)},
     }
+    # Timing goes to the tracker, not the results file, so a rerun of the same config writes identical results.
+    fit_seconds = time.perf_counter() - start
+    if trainer.logger is not None:
+        trainer.logger.log_metrics({"time/fit_seconds": fit_seconds}, step=trainer.global_step)
     if trainer.is_global_zero:
-        atomic_write_json(output_dir / RESULTS_FILE, results)
+        path = atomic_write_json(output_dir / RESULTS_FILE, results)
+        if isinstance(trainer.logger, WandbLogger):
+            # Uploaded with the run so that `probe.py source.wandb_group=...` can rebuild the transfer matrix.
+            trainer.logger.experiment.save(str(path), base_path=str(output_dir), policy="now")
     return results
 
 
@@ -155,7 +162,7 @@ def summary(results: dict, output_dir: str | Path) -> str:
     row = "  ".join(f"{task} {delta['accuracy']:+.3f}" for task, delta in results["transfer"].items())
     return (
         f"{results['model']['name']}@{results['model']['revision']} {results['task']} objective={results['objective']} "
-        f"steps={results['steps']} ({results['fit_seconds']:.1f}s)\n"
+        f"steps={results['steps']}\n"
         f"transfer (accuracy after - before): {row}\n"
         f"held-out LM loss {heldout['before']:.4f} -> {heldout['after']:.4f} ({heldout['delta']:+.4f})\n"
         f"results: {Path(output_dir) / RESULTS_FILE}"
