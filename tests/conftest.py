@@ -8,28 +8,39 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import itertools  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 
 TINY_VOCABULARY = (
     "the a dog dogs cat cats bird birds runs run sees see near that . ? yes no is mammal bird fish himself herself"
 ).split()
+TINY_SUITE_TASKS = ("anaphor", "npi", "sva")
 
 
-def build_tiny_lm(seed: int = 0, vocabulary=TINY_VOCABULARY):
+def build_tiny_lm(vocabulary=TINY_VOCABULARY, hidden_size: int = 64, seed: int = 0):
     """A random 2-layer GPT-NeoX with a word-level tokenizer: the smallest model the real code paths accept."""
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     from gradspace.synth.tokenizer import build_word_tokenizer
 
-    tokenizer = build_word_tokenizer(list(dict.fromkeys(vocabulary)))
+    tokenizer = build_word_tokenizer(list(dict.fromkeys(vocabulary)), model_max_length=64)
     torch.manual_seed(seed)
     config = GPTNeoXConfig(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=4, intermediate_size=2 * hidden_size,
         vocab_size=len(tokenizer), max_position_embeddings=64, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
     return GPTNeoXForCausalLM(config).eval(), tokenizer
+
+
+def save_model(model, tokenizer, path: Path) -> Path:
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
 
 
 @pytest.fixture
@@ -40,8 +51,32 @@ def tiny_lm():
 @pytest.fixture
 def tiny_model_dir(tmp_path):
     """The tiny model saved like a hub checkpoint (safetensors + tokenizer), for `model=local` runs."""
-    model, tokenizer = build_tiny_lm()
-    path = tmp_path / "tiny-neox"
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_model(*build_tiny_lm(), tmp_path / "tiny-neox")
+
+
+def tiny_suite_pairs() -> dict[str, list[tuple[str, str]]]:
+    nouns = [("dog", "dogs"), ("cat", "cats"), ("bird", "birds"), ("horse", "horses")]
+    verbs = [("runs", "run"), ("sleeps", "sleep"), ("sings", "sing")]
+    pairs = {task: [] for task in TINY_SUITE_TASKS}
+    for (sg, pl), (v3, v), adj in itertools.product(nouns, verbs, ["big", "small", "old"]):
+        pairs["sva"] += [(f"the {adj} {sg} {v3}", f"the {adj} {sg} {v}"), (f"the {adj} {pl} {v}", f"the {adj} {pl} {v3}")]
+        pairs["npi"].append((f"no {adj} {sg} ever {v3}", f"the {adj} {sg} ever {v3}"))
+        pairs["anaphor"].append((f"the {adj} {sg} sees itself", f"the {adj} {sg} sees themselves"))
+    return pairs
+
+
+@pytest.fixture(scope="session")
+def tiny_suite_dir(tmp_path_factory) -> Path:
+    """`model/`: a random tiny GPT-NeoX with a word-level tokenizer; `suite/`: one BLiMP-format jsonl file per task."""
+    root = tmp_path_factory.mktemp("tiny-suite")
+    (root / "suite").mkdir()
+    words = set()
+    for task, rows in tiny_suite_pairs().items():
+        lines = []
+        for index, (good, bad) in enumerate(rows):
+            words.update(good.split() + bad.split())
+            lines.append(json.dumps({"sentence_good": good, "sentence_bad": bad, "UID": task,
+                                     "linguistics_term": f"{task}_group", "pairID": str(index)}))
+        (root / "suite" / f"{task}.jsonl").write_text("\n".join(lines) + "\n")
+    save_model(*build_tiny_lm(sorted(words), hidden_size=32), root / "model")
+    return root

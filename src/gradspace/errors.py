@@ -4,28 +4,65 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 from typing import Callable, TypeVar
 
 F = TypeVar("F", bound=Callable)
+
+FAILURE_FILE = "failure.json"
 
 
 class GradspaceError(Exception):
     """A problem with the user's input or environment. Its message says what is wrong and what to do."""
 
 
-def exit_on_user_error(fn: F) -> F:
-    """Turn a `GradspaceError` raised by an entry point into one line on stderr and exit code 2.
+def _sweep_job_dir() -> Path | None:
+    """The job's output directory when running inside a Hydra multirun, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    Hydra wraps exceptions raised inside the task function, so entry scripts decorate the function
-    they pass to `hydra.main` with this, and the user sees the message rather than a traceback.
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    return Path(hydra_cfg.runtime.output_dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+
+
+def exit_on_user_error(fn: F) -> F:
+    """Wrap a Hydra task function.
+
+    A single run that hits a `GradspaceError` prints one line on stderr and exits with code 2. In a multirun the
+    job's failure (any exception) is recorded as `failure.json` in its directory and re-raised: Hydra's launcher
+    finishes the other jobs, then names the failed one and exits non-zero, and readers of the sweep directory
+    can say why each missing job failed.
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except GradspaceError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+        except Exception as err:
+            job_dir = _sweep_job_dir()
+            if job_dir is not None:
+                from gradspace.utils.io import atomic_write_json
+
+                atomic_write_json(job_dir / FAILURE_FILE, {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+                raise
+            if isinstance(err, GradspaceError):
+                print(f"error: {err}", file=sys.stderr)
+                sys.exit(2)
+            raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def job_failure(job_dir: Path) -> str | None:
+    """The recorded failure of a sweep job, if it wrote one."""
+    import json
+
+    path = Path(job_dir) / FAILURE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8")).get("error"))
+    except (OSError, ValueError):
+        return None

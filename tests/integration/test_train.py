@@ -14,73 +14,38 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import GPTNeoXForCausalLM
 
 from gradspace.errors import GradspaceError
 from gradspace.ftgd import module as ftgd_module
 from gradspace.ftgd.run import RESULTS_FILE, run
-from gradspace.synth.tokenizer import build_word_tokenizer
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
-TASKS = ("anaphor", "npi", "sva")
+from conftest import TINY_SUITE_TASKS as TASKS  # noqa: E402
 RESULT_KEYS = {"status", "model", "task", "tasks_trained", "objective", "mask", "seed", "phenomena", "eval_before",
                "eval_after", "transfer", "heldout_lm_loss", "config"}
 
 
-def suite_pairs() -> dict[str, list[tuple[str, str]]]:
-    nouns = [("dog", "dogs"), ("cat", "cats"), ("bird", "birds"), ("horse", "horses")]
-    verbs = [("runs", "run"), ("sleeps", "sleep"), ("sings", "sing")]
-    pairs = {task: [] for task in TASKS}
-    for (sg, pl), (v3, v), adj in itertools.product(nouns, verbs, ["big", "small", "old"]):
-        pairs["sva"] += [(f"the {adj} {sg} {v3}", f"the {adj} {sg} {v}"), (f"the {adj} {pl} {v}", f"the {adj} {pl} {v3}")]
-        pairs["npi"].append((f"no {adj} {sg} ever {v3}", f"the {adj} {sg} ever {v3}"))
-        pairs["anaphor"].append((f"the {adj} {sg} sees itself", f"the {adj} {sg} sees themselves"))
-    return pairs
-
-
-@pytest.fixture(scope="module")
-def fixture_dir(tmp_path_factory) -> Path:
-    """A random tiny GPT-NeoX with a word-level tokenizer, and one BLiMP-format jsonl file per task."""
-    root = tmp_path_factory.mktemp("ftgd")
-    (root / "suite").mkdir()
-    words = set()
-    for task, rows in suite_pairs().items():
-        lines = []
-        for index, (good, bad) in enumerate(rows):
-            words.update(good.split() + bad.split())
-            lines.append(json.dumps({"sentence_good": good, "sentence_bad": bad, "UID": task,
-                                     "linguistics_term": f"{task}_group", "pairID": str(index)}))
-        (root / "suite" / f"{task}.jsonl").write_text("\n".join(lines) + "\n")
-    tokenizer = build_word_tokenizer(sorted(words), model_max_length=64)
-    torch.manual_seed(0)
-    config = GPTNeoXConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                           vocab_size=len(tokenizer), max_position_embeddings=64, bos_token_id=tokenizer.bos_token_id,
-                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    GPTNeoXForCausalLM(config).save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
-    return root
-
-
-def base_overrides(fixture_dir: Path, out: Path, task: str = "sva") -> list[str]:
+def base_overrides(tiny_suite_dir: Path, out: Path, task: str = "sva") -> list[str]:
     return [
-        "model=local", f"model.path={fixture_dir / 'model'}", "data.source=jsonl", f"data.path={fixture_dir / 'suite'}",
+        "model=local", f"model.path={tiny_suite_dir / 'model'}", "data.source=jsonl", f"data.path={tiny_suite_dir / 'suite'}",
         "task=paradigm", f"task.name={task}", "ftgd.max_steps=6", "ftgd.batch_size=8", "optimizer.lr=3e-3",
-        f"paths.cache_dir={fixture_dir / 'cache'}", f"paths.log_dir={out / 'logs'}", "trainer.log_every_n_steps=1", "torch_threads=1",
+        f"paths.cache_dir={tiny_suite_dir / 'cache'}", f"paths.log_dir={out / 'logs'}", "trainer.log_every_n_steps=1", "torch_threads=1",
         "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
     ]
 
 
-def compose_run(fixture_dir: Path, out: Path, *extra: str):
+def compose_run(tiny_suite_dir: Path, out: Path, *extra: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[*base_overrides(fixture_dir, out), f"paths.output_dir={out}", *extra])
+        cfg = compose("train", overrides=[*base_overrides(tiny_suite_dir, out), f"paths.output_dir={out}", *extra])
     return cfg
 
 
-def run_in_process(fixture_dir: Path, out: Path, *extra: str) -> dict:
-    return run(compose_run(fixture_dir, out, "logger=none", *extra))
+def run_in_process(tiny_suite_dir: Path, out: Path, *extra: str) -> dict:
+    return run(compose_run(tiny_suite_dir, out, "logger=none", *extra))
 
 
 def train_cli(*args: str, cwd: Path = ROOT, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -139,9 +104,9 @@ def wandb_summary(run_dir: Path) -> dict:
             "tags": list(run_record.tags), "config": config, "id": run_record.run_id}
 
 
-def test_cli_run_writes_results_checkpoint_and_offline_wandb_run(fixture_dir, tmp_path):
+def test_cli_run_writes_results_checkpoint_and_offline_wandb_run(tiny_suite_dir, tmp_path):
     out = tmp_path / "run"
-    proc = train_cli(*base_overrides(fixture_dir, tmp_path), f"hydra.run.dir={out}", "tags=[cli]")
+    proc = train_cli(*base_overrides(tiny_suite_dir, tmp_path), f"hydra.run.dir={out}", "tags=[cli]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "transfer (accuracy after - before):" in proc.stdout
 
@@ -168,10 +133,10 @@ def test_cli_run_writes_results_checkpoint_and_offline_wandb_run(fixture_dir, tm
     assert logged["config"]["objective"] == {"name": "bounded"}
 
 
-def test_same_seed_gives_identical_results_and_another_seed_does_not(fixture_dir, tmp_path):
-    first = run_in_process(fixture_dir, tmp_path / "a", "callbacks=no_checkpoints")
-    second = run_in_process(fixture_dir, tmp_path / "b", "callbacks=no_checkpoints")
-    other = run_in_process(fixture_dir, tmp_path / "c", "callbacks=no_checkpoints", "seed=1")
+def test_same_seed_gives_identical_results_and_another_seed_does_not(tiny_suite_dir, tmp_path):
+    first = run_in_process(tiny_suite_dir, tmp_path / "a", "callbacks=no_checkpoints")
+    second = run_in_process(tiny_suite_dir, tmp_path / "b", "callbacks=no_checkpoints")
+    other = run_in_process(tiny_suite_dir, tmp_path / "c", "callbacks=no_checkpoints", "seed=1")
     assert outcome(first) == outcome(second)
     assert outcome(first)["eval_before"] == outcome(other)["eval_before"]
     assert outcome(first)["eval_after"] != outcome(other)["eval_after"]
@@ -179,27 +144,27 @@ def test_same_seed_gives_identical_results_and_another_seed_does_not(fixture_dir
 
     # The same config, output directory included, writes a byte-identical results file.
     first_text = (tmp_path / "a" / RESULTS_FILE).read_text()
-    run_in_process(fixture_dir, tmp_path / "a", "callbacks=no_checkpoints")
+    run_in_process(tiny_suite_dir, tmp_path / "a", "callbacks=no_checkpoints")
     assert (tmp_path / "a" / RESULTS_FILE).read_text() == first_text
 
 
-def test_resume_from_checkpoint_gives_the_same_final_metrics(fixture_dir, tmp_path):
+def test_resume_from_checkpoint_gives_the_same_final_metrics(tiny_suite_dir, tmp_path):
     # A sparse, fixed mask and the token-level objective: the resumed run must restore the mask too.
     extra = ["objective=diff_tokens", "ftgd.mask.kind=topk", "ftgd.mask.density=0.2",
              "callbacks.model_checkpoint.every_n_train_steps=3"]
-    full = run_in_process(fixture_dir, tmp_path / "full", *extra)
+    full = run_in_process(tiny_suite_dir, tmp_path / "full", *extra)
     midway = tmp_path / "full" / "checkpoints" / "step3.ckpt"
     assert midway.is_file()
-    resumed = run_in_process(fixture_dir, tmp_path / "resumed", *extra, f"ckpt_path={midway}")
+    resumed = run_in_process(tiny_suite_dir, tmp_path / "resumed", *extra, f"ckpt_path={midway}")
     assert resumed["steps"] == full["steps"] == 6
     assert outcome(resumed) == outcome(full)
 
 
-def test_topk_mask_leaves_all_other_parameters_untouched(fixture_dir, tmp_path):
-    results = run_in_process(fixture_dir, tmp_path / "masked", "ftgd.mask.kind=topk", "ftgd.mask.density=0.05",
+def test_topk_mask_leaves_all_other_parameters_untouched(tiny_suite_dir, tmp_path):
+    results = run_in_process(tiny_suite_dir, tmp_path / "masked", "ftgd.mask.kind=topk", "ftgd.mask.density=0.05",
                              "ftgd.mask.scope=per_tensor", "ftgd.mask.schedule=recompute", "optimizer.weight_decay=0.1")
     assert results["mask"]["kind"] == "topk" and 0.05 <= results["mask"]["actual_density"] < 0.07
-    start = GPTNeoXForCausalLM.from_pretrained(fixture_dir / "model")
+    start = GPTNeoXForCausalLM.from_pretrained(tiny_suite_dir / "model")
     final = torch.load(results["run"]["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
     changed = total = 0
     for name, before in start.named_parameters():
@@ -211,7 +176,7 @@ def test_topk_mask_leaves_all_other_parameters_untouched(fixture_dir, tmp_path):
     assert changed < 0.35 * total
 
 
-def test_non_finite_loss_stops_with_a_clear_error_and_writes_no_results(fixture_dir, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_with_a_clear_error_and_writes_no_results(tiny_suite_dir, tmp_path, monkeypatch):
     real_loss, calls = ftgd_module.objective_loss, []
 
     def diverging(model, batch, objective):  # the third training step's loss is NaN
@@ -221,19 +186,19 @@ def test_non_finite_loss_stops_with_a_clear_error_and_writes_no_results(fixture_
 
     monkeypatch.setattr(ftgd_module, "objective_loss", diverging)
     with pytest.raises(GradspaceError, match=r"non-finite training loss \(nan\) at step 2 .*lower optimizer.lr"):
-        run_in_process(fixture_dir, tmp_path / "nan")
+        run_in_process(tiny_suite_dir, tmp_path / "nan")
     assert not (tmp_path / "nan" / RESULTS_FILE).exists()
 
 
-def test_missing_checkpoint_is_a_user_error_before_any_work(fixture_dir, tmp_path):
+def test_missing_checkpoint_is_a_user_error_before_any_work(tiny_suite_dir, tmp_path):
     with pytest.raises(GradspaceError, match=r"ckpt_path=.*missing.ckpt is not a file; point it at a .ckpt"):
-        run_in_process(fixture_dir, tmp_path / "bad", f"ckpt_path={tmp_path / 'missing.ckpt'}")
+        run_in_process(tiny_suite_dir, tmp_path / "bad", f"ckpt_path={tmp_path / 'missing.ckpt'}")
     assert not (tmp_path / "bad").exists()
 
 
-def test_multirun_over_three_tasks_gives_three_separate_wandb_runs(fixture_dir, tmp_path):
+def test_multirun_over_three_tasks_gives_three_separate_wandb_runs(tiny_suite_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    overrides = [o for o in base_overrides(fixture_dir, tmp_path) if not o.startswith("task.name=")]
+    overrides = [o for o in base_overrides(tiny_suite_dir, tmp_path) if not o.startswith("task.name=")]
     proc = train_cli("-m", *overrides, "task.name=sva,npi,anaphor", f"hydra.sweep.dir={sweep}", "callbacks=no_checkpoints")
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(path for path in sweep.iterdir() if path.is_dir() and path.name.isdigit())
@@ -251,10 +216,10 @@ def test_multirun_over_three_tasks_gives_three_separate_wandb_runs(fixture_dir, 
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process(fixture_dir, tmp_path):
-    single = run_in_process(fixture_dir, tmp_path / "single", "callbacks=no_checkpoints")
+def test_two_process_ddp_matches_one_process(tiny_suite_dir, tmp_path):
+    single = run_in_process(tiny_suite_dir, tmp_path / "single", "callbacks=no_checkpoints")
     out = tmp_path / "ddp"
-    proc = train_cli(*base_overrides(fixture_dir, tmp_path), "trainer=ddp", f"hydra.run.dir={out}", timeout=400)
+    proc = train_cli(*base_overrides(tiny_suite_dir, tmp_path), "trainer=ddp", f"hydra.run.dir={out}", timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("transfer (accuracy after - before):") == 1  # one summary, from rank 0
 

@@ -17,7 +17,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from gradspace.errors import GradspaceError
+from gradspace.errors import GradspaceError, job_failure
 
 RESULTS_FILE = "results.json"
 
@@ -167,7 +167,8 @@ def read_multirun_dir(path: str | Path) -> SweepRecords:
     for job_dir in job_dirs:
         results_path = job_dir / RESULTS_FILE
         if not results_path.is_file():
-            problems.append(f"{_job_label(job_dir)}: no {RESULTS_FILE} (failed or unfinished)")
+            failure = job_failure(job_dir)
+            problems.append(f"{_job_label(job_dir)}: " + (f"failed ({failure})" if failure else f"no {RESULTS_FILE} (unfinished)"))
             continue
         try:
             record = json.loads(results_path.read_text(encoding="utf-8"))
