@@ -99,8 +99,9 @@ def run(cfg: DictConfig) -> dict:
 
 def _fit_and_measure(cfg: DictConfig, objective: str, mask_config: MaskConfig, ckpt_path: str | None,
                      output_dir: Path, cache_dir: Path) -> dict:
-    loaded = load_model(cfg.model, cache_dir, device="cpu")
+    # The pairs first: a bad task or data file should fail before minutes of model loading.
     task_data = prepare_task_data(cfg.task, cfg.data, cfg.model, cache_dir, cfg.paths.get("blimp_dir"))
+    loaded = load_model(cfg.model, cache_dir, device="cpu")
     datamodule = FTGDDataModule(
         loaded.tokenizer, task_data, heldout_sentences(cfg.heldout, cfg.model, task_data, cache_dir),
         objective=objective, batch_size=cfg.ftgd.batch_size, seed=int(cfg.seed),
