@@ -165,7 +165,7 @@ def test_topk_mask_leaves_all_other_parameters_untouched(tiny_suite_dir, tmp_pat
                              "ftgd.mask.scope=per_tensor", "ftgd.mask.schedule=recompute", "optimizer.weight_decay=0.1")
     assert results["mask"]["kind"] == "topk" and 0.05 <= results["mask"]["actual_density"] < 0.07
     start = GPTNeoXForCausalLM.from_pretrained(tiny_suite_dir / "model")
-    final = torch.load(results["run"]["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    final = torch.load(results["run"]["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
     changed = total = 0
     for name, before in start.named_parameters():
         after = final[f"model.{name}"]

@@ -113,7 +113,7 @@ def _fit_and_measure(cfg: DictConfig, objective: str, mask_config: MaskConfig, c
         max_steps=int(cfg.ftgd.max_steps), max_epochs=-1,
     )
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path or None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path or None, weights_only=True)
     results = {
         "status": "ok",
         "model": {"name": loaded.name, "revision": loaded.revision},
