@@ -2,11 +2,17 @@ import math
 
 import pytest
 import torch
+from conftest import TINY_VOCABULARY, build_tiny_lm
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gradspace.data.pairs import MinimalPair
 from gradspace.evaluation.minimal_pairs import evaluate_pairs, score_sentences
 
 pytestmark = pytest.mark.integration
+
+# Built once: hypothesis runs many examples per test and function-scoped fixtures do not reset between them.
+MODEL_AND_TOKENIZER = build_tiny_lm()
 
 SENTENCES = [
     "the dog runs .", "the dogs run .", "the dog near the cats runs .", "a cat sees the birds that see the dog .",
@@ -49,3 +55,28 @@ def test_evaluation_restores_training_mode(tiny_lm):
     model.train()
     evaluate_pairs(model, tokenizer, [MinimalPair("the dog runs .", "the dog run .", "t", "g", "0")])
     assert model.training
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sentences=st.lists(st.lists(st.sampled_from(TINY_VOCABULARY), min_size=1, max_size=12).map(" ".join), min_size=1, max_size=9),
+    batch_size=st.integers(min_value=1, max_value=10),
+)
+def test_any_sentences_any_batch_size_match_the_reference(sentences, batch_size):
+    model, tokenizer = MODEL_AND_TOKENIZER
+    batched = score_sentences(model, tokenizer, sentences, batch_size=batch_size)
+    reference = torch.tensor([reference_score(model, tokenizer, s) for s in sentences], dtype=torch.float64)
+    assert torch.allclose(batched, reference, atol=1e-4)
+    assert (batched < 0).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(TINY_VOCABULARY), st.sampled_from(TINY_VOCABULARY)), min_size=1, max_size=8))
+def test_swapping_good_and_bad_negates_the_margin(word_pairs):
+    model, tokenizer = MODEL_AND_TOKENIZER
+    pairs = [MinimalPair(f"the {a} runs", f"the {b} runs", "t", "g", str(i)) for i, (a, b) in enumerate(word_pairs)]
+    swapped = [MinimalPair(p.bad, p.good, "t", "g", p.id) for p in pairs]
+    forward, backward = evaluate_pairs(model, tokenizer, pairs), evaluate_pairs(model, tokenizer, swapped)
+    assert forward.tasks["t"].margin == pytest.approx(-backward.tasks["t"].margin, abs=1e-6)
+    ties = sum(a == b for a, b in word_pairs)
+    assert forward.tasks["t"].accuracy + backward.tasks["t"].accuracy == pytest.approx(1 - ties / len(pairs))
