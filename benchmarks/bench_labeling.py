@@ -1,0 +1,112 @@
+"""Feature labeling: training steps/s with 1 feature vs 32 features batched in one soft-label module.
+
+    python benchmarks/bench_labeling.py
+    python benchmarks/bench_labeling.py --features 8 --restarts 2
+
+The `label.py` path on `synth-1m`: `SoftLabel` (K features x R restarts as rows of one parameter) trained by a
+Lightning Trainer on `BalancedExamples` with the `label.yaml` settings. The synthetic world has 8 categories, so
+32 features are its 8 categories 4 times over under distinct names: the same work as 32 distinct features.
+A step is timed from one batch end to the next (data, forward, backward, Adam), after warm-up steps; the two
+feature counts alternate over rounds, each round a fresh fit. Goal: a step with 32 features <= 4x one with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from harness import Goal, pin_threads, print_header
+
+from gradspace.labeling.discriminator import Discriminator
+from gradspace.labeling.features import category_features
+from gradspace.labeling.prompts import PromptBuilder, resolve_prompt_spec
+from gradspace.labeling.soft_label import BalancedExamples, SoftLabel, SoftLabelConfig, allowed_label_tokens
+from gradspace.models.loading import default_cache_dir, load_model
+from gradspace.synth.grammar import CATEGORIES
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+class StepTimer(L.Callback):
+    """Seconds between consecutive batch ends, i.e. whole steps including fetching the batch."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+        self.seconds: list[float] = []
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        now = time.perf_counter()
+        if self.last is not None:
+            self.seconds.append(now - self.last)
+        self.last = now
+
+
+def step_seconds(loaded, builder, features, label_cfg: dict, steps: int, warmup: int) -> float:
+    config = SoftLabelConfig(**{f.name: label_cfg[f.name] for f in dataclasses.fields(SoftLabelConfig) if f.name in label_cfg})
+    discriminator = Discriminator(loaded.model, builder)
+    allowed = allowed_label_tokens(loaded.tokenizer, builder, discriminator.embedding.shape[0], config.vocabulary)
+    optimizer = lambda params: torch.optim.Adam(params, lr=float(label_cfg["optimizer"]["lr"]))  # noqa: E731
+    module = SoftLabel(discriminator, allowed, [f.name for f in features], config, optimizer, total_steps=steps + warmup)
+    timer = StepTimer()
+    trainer = L.Trainer(accelerator="cpu", max_steps=steps + warmup + 1, max_epochs=-1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
+    loader = DataLoader(BalancedExamples(features, builder, config.batch_size, loaded.tokenizer.pad_token_id, seed=0),
+                        batch_size=None, num_workers=0)
+    trainer.fit(module, loader)
+    return statistics.median(timer.seconds[warmup:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--features", type=int, default=32)
+    parser.add_argument("--restarts", type=int, help="default: label.yaml's")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per fit")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+
+    pin_threads(args.threads)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one fit per round: keep its banners out
+    print_header(f"labeling steps: 1 feature vs {args.features} features batched")
+    label_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "label.yaml").label, resolve=True)
+    if args.restarts:
+        label_cfg["restarts"] = args.restarts
+    prompt_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "prompt" / "default.yaml"), resolve=True)
+    model_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "synth-1m.yaml"), resolve=True)
+    loaded = load_model(model_cfg, default_cache_dir(), progress=False)
+    spec = resolve_prompt_spec(prompt_cfg, loaded.tokenizer, "synth")
+    builder = PromptBuilder(spec, loaded.tokenizer, int(label_cfg["length"]), add_bos=bool(prompt_cfg.get("add_bos", True)))
+    categories = category_features(list(CATEGORIES), loaded.tokenizer, 0.3, 0, None)
+    many = [dataclasses.replace(categories[i % len(categories)], name=f"{categories[i % len(categories)].name}#{i}")
+            for i in range(args.features)]
+    print(f"model {loaded.path}; {label_cfg['restarts']} restarts, {label_cfg['batch_size']} examples per feature and "
+          f"step, kl_weight {label_cfg['kl_weight']}: {label_cfg['restarts'] * label_cfg['batch_size']} prompts per "
+          f"feature and step")
+
+    times: dict[int, list[float]] = {1: [], args.features: []}
+    for _ in range(args.rounds):
+        for count, features in ((1, categories[:1]), (args.features, many)):
+            times[count].append(step_seconds(loaded, builder, features, label_cfg, args.steps, args.warmup))
+    one, batched = statistics.median(times[1]), statistics.median(times[args.features])
+    print(f"step: 1 feature {1e3 * one:.1f} ms ({1 / one:.2f} steps/s); {args.features} features {1e3 * batched:.1f} ms "
+          f"({1 / batched:.2f} steps/s); {args.features} features one at a time would take {1e3 * args.features * one:.1f} ms")
+    goal = Goal(f"step time {args.features} features / 1 feature", batched / one, 4.0, at_most=True)
+    print(goal.line())
+    print(f"ratio speedup of batching {args.features} features over one at a time = {args.features * one / batched:.2f}x (no goal)")
+    print(f"summary: {goal.name} {'MET' if goal.met else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()

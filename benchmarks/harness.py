@@ -1,0 +1,82 @@
+"""What every benchmark script shares: the machine description, thread pinning, timing and the ratio lines.
+
+Benchmarks are scripts, not timed tests: each measures both sides of its ratios in one run on one machine and
+prints them with the goal and whether it was met. They run from the repository root, e.g.
+`python benchmarks/bench_ftgd_step.py`, so this module is imported as `harness`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    """One line naming the machine a result came from; the load average shows how shared it was."""
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, {device}; torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads; python {sys.version.split()[0]}; load average {load}"
+    )
+
+
+def pin_threads(threads: int) -> None:
+    """Both sides of a ratio run with the same intra-op thread count (the machine is shared)."""
+    torch.set_num_threads(max(1, threads))
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each function, calls alternating A B A B ... so load changes hit all sides."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+@dataclass
+class Goal:
+    """A ratio and the bound it should meet (`at_most` or `at_least`)."""
+
+    name: str
+    ratio: float
+    bound: float
+    at_most: bool
+
+    @property
+    def met(self) -> bool:
+        return self.ratio <= self.bound if self.at_most else self.ratio >= self.bound
+
+    def line(self) -> str:
+        relation = "<=" if self.at_most else ">="
+        verdict = "MET" if self.met else "NOT MET"
+        return f"ratio {self.name} = {self.ratio:.2f}x (goal {relation} {self.bound:g}x): {verdict}"
+
+
+def print_header(title: str) -> None:
+    print(f"== {title}")
+    print(machine_line())
