@@ -451,7 +451,7 @@ def run(cfg: DictConfig) -> dict:
     cache_dir = Path(cfg.paths.cache_dir).expanduser()
     seed_everything(int(cfg.seed))
     if int(cfg.get("torch_threads") or 0) > 0:
-        torch.set_torch_threads(int(cfg.torch_threads))
+        torch.set_num_threads(int(cfg.torch_threads))
     unknown = [o for o in cfg.gradient.objectives if o not in ("bounded", "diff", "diff_tokens", "lm")]
     if unknown:
         raise GradspaceError(f"gradient.objectives: unknown {', '.join(map(str, unknown))}; use bounded, diff, diff_tokens or lm")
