@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from gradspace.data.suite import TaskData, prepare_task_data
 from gradspace.errors import GradspaceError
+from gradspace.ftgd.objectives import check_objective
 from gradspace.models.loading import load_model, resolve_pretrained_path
 from gradspace.probing import plots
 from gradspace.probing.gradient_similarity import OVERALL, GradientSpace, GradientSpaceConfig
@@ -452,9 +453,8 @@ def run(cfg: DictConfig) -> dict:
     seed_everything(int(cfg.seed))
     if int(cfg.get("torch_threads") or 0) > 0:
         torch.set_num_threads(int(cfg.torch_threads))
-    unknown = [o for o in cfg.gradient.objectives if o not in ("bounded", "diff", "diff_tokens", "lm")]
-    if unknown:
-        raise GradspaceError(f"gradient.objectives: unknown {', '.join(map(str, unknown))}; use bounded, diff, diff_tokens or lm")
+    for objective in cfg.gradient.objectives:
+        check_objective(str(objective))
 
     read, source = transfer_records(cfg)
     checkpoints = plan_checkpoints(cfg, read)
