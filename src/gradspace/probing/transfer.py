@@ -168,7 +168,7 @@ def read_multirun_dir(path: str | Path) -> SweepRecords:
         results_path = job_dir / RESULTS_FILE
         if not results_path.is_file():
             failure = job_failure(job_dir)
-            problems.append(f"{_job_label(job_dir)}: " + (f"failed ({failure})" if failure else f"no {RESULTS_FILE} (unfinished)"))
+            problems.append(f"{_job_label(job_dir)}: " + (f"failed ({failure})" if failure else f"no {RESULTS_FILE} (failed or unfinished)"))
             continue
         try:
             record = json.loads(results_path.read_text(encoding="utf-8"))
