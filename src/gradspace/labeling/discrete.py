@@ -1,0 +1,129 @@
+"""The discrete step: score candidate labels as hard tokens (embedding rows, exactly what the model sees for real
+text) by the training objective and keep the best; and the held-out evaluation of a hard label.
+
+Single-token labels: the union of every restart's top candidates (and of the argmax labels visited during training)
+is scored. Multi-token labels: from each restart's argmax sequence, coordinate ascent replaces one position at a
+time with that position's top candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional.classification import binary_auroc
+
+from gradspace.labeling.discriminator import Discriminator
+from gradspace.labeling.prompts import Example, PromptBatch
+
+
+@dataclass
+class LabelScore:
+    label_ids: tuple[int, ...]
+    balanced_accuracy: float
+    auroc: float
+    loss: float  # balanced cross-entropy of the readout
+    naturalness: float = 0.0  # balanced mean of -log q(label) under the LM's own prediction at the label slots
+    objective: float = 0.0  # the training objective at this hard label: loss + kl_weight * naturalness
+
+    def key(self) -> tuple[float, float]:
+        return (-self.objective, self.balanced_accuracy)
+
+
+@dataclass
+class DiscreteResult:
+    best: LabelScore
+    scored: list[LabelScore] = field(default_factory=list)
+
+
+def classification_metrics(scores: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
+    """(balanced accuracy at the yes/no boundary, AUROC, balanced cross-entropy)."""
+    predictions = scores > 0
+    positive, negative = targets.bool(), ~targets.bool()
+    tpr = (predictions & positive).sum() / positive.sum().clamp(min=1)
+    tnr = (~predictions & negative).sum() / negative.sum().clamp(min=1)
+    losses = F.binary_cross_entropy_with_logits(scores, targets.float(), reduction="none")
+    loss = 0.5 * (losses[positive].mean() + losses[negative].mean())
+    auroc = binary_auroc(scores, targets.long())
+    return float((tpr + tnr) / 2), float(auroc), float(loss)
+
+
+class HardLabelScorer:
+    """Scores hard labels on a fixed set of examples, many labels per forward, by the same objective the soft
+    label trains on: at a one-hot p the entropy is 0 and KL(p || q) is -log q(label)."""
+
+    def __init__(self, discriminator: Discriminator, positives: Sequence[Example], negatives: Sequence[Example],
+                 pad_id: int, allowed: torch.Tensor, kl_weight: float = 0.0, max_batch: int = 2048):
+        self.discriminator = discriminator
+        examples = list(positives) + list(negatives)
+        self.prompts = discriminator.builder.batch(examples, pad_id)
+        self.targets = torch.tensor([1] * len(positives) + [0] * len(negatives))
+        self.allowed = allowed
+        self.kl_weight = kl_weight
+        self.max_batch = max_batch
+
+    @torch.no_grad()
+    def scores(self, labels: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Readout scores [n_labels, n_examples] and -log q(label) [n_labels, n_examples]."""
+        device = self.discriminator.embedding.device
+        prompts = self.prompts.to(device)
+        allowed = self.allowed.to(device)
+        n = prompts.input_ids.shape[0]
+        per_chunk = max(1, self.max_batch // n)
+        label_tensor = torch.tensor([list(label) for label in labels], dtype=torch.long, device=device)
+        score_rows, surprisal_rows = [], []
+        for start in range(0, len(label_tensor), per_chunk):
+            chunk = label_tensor[start : start + per_chunk]
+            c = len(chunk)
+            batch = PromptBatch(prompts.input_ids.repeat(c, 1), prompts.label_positions.repeat(c, 1), prompts.readout_positions.repeat(c))
+            rows = torch.arange(c, device=device).repeat_interleave(n)
+            out = self.discriminator(batch, self.discriminator.embedding[chunk], rows, with_slot_logits=self.kl_weight > 0)
+            score_rows.append(out.scores.view(c, n).float().cpu())
+            if out.slot_logits is None:
+                surprisal_rows.append(torch.zeros(c, n))
+                continue
+            log_q = torch.log_softmax(out.slot_logits.float().masked_fill(~allowed, float("-inf")), dim=-1)
+            picked = log_q.gather(-1, chunk[rows][..., None]).squeeze(-1)  # [c*n, L]
+            surprisal_rows.append(-picked.sum(-1).view(c, n).cpu())
+        return torch.cat(score_rows), torch.cat(surprisal_rows)
+
+    def score(self, labels: Sequence[Sequence[int]]) -> list[LabelScore]:
+        all_scores, surprisal = self.scores(labels)
+        positive = self.targets.bool()
+        results = []
+        for label, s, nll in zip(labels, all_scores, surprisal):
+            accuracy, auroc, loss = classification_metrics(s, self.targets)
+            naturalness = float(0.5 * (nll[positive].mean() + nll[~positive].mean()))
+            results.append(LabelScore(tuple(int(t) for t in label), accuracy, auroc, loss, naturalness,
+                                      loss + self.kl_weight * naturalness))
+        return results
+
+
+def select_label(scorer: HardLabelScorer, p: torch.Tensor, top: int, sweeps: int = 2,
+                 visited: Sequence[tuple[int, ...]] = ()) -> DiscreteResult:
+    """Best hard label among the top candidates of the soft labels `p` [R, L, V] (one feature's restarts) and the
+    labels the soft labels' argmax `visited` during training."""
+    candidates_per_position = p.topk(min(top, p.shape[-1]), dim=-1).indices  # [R, L, top]
+    scored: dict[tuple[int, ...], LabelScore] = {}
+
+    def evaluate(labels: list[tuple[int, ...]]) -> None:
+        new = [label for label in dict.fromkeys(labels) if label not in scored]
+        for result in scorer.score(new) if new else []:
+            scored[result.label_ids] = result
+
+    evaluate([tuple(label) for label in visited])
+    if p.shape[1] == 1:
+        evaluate([(int(t),) for t in candidates_per_position[:, 0].flatten().tolist()])
+    else:
+        for restart in range(p.shape[0]):
+            current = tuple(int(t) for t in p[restart].argmax(-1).tolist())
+            evaluate([current])
+            for _ in range(sweeps):
+                for position in range(p.shape[1]):
+                    options = [current[:position] + (int(t),) + current[position + 1 :] for t in candidates_per_position[restart, position].tolist()]
+                    evaluate(options)
+                    current = max((scored[o] for o in options + [current]), key=LabelScore.key).label_ids
+    ranked = sorted(scored.values(), key=LabelScore.key, reverse=True)
+    return DiscreteResult(best=ranked[0], scored=ranked)

@@ -1,0 +1,228 @@
+"""Features to label, as positive and negative example tokens split into train and held-out parts.
+
+Three kinds: a word list (`kind: words`, any list per feature name), a category of the synthetic world
+(`kind: category`, its words against the other categories' words), and an SAE latent (`kind: sae`: token
+occurrences in a corpus whose latent activation exceeds a threshold against those where it does not).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import torch
+
+from gradspace.errors import GradspaceError
+from gradspace.labeling.prompts import Example, word_token_id
+from gradspace.labeling.sae import SparseAutoencoder
+
+KINDS = ("words", "category", "sae")
+
+
+@dataclass
+class FeatureData:
+    name: str
+    train_positive: list[Example]
+    train_negative: list[Example]
+    heldout_positive: list[Example]
+    heldout_negative: list[Example]
+    # Tokens of the strongest examples (repeated by frequency): the "most frequent top-activating token" baseline.
+    top_activating_tokens: list[int] = field(default_factory=list)
+    decoder_direction: torch.Tensor | None = None  # SAE latents: the latent's decoder row
+
+    def check(self) -> None:
+        empty = [part for part in ("train_positive", "train_negative", "heldout_positive", "heldout_negative") if not getattr(self, part)]
+        if empty:
+            raise GradspaceError(
+                f"feature '{self.name}' has no {', '.join(empty)} examples; give it more words (or a larger corpus, "
+                f"or a lower feature.threshold for SAE latents)"
+            )
+
+
+@dataclass
+class Corpus:
+    train: list[str]
+    heldout: list[str]
+    bos: bool  # texts start with the BOS token, as the synthetic model saw them in pretraining
+
+
+def load_corpus(feature_cfg: Mapping, model_cfg: Mapping, cache_dir) -> Corpus | None:
+    """Texts to find feature activations and word frequencies in: the synthetic world's corpora for synthetic
+    models, or `feature.corpus_path` (one text per line; the last `heldout_fraction` of lines held out)."""
+    path = feature_cfg.get("corpus_path")
+    limit = int(feature_cfg.get("max_texts", 4000))
+    if path:
+        from pathlib import Path
+
+        file = Path(str(path)).expanduser()
+        if not file.is_file():
+            raise GradspaceError(f"feature.corpus_path={file} does not exist; point it at a text file with one text per line")
+        lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        cut = max(1, int(len(lines) * (1 - float(feature_cfg.get("heldout_fraction", 0.3)))))
+        return Corpus(lines[:cut][:limit], lines[cut:][:limit], bos=True)
+    if model_cfg.get("source") == "synth":
+        from gradspace.synth.world import WorldConfig, load_or_build_world
+
+        world = load_or_build_world(WorldConfig(**dict(model_cfg.get("world") or {})), cache_dir)
+        return Corpus(world.train_corpus[:limit], world.heldout_corpus[:limit], bos=True)
+    return None
+
+
+def _split(items: list, fraction: float, rng: random.Random) -> tuple[list, list]:
+    items = list(items)
+    rng.shuffle(items)
+    n_heldout = min(len(items) - 1, max(1, round(len(items) * fraction))) if len(items) > 1 else 0
+    return items[n_heldout:], items[:n_heldout]
+
+
+def token_counts(tokenizer, texts: Sequence[str]) -> Counter:
+    counts: Counter = Counter()
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        counts.update(ids)
+    return counts
+
+
+def _vocabulary_words(tokenizer) -> list[int]:
+    """Whole-word tokens (alphabetic, and spelled with a leading space where the tokenizer has them)."""
+    from gradspace.labeling.prompts import is_space_sensitive
+
+    spaced = is_space_sensitive(tokenizer)
+    special = set(tokenizer.all_special_ids)
+    words = []
+    for token in range(len(tokenizer)):
+        if token in special:
+            continue
+        text = tokenizer.decode([token])
+        if text.strip().isalpha() and (not spaced or text.startswith(" ")):
+            words.append(token)
+    return words
+
+
+def word_set_feature(
+    name: str, words: Sequence[str], negative_tokens: Sequence[int], tokenizer, heldout_fraction: float, seed: int,
+    counts: Counter | None, max_negatives: int = 2000,
+) -> FeatureData:
+    """Positives are the words of the list that are single tokens; negatives are `negative_tokens` minus them."""
+    positive = list(dict.fromkeys(t for t in (word_token_id(tokenizer, str(w)) for w in words) if t is not None))
+    if not positive:
+        raise GradspaceError(
+            f"feature '{name}': none of its words {list(words)[:8]} is a single token of this model's vocabulary; "
+            f"give words the tokenizer knows as one token"
+        )
+    rng = random.Random(f"{seed}:{name}")
+    positive_set = set(positive)
+    negative = [t for t in dict.fromkeys(negative_tokens) if t not in positive_set]
+    if len(negative) > max_negatives:
+        negative = rng.sample(negative, max_negatives)
+    train_pos, heldout_pos = _split(positive, heldout_fraction, rng)
+    train_neg, heldout_neg = _split(negative, heldout_fraction, rng)
+    # Frequency in the corpus decides the baseline; without a corpus the list's own order does.
+    ranked = sorted(positive, key=lambda t: -counts[t]) if counts else positive
+    feature = FeatureData(
+        name=name,
+        train_positive=[Example(t) for t in train_pos], train_negative=[Example(t) for t in train_neg],
+        heldout_positive=[Example(t) for t in heldout_pos], heldout_negative=[Example(t) for t in heldout_neg],
+        top_activating_tokens=ranked[:1],
+    )
+    feature.check()
+    return feature
+
+
+def category_features(ids: Sequence[str], tokenizer, heldout_fraction: float, seed: int, counts: Counter | None) -> list[FeatureData]:
+    """Synthetic-world categories: each category's words against the words of all categories it does not contain."""
+    from gradspace.synth.grammar import CATEGORIES
+
+    unknown = [name for name in ids if name not in CATEGORIES]
+    if unknown:
+        raise GradspaceError(f"feature.ids {unknown} are not categories of the synthetic world; choose from {', '.join(CATEGORIES)}")
+    features = []
+    for name in ids:
+        members = set(CATEGORIES[name])
+        others = [w for other, words in CATEGORIES.items() if other != name for w in words if w not in members]
+        negative_tokens = [t for t in (word_token_id(tokenizer, w) for w in others) if t is not None]
+        features.append(word_set_feature(name, CATEGORIES[name], negative_tokens, tokenizer, heldout_fraction, seed, counts))
+    return features
+
+
+def word_list_features(sets: Mapping[str, Sequence[str]], ids: Sequence[str], negatives: Sequence[str] | None, tokenizer,
+                       heldout_fraction: float, seed: int, counts: Counter | None) -> list[FeatureData]:
+    unknown = [name for name in ids if name not in sets]
+    if unknown:
+        raise GradspaceError(f"feature.ids {unknown} are not in feature.sets ({', '.join(sets)}); add their word lists")
+    if negatives:
+        negative_tokens = [t for t in (word_token_id(tokenizer, str(w)) for w in negatives) if t is not None]
+    else:
+        negative_tokens = _vocabulary_words(tokenizer)
+    return [word_set_feature(name, sets[name], negative_tokens, tokenizer, heldout_fraction, seed, counts) for name in ids]
+
+
+@torch.no_grad()
+def latent_activations(lm, tokenizer, sae: SparseAutoencoder, texts: Sequence[str], latents: Sequence[int], bos: bool,
+                       batch_size: int = 64, max_length: int = 64) -> list[tuple[list[int], torch.Tensor]]:
+    """Per text: (token ids without BOS, activations [n_tokens, len(latents)]) at the SAE's hook point."""
+    from gradspace.models.hooks import capture_activations
+
+    device = next(lm.parameters()).device
+    index = torch.tensor(list(latents), device=device)
+    results = []
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    prefix = [tokenizer.bos_token_id] if bos and tokenizer.bos_token_id is not None else []
+    for start in range(0, len(encoded), batch_size):
+        chunk = [(prefix + ids)[:max_length] for ids in encoded[start : start + batch_size]]
+        width = max(len(ids) for ids in chunk)
+        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        for row, ids in enumerate(chunk):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention[row, : len(ids)] = 1
+        with capture_activations(lm, [sae.hook_name]) as captured:
+            lm(input_ids=input_ids.to(device), attention_mask=attention.to(device))
+        acts = sae.encode(captured[sae.hook_name].float())[..., index].cpu()
+        for row, ids in enumerate(chunk):
+            results.append((ids[len(prefix):], acts[row, len(prefix) : len(ids)]))
+    return results
+
+
+def sae_latent_features(ids: Sequence[int], lm, tokenizer, sae: SparseAutoencoder, corpus: Corpus, threshold: float,
+                        max_examples: int, seed: int, top_n: int = 20) -> list[FeatureData]:
+    """Each latent: token occurrences (with the text before them) where it fires above `threshold` vs. where it does not."""
+    latents = [int(i) for i in ids]
+    bad = [i for i in latents if not 0 <= i < sae.d_sae]
+    if bad:
+        raise GradspaceError(f"SAE latent ids {bad} are out of range; this SAE has {sae.d_sae} latents (0..{sae.d_sae - 1})")
+    splits = {
+        part: latent_activations(lm, tokenizer, sae, texts, latents, corpus.bos)
+        for part, texts in (("train", corpus.train), ("heldout", corpus.heldout))
+    }
+    features = []
+    for column, latent in enumerate(latents):
+        rng = random.Random(f"{seed}:latent{latent}")
+        parts: dict[str, tuple[list[Example], list[Example]]] = {}
+        strongest: list[tuple[float, int]] = []
+        for part, texts in splits.items():
+            positive, negative = [], []
+            for ids, acts in texts:
+                for position, token in enumerate(ids):
+                    value = float(acts[position, column])
+                    example = Example(token, tuple(ids[:position]))
+                    (positive if value > threshold else negative).append(example)
+                    if part == "train" and value > threshold:
+                        strongest.append((value, token))
+            parts[part] = (rng.sample(positive, min(len(positive), max_examples)), rng.sample(negative, min(len(negative), max_examples)))
+        if not parts["train"][0]:
+            raise GradspaceError(
+                f"SAE latent {latent} never fires above feature.threshold={threshold} on the corpus; pick another latent id"
+            )
+        strongest.sort(key=lambda pair: -pair[0])
+        feature = FeatureData(
+            name=f"latent{latent}",
+            train_positive=parts["train"][0], train_negative=parts["train"][1],
+            heldout_positive=parts["heldout"][0], heldout_negative=parts["heldout"][1],
+            top_activating_tokens=[token for _, token in strongest[:top_n]],
+            decoder_direction=sae.W_dec[latent].detach().float().cpu(),
+        )
+        feature.check()
+        features.append(feature)
+    return features

@@ -1,0 +1,193 @@
+"""Sparse autoencoders in the SAELens disk format, read and written without SAELens.
+
+A directory holds `cfg.json` and `sae_weights.safetensors` (W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in],
+b_dec, and `threshold` for JumpReLU). Both the older flat cfg.json (`hook_name`, `activation_fn_kwargs.k`) and
+SAELens 6's (`meta.hook_name`, `k`) are read. `sae.source=saelens` loads a release through SAELens itself
+(an optional extra, imported only then) and converts it to the same class.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from gradspace.errors import GradspaceError
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+ARCHITECTURES = ("standard", "jumprelu", "topk")
+NORMALIZATIONS = ("none", "constant_norm_rescale", "layer_norm")
+
+
+class SparseAutoencoder(nn.Module):
+    """ReLU ("standard"), JumpReLU or TopK SAE with SAELens's encoding conventions."""
+
+    def __init__(self, W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor, *,
+                 architecture: str, hook_name: str, threshold: torch.Tensor | None = None, k: int | None = None,
+                 apply_b_dec_to_input: bool = True, normalize_activations: str = "none", extra_cfg: Mapping | None = None):
+        super().__init__()
+        if architecture not in ARCHITECTURES:
+            raise GradspaceError(f"SAE architecture '{architecture}' is not supported; supported: {', '.join(ARCHITECTURES)}")
+        if normalize_activations not in NORMALIZATIONS:
+            raise GradspaceError(
+                f"SAE normalize_activations='{normalize_activations}' is not supported; fold the scaling into the weights "
+                f"(SAELens: fold_activation_norm_scaling_factor) and save again"
+            )
+        if architecture == "jumprelu" and threshold is None:
+            raise GradspaceError("a jumprelu SAE needs a 'threshold' tensor in sae_weights.safetensors")
+        if architecture == "topk" and not k:
+            raise GradspaceError("a topk SAE needs k in cfg.json ('k' or activation_fn_kwargs.k)")
+        d_in, d_sae = W_enc.shape
+        if W_dec.shape != (d_sae, d_in) or b_enc.shape != (d_sae,) or b_dec.shape != (d_in,):
+            raise GradspaceError(
+                f"SAE weight shapes disagree (W_enc {tuple(W_enc.shape)}, W_dec {tuple(W_dec.shape)}, b_enc {tuple(b_enc.shape)}, "
+                f"b_dec {tuple(b_dec.shape)}); the files are not one SAE"
+            )
+        self.W_enc = nn.Parameter(W_enc.float())
+        self.b_enc = nn.Parameter(b_enc.float())
+        self.W_dec = nn.Parameter(W_dec.float())
+        self.b_dec = nn.Parameter(b_dec.float())
+        self.register_buffer("threshold", None if threshold is None else threshold.float())
+        self.architecture = architecture
+        self.hook_name = hook_name
+        self.k = int(k) if k else None
+        self.apply_b_dec_to_input = apply_b_dec_to_input
+        self.normalize_activations = normalize_activations
+        self.extra_cfg = dict(extra_cfg or {})
+
+    @property
+    def d_in(self) -> int:
+        return self.W_enc.shape[0]
+
+    @property
+    def d_sae(self) -> int:
+        return self.W_enc.shape[1]
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize_activations == "constant_norm_rescale":
+            return x * (self.d_in**0.5) / x.norm(dim=-1, keepdim=True)
+        if self.normalize_activations == "layer_norm":
+            x = x - x.mean(dim=-1, keepdim=True)
+            return x / (x.std(dim=-1, keepdim=True) + 1e-5)
+        return x
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._normalize(x.to(self.W_enc.dtype))
+        if self.apply_b_dec_to_input:
+            x = x - self.b_dec
+        return x @ self.W_enc + self.b_enc
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.pre_activations(x)
+        if self.architecture == "standard":
+            return torch.relu(pre)
+        if self.architecture == "jumprelu":
+            return torch.relu(pre) * (pre > self.threshold)
+        top = pre.topk(self.k, dim=-1)
+        return torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))
+
+    def decode(self, acts: torch.Tensor) -> torch.Tensor:
+        return acts @ self.W_dec + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def cfg_dict(self) -> dict:
+        """cfg.json in the SAELens layout (flat keys that older SAELens reads, and `meta` that SAELens 6 reads)."""
+        cfg = {
+            **self.extra_cfg,
+            "architecture": self.architecture,
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "dtype": "float32",
+            "device": "cpu",
+            "hook_name": self.hook_name,
+            "apply_b_dec_to_input": self.apply_b_dec_to_input,
+            "normalize_activations": self.normalize_activations,
+            "meta": {**dict(self.extra_cfg.get("meta") or {}), "hook_name": self.hook_name},
+        }
+        if self.k:
+            cfg["k"] = self.k
+            cfg["activation_fn_kwargs"] = {"k": self.k}
+        return cfg
+
+
+def save_sae(sae: SparseAutoencoder, directory: str | Path) -> Path:
+    """Write `cfg.json` and `sae_weights.safetensors`; the config is written last, so a directory with a config is complete."""
+    from safetensors.torch import save_file
+
+    from gradspace.utils.io import atomic_write_json
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {name: getattr(sae, name).detach().contiguous().cpu() for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    if sae.threshold is not None:
+        tensors["threshold"] = sae.threshold.detach().contiguous().cpu()
+    save_file(tensors, str(directory / WEIGHTS_FILE))
+    atomic_write_json(directory / CFG_FILE, sae.cfg_dict())
+    return directory
+
+
+def _architecture(cfg: Mapping) -> str:
+    name = str(cfg.get("architecture") or "standard").lower()
+    if name == "standard" and cfg.get("activation_fn_str") == "topk":
+        return "topk"
+    return {"jump_relu": "jumprelu", "relu": "standard"}.get(name, name)
+
+
+def sae_from_parts(cfg: Mapping, tensors: Mapping[str, torch.Tensor], where: str) -> SparseAutoencoder:
+    missing = [name for name in ("W_enc", "b_enc", "W_dec", "b_dec") if name not in tensors]
+    if missing:
+        raise GradspaceError(f"{where} lacks SAE weights {missing}; it is not an SAELens-format SAE")
+    hook_name = cfg.get("hook_name") or (cfg.get("meta") or {}).get("hook_name") or cfg.get("hook_point")
+    if not hook_name:
+        raise GradspaceError(f"{where}: cfg.json names no hook_name; add \"hook_name\": \"blocks.<layer>.hook_resid_post\"")
+    threshold = tensors.get("threshold")
+    if threshold is None and "log_threshold" in tensors:
+        threshold = tensors["log_threshold"].exp()
+    return SparseAutoencoder(
+        tensors["W_enc"], tensors["b_enc"], tensors["W_dec"], tensors["b_dec"],
+        architecture=_architecture(cfg), hook_name=str(hook_name), threshold=threshold,
+        k=cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k"),
+        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+        normalize_activations=str(cfg.get("normalize_activations") or "none"),
+        extra_cfg={key: value for key, value in cfg.items() if key in ("model_name", "meta", "training")},
+    )
+
+
+def load_local_sae(directory: str | Path) -> SparseAutoencoder:
+    from safetensors.torch import load_file
+
+    directory = Path(directory).expanduser()
+    if not (directory / CFG_FILE).is_file() or not (directory / WEIGHTS_FILE).is_file():
+        raise GradspaceError(
+            f"{directory} is not an SAELens-format SAE directory (needs {CFG_FILE} and {WEIGHTS_FILE}); set sae.path to one"
+        )
+    cfg = json.loads((directory / CFG_FILE).read_text(encoding="utf-8"))
+    return sae_from_parts(cfg, load_file(str(directory / WEIGHTS_FILE)), str(directory))
+
+
+def load_saelens_sae(release: str, sae_id: str) -> SparseAutoencoder:
+    """A pretrained SAE through `sae_lens.SAE.from_pretrained` (needs the `sae` extra and, the first time, the hub)."""
+    try:
+        from sae_lens import SAE
+    except ImportError:
+        raise GradspaceError("sae.source=saelens needs SAELens; pip install 'gradspace[sae]' (or use sae.source=local)") from None
+    try:
+        loaded = SAE.from_pretrained(release, sae_id, device="cpu")
+    except Exception as err:  # SAELens raises plain ValueError/OSError/HF errors for unknown ids and offline hubs
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GradspaceError(
+            f"SAELens could not load release '{release}' id '{sae_id}' ({first_line}); check the ids in SAELens's "
+            f"pretrained_saes.yaml, connect once to cache it, or save it with sae.save_model(dir) and use sae.source=local"
+        ) from None
+    sae = loaded[0] if isinstance(loaded, tuple) else loaded  # SAELens < 6 returns (sae, cfg_dict, sparsity)
+    cfg = sae.cfg.to_dict() if hasattr(sae.cfg, "to_dict") else dict(vars(sae.cfg))
+    if getattr(sae.cfg, "hook_name", None):
+        cfg["hook_name"] = sae.cfg.hook_name
+    tensors = {name: tensor.detach() for name, tensor in sae.state_dict().items()}
+    return sae_from_parts(cfg, tensors, f"SAELens {release}/{sae_id}")

@@ -1,0 +1,103 @@
+"""The built-in SAE: a TopK (or L1-penalised ReLU) autoencoder trained on a model's residual stream over a corpus,
+so the SAE path runs offline. It is cached in SAELens format under `cache_dir/saes/`, keyed by model and config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from gradspace.errors import GradspaceError
+from gradspace.labeling.sae import CFG_FILE, SparseAutoencoder, load_local_sae, save_sae
+from gradspace.models.hooks import capture_activations
+
+TRAINABLE = ("topk", "standard")
+
+
+@dataclass
+class BuiltinSAEConfig:
+    hook_name: str = "blocks.2.hook_resid_post"
+    architecture: str = "topk"
+    d_sae: int = 512
+    k: int = 8  # topk: latents active per token
+    l1_coefficient: float = 3e-3  # standard: sparsity penalty on decoder-norm-weighted activations
+    steps: int = 1500
+    batch_size: int = 512
+    lr: float = 1e-3
+    n_texts: int = 20000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.architecture not in TRAINABLE:
+            raise GradspaceError(f"sae.architecture='{self.architecture}' cannot be trained here; use one of {', '.join(TRAINABLE)}")
+        if self.architecture == "topk" and not 0 < self.k <= self.d_sae:
+            raise GradspaceError(f"sae.k={self.k} must be in 1..sae.d_sae={self.d_sae}")
+
+
+@torch.no_grad()
+def collect_activations(lm, tokenizer, texts: Sequence[str], hook_name: str, bos: bool, batch_size: int = 256, max_length: int = 64) -> torch.Tensor:
+    """Activations [n_tokens, d] at `hook_name` for every non-padding, non-BOS token of `texts`."""
+    device = next(lm.parameters()).device
+    prefix = [tokenizer.bos_token_id] if bos and tokenizer.bos_token_id is not None else []
+    encoded = [(prefix + ids)[:max_length] for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    rows = []
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        width = max(len(ids) for ids in chunk)
+        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        keep = torch.zeros_like(input_ids, dtype=torch.bool)
+        for row, ids in enumerate(chunk):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention[row, : len(ids)] = 1
+            keep[row, len(prefix) : len(ids)] = True
+        with capture_activations(lm, [hook_name]) as captured:
+            lm(input_ids=input_ids.to(device), attention_mask=attention.to(device))
+        rows.append(captured[hook_name][keep.to(device)].float().cpu())
+    return torch.cat(rows)
+
+
+def train_sae(activations: torch.Tensor, config: BuiltinSAEConfig, hook_name: str, extra_cfg: dict | None = None) -> SparseAutoencoder:
+    generator = torch.Generator().manual_seed(config.seed)
+    d_in = activations.shape[1]
+    W_dec = torch.randn(config.d_sae, d_in, generator=generator)
+    W_dec = W_dec / W_dec.norm(dim=1, keepdim=True)
+    sae = SparseAutoencoder(
+        W_dec.T.clone(), torch.zeros(config.d_sae), W_dec, activations.mean(0),
+        architecture=config.architecture, hook_name=hook_name, k=config.k if config.architecture == "topk" else None,
+        extra_cfg=extra_cfg,
+    )
+    optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr)
+    for _ in range(config.steps):
+        batch = activations[torch.randint(len(activations), (config.batch_size,), generator=generator)]
+        acts = sae.encode(batch)
+        loss = (sae.decode(acts) - batch).pow(2).sum(-1).mean()
+        if config.architecture == "standard":
+            loss = loss + config.l1_coefficient * (acts * sae.W_dec.norm(dim=1)).sum(-1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():  # unit-norm decoder rows keep activations comparable across latents
+            sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True))
+    return sae
+
+
+def ensure_builtin_sae(config: BuiltinSAEConfig, lm, tokenizer, texts: Sequence[str], bos: bool, model_id: str, cache_dir: str | Path) -> SparseAutoencoder:
+    """The cached SAE for (model, config), trained on `texts` the first time."""
+    key = hashlib.sha256(json.dumps({"model": model_id, **asdict(config)}, sort_keys=True).encode()).hexdigest()[:12]
+    directory = Path(cache_dir).expanduser() / "saes" / f"{config.architecture}-{config.d_sae}-{config.hook_name}-{key}"
+    if (directory / CFG_FILE).is_file():
+        return load_local_sae(directory)
+    activations = collect_activations(lm, tokenizer, list(texts)[: config.n_texts], config.hook_name, bos)
+    sae = train_sae(activations, config, config.hook_name, extra_cfg={"model_name": model_id, "training": asdict(config)})
+    with torch.no_grad():
+        recon = sae(activations[:4096])
+        fve = 1 - (recon - activations[:4096]).pow(2).sum() / (activations[:4096] - activations[:4096].mean(0)).pow(2).sum()
+    sae.extra_cfg["training"]["fraction_variance_explained"] = round(float(fve), 4)
+    save_sae(sae, directory)
+    return sae

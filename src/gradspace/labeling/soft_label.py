@@ -1,0 +1,196 @@
+"""The soft label: a learnable distribution p = softmax(v / T) over the vocabulary per label position, whose
+embedding mixture p·E fills the prompt's label slots. K features × R restarts train side by side as rows of
+v [K·R, L, V], so every step is one batched forward of the frozen discriminator.
+
+Loss = balanced cross-entropy of the yes/no readout against the feature's activity
+     + λ_H · entropy(p) + λ_KL · KL(p ‖ q), q the LM's own next-token distribution at the label slot.
+Temperature annealing and, late in the run, straight-through (the forward sees the argmax token, the gradient
+flows to p) keep p from settling on an off-vocabulary mixture that no single word matches.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import IterableDataset
+
+from gradspace.errors import GradspaceError
+from gradspace.labeling.discriminator import Discriminator
+from gradspace.labeling.features import FeatureData
+from gradspace.labeling.prompts import PromptBatch, PromptBuilder
+
+VOCABULARIES = ("words", "all")
+
+
+@dataclass
+class SoftLabelConfig:
+    length: int = 1
+    restarts: int = 4
+    batch_size: int = 32  # examples per feature and step, half positive and half negative
+    init_scale: float = 1.0  # std of the random initial logits v; restarts differ by their draw
+    temperature_start: float = 1.0
+    temperature_end: float = 0.1  # geometric annealing over the run
+    # Fraction of the run after which the forward sees the argmax token (straight-through); 1.0 = never.
+    # Soft mixtures explore early; the hard forward at the end makes the label work as the token it will be.
+    straight_through_from: float = 0.7
+    entropy_weight: float = 0.0
+    kl_weight: float = 0.0
+    vocabulary: str = "words"  # words: whole-word tokens only; all: every non-special token
+
+    def __post_init__(self) -> None:
+        if self.vocabulary not in VOCABULARIES:
+            raise GradspaceError(f"label.vocabulary='{self.vocabulary}' is unknown; use one of {', '.join(VOCABULARIES)}")
+        if self.restarts < 1 or self.batch_size < 2 or self.length < 1:
+            raise GradspaceError("label.restarts, label.length must be >= 1 and label.batch_size >= 2; fix the label config")
+        if self.temperature_start <= 0 or self.temperature_end <= 0:
+            raise GradspaceError("label.temperature_start and temperature_end must be positive")
+
+
+def allowed_label_tokens(tokenizer, builder: PromptBuilder, vocabulary_size: int, vocabulary: str) -> torch.Tensor:
+    """Tokens a label may use: never special tokens or embedding rows beyond the tokenizer; with `words`, only
+    alphabetic tokens (spelled with the leading space the template puts before the label, for BPE tokenizers)."""
+    allowed = torch.zeros(vocabulary_size, dtype=torch.bool)
+    special = set(tokenizer.all_special_ids)
+    needs_space = builder.space_sensitive and builder.space_before.get("label", False)
+    for token in range(min(len(tokenizer), vocabulary_size)):
+        if token in special:
+            continue
+        if vocabulary == "all":
+            allowed[token] = True
+            continue
+        text = tokenizer.decode([token])
+        allowed[token] = text.strip().isalpha() and (not needs_space or text.startswith(" "))
+    if not allowed.any():
+        raise GradspaceError("no token of the vocabulary may be a label; use label.vocabulary=all")
+    return allowed
+
+
+class BalancedExamples(IterableDataset):
+    """Endless training batches: for every feature, batch_size/2 positives and batch_size/2 negatives."""
+
+    def __init__(self, features: Sequence[FeatureData], builder: PromptBuilder, batch_size: int, pad_id: int, seed: int):
+        self.features = list(features)
+        self.builder = builder
+        self.half = batch_size // 2
+        self.pad_id = pad_id
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[dict]:
+        rng = random.Random(self.seed)
+        while True:
+            examples, targets, feature_index = [], [], []
+            for index, feature in enumerate(self.features):
+                for pool, target in ((feature.train_positive, 1.0), (feature.train_negative, 0.0)):
+                    chosen = rng.sample(pool, self.half) if len(pool) >= self.half else rng.choices(pool, k=self.half)
+                    examples += chosen
+                    targets += [target] * self.half
+                    feature_index += [index] * self.half
+            batch = self.builder.batch(examples, self.pad_id)
+            yield {
+                "input_ids": batch.input_ids, "label_positions": batch.label_positions, "readout_positions": batch.readout_positions,
+                "targets": torch.tensor(targets), "feature_index": torch.tensor(feature_index),
+            }
+
+
+def balanced_bce(scores: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Per group, the mean of the positive-class and negative-class mean losses; averaged over groups."""
+    losses = F.binary_cross_entropy_with_logits(scores, targets, reduction="none")
+    total = torch.zeros(n_groups, 2, device=scores.device, dtype=losses.dtype)
+    count = torch.zeros(n_groups, 2, device=scores.device, dtype=losses.dtype)
+    cls = targets.long()
+    total.index_put_((groups, cls), losses, accumulate=True)
+    count.index_put_((groups, cls), torch.ones_like(losses), accumulate=True)
+    present = count > 0
+    per_class = torch.where(present, total / count.clamp(min=1), torch.zeros_like(total))
+    return (per_class.sum(1) / present.sum(1).clamp(min=1)).mean()
+
+
+class SoftLabel(L.LightningModule):
+    def __init__(self, discriminator: Discriminator, allowed: torch.Tensor, feature_names: Sequence[str],
+                 config: SoftLabelConfig, optimizer: Callable[..., torch.optim.Optimizer], total_steps: int, seed: int = 0):
+        super().__init__()
+        self.discriminator = discriminator
+        self.config = config
+        self.feature_names = list(feature_names)
+        self.n_features = len(self.feature_names)
+        self.optimizer_factory = optimizer
+        self.total_steps = max(1, total_steps)
+        self.register_buffer("allowed", allowed, persistent=False)
+        generator = torch.Generator().manual_seed(seed)
+        vocabulary_size = discriminator.embedding.shape[0]
+        init = torch.randn(self.n_features * config.restarts, config.length, vocabulary_size, generator=generator) * config.init_scale
+        self.v = nn.Parameter(init)
+        self.trajectory: list[dict] = []
+        # Every argmax label each row passed through: candidates for the discrete step besides the final top ones.
+        self.visited: list[set[tuple[int, ...]]] = [set() for _ in range(init.shape[0])]
+
+    def temperature(self) -> float:
+        c = self.config
+        progress = min(1.0, self.global_step / max(1, self.total_steps - 1))
+        return c.temperature_start * (c.temperature_end / c.temperature_start) ** progress
+
+    def distribution(self, temperature: float | None = None) -> torch.Tensor:
+        """p [K·R, L, V], zero outside the allowed tokens."""
+        t = self.temperature() if temperature is None else temperature
+        return torch.softmax((self.v / t).masked_fill(~self.allowed, float("-inf")), dim=-1)
+
+    def straight_through(self) -> bool:
+        return self.global_step >= self.config.straight_through_from * self.total_steps
+
+    def label_embeddings(self, p: torch.Tensor) -> torch.Tensor:
+        embedding = self.discriminator.embedding
+        soft = p @ embedding.float()  # float32 mixture even for bf16 models; the discriminator casts it back
+        if not self.straight_through():
+            return soft
+        # Forward: the argmax token's own embedding row; backward: the gradient of the mixture.
+        return embedding[p.argmax(-1)] + soft - soft.detach()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        restarts = self.config.restarts
+        n = batch["input_ids"].shape[0]
+        prompts = PromptBatch(batch["input_ids"].repeat(restarts, 1), batch["label_positions"].repeat(restarts, 1),
+                              batch["readout_positions"].repeat(restarts))
+        restart_index = torch.arange(restarts, device=self.device).repeat_interleave(n)
+        rows = batch["feature_index"].repeat(restarts) * restarts + restart_index
+        targets = batch["targets"].repeat(restarts).float()
+
+        p = self.distribution()
+        want_prior = self.config.kl_weight > 0
+        out = self.discriminator(prompts, self.label_embeddings(p), rows, with_slot_logits=want_prior)
+        prediction = balanced_bce(out.scores, targets, rows, p.shape[0])
+        log_p = torch.log(p.clamp_min(1e-12))
+        entropy = -(p * log_p).sum(-1).mean()
+        kl = torch.zeros((), device=self.device)
+        if want_prior:
+            log_q = torch.log_softmax(out.slot_logits.detach().float().masked_fill(~self.allowed, float("-inf")), dim=-1)
+            p_rows = p[rows]
+            kl = (p_rows * (log_p[rows] - log_q.masked_fill(~self.allowed, 0.0))).sum(-1).mean()
+        loss = prediction + self.config.entropy_weight * entropy + self.config.kl_weight * kl
+
+        with torch.no_grad():
+            accuracy = ((out.scores > 0).float() == targets).float().mean()
+            top_prob, top_token = p[:, 0].max(-1)  # [K·R]
+            for row, label in enumerate(p.argmax(-1).tolist()):
+                self.visited[row].add(tuple(label))
+        self.log_dict({
+            "train/loss": loss, "train/prediction_loss": prediction, "train/entropy": entropy, "train/kl": kl,
+            "train/temperature": self.temperature(), "train/soft_accuracy": accuracy,
+            "train/straight_through": float(self.straight_through()),
+        }, prog_bar=True)
+        per_feature = top_prob.view(self.n_features, restarts).max(-1)
+        self.log_dict({f"label_probability/{name}": per_feature.values[k] for k, name in enumerate(self.feature_names)})
+        self.trajectory.append({
+            "step": int(self.global_step), "loss": float(loss.detach()), "temperature": self.temperature(),
+            "top_token": top_token.view(self.n_features, restarts).tolist(),
+            "top_probability": top_prob.view(self.n_features, restarts).tolist(),
+        })
+        return loss
+
+    def configure_optimizers(self):
+        return self.optimizer_factory([self.v])

@@ -1,0 +1,172 @@
+"""Labeling end to end on a tiny GPT-NeoX trained in seconds on the questions "is a <word> a <category> ? yes|no",
+so the right label is known: the run must recover it, and write its results."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from gradspace.errors import GradspaceError
+from gradspace.labeling.discriminator import Discriminator
+from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
+from gradspace.labeling.run import run
+from gradspace.synth.tokenizer import build_word_tokenizer
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CATEGORIES = {"mammal": ["dog", "cat", "cow", "pig", "horse", "goat"], "bird": ["owl", "crow", "robin", "duck", "hen", "swan"],
+              "fish": ["eel", "cod", "shark", "trout", "tuna", "carp"]}
+WORDS = [w for words in CATEGORIES.values() for w in words]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    # Two threads on a shared CPU spin against each other; one is many times faster for models this small.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_model(tokenizer, hidden=32, layers=2, seed=0):
+    torch.manual_seed(seed)
+    return GPTNeoXForCausalLM(GPTNeoXConfig(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=2 * hidden, vocab_size=len(tokenizer),
+        max_position_embeddings=64, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ))
+
+
+@pytest.fixture(scope="module")
+def question_model(tmp_path_factory, one_thread):
+    """Knows every answer of "is a W a C ?" (loss on the answer token only, full batch)."""
+    tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "the", "big", *CATEGORIES, *WORDS], model_max_length=64)
+    model = tiny_model(tokenizer)
+    texts = [f"is a {w} a {c} ? {'yes' if w in CATEGORIES[c] else 'no'}" for w in WORDS for c in CATEGORIES]
+    ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer.encode(t)] for t in texts])
+    labels = torch.full_like(ids, -100)
+    labels[:, -1] = ids[:, -1]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = model(input_ids=ids, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05, "the tiny model did not learn the questions; the test's premise fails"
+    directory = tmp_path_factory.mktemp("question_model")
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (directory / "corpus.txt").write_text("\n".join(f"the big {w} is a {c}" for c, ws in CATEGORIES.items() for w in ws * 3) + "\n")
+    return directory
+
+
+def label_cfg(model_dir: Path, out: Path, *overrides: str, word_lists: bool = True):
+    negatives = ",".join(w for c, ws in CATEGORIES.items() if c != "mammal" for w in ws)
+    features = [
+        "feature=animals", f"+feature.sets.mammal=[{','.join(CATEGORIES['mammal'])}]",
+        f"+feature.sets.bird=[{','.join(CATEGORIES['bird'])}]", "feature.ids=[mammal]", f"feature.negatives=[{negatives}]",
+    ] if word_lists else []
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("label", overrides=[
+            "model=local", f"model.path={model_dir}", "prompt.style=synth", "logger=none", "trainer.accelerator=cpu",
+            f"paths.output_dir={out}", f"paths.cache_dir={out / 'cache'}", *features, "label.restarts=2", "label.steps=30",
+            *overrides,
+        ])
+
+
+def test_discrete_step_recovers_the_planted_label(question_model, tmp_path):
+    summary = run(label_cfg(question_model, tmp_path))
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results == json.loads(json.dumps(summary))
+    (feature,) = results["features"]
+    assert feature["label"] == "mammal"
+    assert feature["heldout_accuracy"] == 1.0 and feature["heldout_auroc"] == 1.0
+    assert len(feature["top10"]) == 10 and 0.0 <= feature["probability"] <= 1.0
+    # The most frequent positive word is no category name: the baseline must do worse than the label.
+    baseline = feature["baselines"]["most_frequent_top_activating"]
+    assert baseline["label"] in CATEGORIES["mammal"] and baseline["heldout_accuracy"] < 1.0
+    assert feature["example_prompt"].endswith("a mammal ?")
+    assert results["steps"] == 30 and results["trajectory"]
+
+
+def test_many_features_in_one_batch_with_multi_token_labels(question_model, tmp_path):
+    results = run(label_cfg(question_model, tmp_path, "feature.ids=[mammal,bird]", "label.length=2", "label.steps=3",
+                            "discrete.top=3", "discrete.sweeps=1"))
+    assert [f["feature"] for f in results["features"]] == ["mammal", "bird"]
+    assert all(len(f["label_token_ids"]) == 2 and len(f["label"].split()) == 2 for f in results["features"])
+    assert len(results["trajectory"][0]["top_token"]) == 2  # one row of restarts per feature
+
+
+def test_user_errors(question_model, tmp_path):
+    with pytest.raises(GradspaceError, match="feature.ids is empty"):
+        run(label_cfg(question_model, tmp_path, "feature.ids=[]"))
+    with pytest.raises(GradspaceError, match="none of its words"):
+        run(label_cfg(question_model, tmp_path, "feature.sets.mammal=[unicorn,dragon]"))
+    with pytest.raises(GradspaceError, match="needs an SAE"):
+        run(label_cfg(question_model, tmp_path, "feature=sae_latent", word_lists=False))
+
+
+def test_sae_latent_is_labelled_end_to_end(question_model, tmp_path):
+    sae_overrides = ["sae=builtin", "sae.hook_name=blocks.1.hook_resid_post", "sae.d_sae=16", "sae.k=2", "sae.steps=30",
+                     "sae.batch_size=64", f"feature.corpus_path={question_model / 'corpus.txt'}"]
+    cfg = label_cfg(question_model, tmp_path, "feature=sae_latent", *sae_overrides, word_lists=False)
+    # Train (and cache) the built-in SAE first, to label latents that fire in both corpus splits but not everywhere.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gradspace.labeling.features import latent_activations, load_corpus
+    from gradspace.labeling.sae_training import BuiltinSAEConfig, ensure_builtin_sae
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(question_model), AutoTokenizer.from_pretrained(question_model)
+    corpus = load_corpus(cfg.feature, cfg.model, tmp_path / "cache")
+    config = BuiltinSAEConfig(hook_name="blocks.1.hook_resid_post", d_sae=16, k=2, steps=30, batch_size=64)
+    sae = ensure_builtin_sae(config, model, tokenizer, corpus.train, True, f"{question_model}@main", tmp_path / "cache")
+    rates = [torch.cat([acts for _, acts in latent_activations(model, tokenizer, sae, texts, range(16), True)]).gt(0).float().mean(0)
+             for texts in (corpus.train, corpus.heldout)]
+    firing = [i for i in range(16) if all(0 < float(rate[i]) < 1 for rate in rates)][:2]
+    assert firing, "no latent of the tiny SAE fires on part of both splits"
+
+    results = run(label_cfg(question_model, tmp_path, "feature=sae_latent", *sae_overrides, f"feature.ids=[{','.join(map(str, firing))}]",
+                            "label.steps=2", "label.restarts=1", word_lists=False))
+    assert results["sae"]["hook_name"] == "blocks.1.hook_resid_post" and results["sae"]["d_sae"] == 16
+    assert [f["feature"] for f in results["features"]] == [f"latent{i}" for i in firing]
+    for feature in results["features"]:
+        projection = feature["baselines"]["vocabulary_projection"]
+        assert len(projection["top10"]) == 10 and projection["heldout_auroc"] is not None
+        assert 0.0 <= feature["heldout_auroc"] <= 1.0
+
+
+def test_prefix_cache_gives_the_same_scores_and_gradients(one_thread):
+    tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "the", "big", *WORDS, *CATEGORIES])
+    model = tiny_model(tokenizer, hidden=32).eval()
+    spec = PromptSpec("synth", "the big is a the big is a the big is a {word} a {label} ?", ("yes", "no"))
+    examples = [Example(tokenizer.convert_tokens_to_ids(w)) for w in ("dog", "owl", "eel")]
+    outputs = []
+    for min_tokens in (1, 1000):
+        builder = PromptBuilder(spec, tokenizer, label_length=2)
+        discriminator = Discriminator(model, builder, cache_prefix_min_tokens=min_tokens)
+        assert discriminator.use_prefix_cache == (min_tokens == 1)
+        soft = torch.randn(2, 2, 32, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        out = discriminator(builder.batch(examples, tokenizer.pad_token_id), soft, torch.tensor([0, 1, 0]), with_slot_logits=True)
+        out.scores.sum().backward()
+        outputs.append((out.scores.detach(), out.slot_logits.detach(), soft.grad))
+    (cached, cached_slots, cached_grad), (full, full_slots, full_grad) = outputs
+    assert torch.allclose(cached, full, atol=1e-5) and torch.allclose(cached_slots, full_slots, atol=1e-4)
+    assert torch.allclose(cached_grad, full_grad, atol=1e-5) and cached_grad.abs().sum() > 0
+
+
+def test_label_py_writes_results(question_model, tmp_path):
+    command = [sys.executable, str(ROOT / "label.py"), "model=local", f"model.path={question_model}", "prompt.style=synth",
+               "logger=none", "trainer.accelerator=cpu", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}",
+               "feature=animals", "feature.ids=[animals]", "feature.sets.animals=[dog,cat,cow,owl,eel]", "label.steps=2",
+               "label.restarts=1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    (feature,) = json.loads((tmp_path / "run" / "results.json").read_text())["features"]
+    assert feature["feature"] == "animals" and feature["label"]

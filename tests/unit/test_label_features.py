@@ -1,0 +1,100 @@
+"""Features, losses, metrics, label vocabulary and baselines of the labeling method (no model)."""
+
+from collections import Counter
+
+import pytest
+import torch
+
+from gradspace.errors import GradspaceError
+from gradspace.labeling.baselines import most_frequent_token, vocabulary_projection
+from gradspace.labeling.discrete import classification_metrics
+from gradspace.labeling.features import category_features, word_list_features, word_set_feature
+from gradspace.labeling.prompts import PromptBuilder, PromptSpec
+from gradspace.labeling.soft_label import allowed_label_tokens, balanced_bce
+from gradspace.synth.grammar import CATEGORIES
+from gradspace.synth.tokenizer import build_word_tokenizer
+
+pytestmark = pytest.mark.unit
+
+WORDS = ["dog", "cat", "cow", "pig", "owl", "crow", "hen", "eel", "cod", "tuna", "is", "a", "?", "yes", "no", "mammal"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_word_tokenizer(WORDS)
+
+
+def token(tokenizer, word):
+    return tokenizer.convert_tokens_to_ids(word)
+
+
+def test_word_set_feature_splits_words_disjointly(tokenizer):
+    negatives = [token(tokenizer, w) for w in ["owl", "crow", "hen", "eel", "cod", "tuna", "dog"]]
+    counts = Counter({token(tokenizer, "cow"): 5, token(tokenizer, "dog"): 2})
+    feature = word_set_feature("mammal", ["dog", "cat", "cow", "pig", "unicorn"], negatives, tokenizer, 0.3, 0, counts)
+    positives = {e.token for e in feature.train_positive + feature.heldout_positive}
+    assert positives == {token(tokenizer, w) for w in ["dog", "cat", "cow", "pig"]}  # unknown words dropped
+    assert not {e.token for e in feature.train_positive} & {e.token for e in feature.heldout_positive}
+    negative_tokens = {e.token for e in feature.train_negative + feature.heldout_negative}
+    assert token(tokenizer, "dog") not in negative_tokens and len(negative_tokens) == 6
+    assert feature.top_activating_tokens == [token(tokenizer, "cow")]  # the most frequent positive
+
+
+def test_word_list_with_no_token_in_vocabulary_is_an_error(tokenizer):
+    with pytest.raises(GradspaceError, match="none of its words"):
+        word_list_features({"planets": ["mars", "venus"]}, ["planets"], None, tokenizer, 0.3, 0, None)
+
+
+def test_unknown_feature_ids_are_errors(tokenizer):
+    with pytest.raises(GradspaceError, match="not in feature.sets"):
+        word_list_features({"animals": ["dog"]}, ["plants"], None, tokenizer, 0.3, 0, None)
+    with pytest.raises(GradspaceError, match="not categories"):
+        category_features(["vegetable"], tokenizer, 0.3, 0, None)
+
+
+def test_a_single_word_cannot_be_split_into_train_and_heldout(tokenizer):
+    with pytest.raises(GradspaceError, match="no heldout_positive"):
+        word_set_feature("one", ["dog"], [token(tokenizer, "owl"), token(tokenizer, "eel")], tokenizer, 0.3, 0, None)
+
+
+def test_category_negatives_are_other_categories_words():
+    tokenizer = build_word_tokenizer(sorted({w for words in CATEGORIES.values() for w in words}))
+    (feature,) = category_features(["mammal"], tokenizer, 0.3, 0, None)
+    negatives = {tokenizer.decode([e.token]) for e in feature.train_negative + feature.heldout_negative}
+    assert "owl" in negatives and "dog" not in negatives and not negatives & set(CATEGORIES["mammal"])
+
+
+def test_balanced_bce_weighs_classes_equally():
+    scores = torch.tensor([2.0, 2.0, 2.0, -1.0, 0.5, 0.0])
+    targets = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 1.0])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1])
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(scores, targets, reduction="none")
+    group0 = 0.5 * (losses[:3].mean() + losses[3])
+    group1 = 0.5 * (losses[4] + losses[5])
+    assert torch.isclose(balanced_bce(scores, targets, groups, 2), (group0 + group1) / 2)
+
+
+def test_classification_metrics_use_the_yes_no_boundary():
+    scores = torch.tensor([3.0, 1.0, -0.5, 0.5, -2.0, -3.0])
+    targets = torch.tensor([1, 1, 1, 0, 0, 0])
+    accuracy, auroc, _ = classification_metrics(scores, targets)
+    assert accuracy == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert auroc == pytest.approx(8 / 9)
+
+
+def test_label_vocabulary_excludes_special_and_non_word_tokens(tokenizer):
+    builder = PromptBuilder(PromptSpec("synth", "is a {word} a {label} ?", ("yes", "no")), tokenizer, 1)
+    allowed = allowed_label_tokens(tokenizer, builder, len(tokenizer) + 3, "words")
+    assert not allowed[tokenizer.all_special_ids].any()
+    assert not allowed[token(tokenizer, "?")] and allowed[token(tokenizer, "mammal")]
+    assert not allowed[len(tokenizer):].any()  # padding rows of the embedding matrix
+    assert allowed_label_tokens(tokenizer, builder, len(tokenizer), "all")[token(tokenizer, "?")]
+
+
+def test_baselines():
+    allowed = torch.tensor([False, True, True, True])
+    assert most_frequent_token([0, 0, 0, 2, 3, 3], allowed) == 3
+    assert most_frequent_token([2, 3], allowed) == 2  # tie: the earlier (stronger) one
+    assert most_frequent_token([0], allowed) is None
+    unembedding = torch.tensor([[5.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    assert vocabulary_projection(unembedding, torch.tensor([1.0, 0.2]), allowed, top=2) == [1, 2]

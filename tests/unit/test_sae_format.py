@@ -1,0 +1,92 @@
+"""SAELens disk format without SAELens: round trips and the encoding rules of ReLU, JumpReLU and TopK SAEs."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from gradspace.errors import GradspaceError
+from gradspace.labeling.features import sae_latent_features
+from gradspace.labeling.sae import SparseAutoencoder, load_local_sae, save_sae
+
+pytestmark = pytest.mark.unit
+
+D_IN, D_SAE = 6, 10
+
+
+def random_sae(architecture, **kwargs):
+    g = torch.Generator().manual_seed(0)
+    return SparseAutoencoder(
+        torch.randn(D_IN, D_SAE, generator=g), torch.randn(D_SAE, generator=g) * 0.1, torch.randn(D_SAE, D_IN, generator=g),
+        torch.randn(D_IN, generator=g) * 0.1, architecture=architecture, hook_name="blocks.1.hook_resid_post", **kwargs,
+    )
+
+
+SAES = {
+    "standard": lambda: random_sae("standard"),
+    "jumprelu": lambda: random_sae("jumprelu", threshold=torch.full((D_SAE,), 0.5)),
+    "topk": lambda: random_sae("topk", k=3),
+}
+
+
+@pytest.mark.parametrize("architecture", list(SAES))
+def test_round_trip_preserves_encoding(tmp_path, architecture):
+    sae = SAES[architecture]()
+    save_sae(sae, tmp_path / "sae")
+    cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
+    assert cfg["hook_name"] == cfg["meta"]["hook_name"] == "blocks.1.hook_resid_post" and cfg["architecture"] == architecture
+    loaded = load_local_sae(tmp_path / "sae")
+    x = torch.randn(4, 5, D_IN, generator=torch.Generator().manual_seed(1))
+    assert loaded.architecture == architecture and loaded.hook_name == sae.hook_name
+    assert torch.equal(loaded.encode(x), sae.encode(x))
+
+
+def test_encoding_rules():
+    x = torch.randn(50, D_IN, generator=torch.Generator().manual_seed(2))
+    pre = SAES["standard"]().pre_activations(x)
+    assert torch.allclose(pre, (x - SAES["standard"]().b_dec) @ SAES["standard"]().W_enc + SAES["standard"]().b_enc)
+    assert torch.equal(SAES["standard"]().encode(x), pre.relu())
+    jump = SAES["jumprelu"]().encode(x)
+    assert torch.equal(jump, torch.where(pre > 0.5, pre, torch.zeros_like(pre)))
+    top = SAES["topk"]().encode(x)
+    assert ((top > 0).sum(-1) <= 3).all()
+    kept = pre.topk(3, dim=-1)
+    assert torch.equal(top.gather(-1, kept.indices), kept.values.relu())
+
+
+def test_reads_older_saelens_cfg_and_log_threshold(tmp_path):
+    sae = SAES["topk"]()
+    tensors = {n: getattr(sae, n).detach() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    save_file(tensors, str(tmp_path / "sae_weights.safetensors"))
+    (tmp_path / "cfg.json").write_text(json.dumps({
+        "architecture": "standard", "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 3},
+        "hook_point": "blocks.1.hook_resid_post", "d_in": D_IN, "d_sae": D_SAE,
+    }))
+    loaded = load_local_sae(tmp_path)
+    assert loaded.architecture == "topk" and loaded.k == 3
+    x = torch.randn(3, D_IN)
+    assert torch.equal(loaded.encode(x), sae.encode(x))
+
+    jump = tmp_path / "jump"
+    jump.mkdir()
+    save_file({**tensors, "log_threshold": torch.zeros(D_SAE)}, str(jump / "sae_weights.safetensors"))
+    (jump / "cfg.json").write_text(json.dumps({"architecture": "jumprelu", "meta": {"hook_name": "blocks.0.hook_resid_pre"}}))
+    loaded = load_local_sae(jump)
+    assert loaded.hook_name == "blocks.0.hook_resid_pre" and torch.allclose(loaded.threshold, torch.ones(D_SAE))
+
+
+def test_format_errors(tmp_path):
+    with pytest.raises(GradspaceError, match="not an SAELens-format SAE directory"):
+        load_local_sae(tmp_path)
+    with pytest.raises(GradspaceError, match="needs k"):
+        random_sae("topk")
+    with pytest.raises(GradspaceError, match="not supported"):
+        random_sae("gated")
+    with pytest.raises(GradspaceError, match="normalize_activations"):
+        random_sae("standard", normalize_activations="expected_average_only_in")
+
+
+def test_latent_index_out_of_range_is_an_error():
+    with pytest.raises(GradspaceError, match=r"out of range; this SAE has 10 latents"):
+        sae_latent_features([3, 10], lm=None, tokenizer=None, sae=SAES["standard"](), corpus=None, threshold=0.0, max_examples=10, seed=0)
