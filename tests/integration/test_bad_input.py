@@ -40,6 +40,12 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def label_overrides(model_dir: Path) -> list[str]:
+    # The tiny model knows "is a dog a mammal ? yes", so the synthetic-language prompt has its answer tokens.
+    return ["model=local", f"model.path={model_dir}", "logger=none", f"paths.cache_dir={model_dir.parent / 'cache'}",
+            "prompt.style=synth"]
+
+
 def bad_jsonl_cases(tmp: Path):
     good = json.dumps({"sentence_good": "the dog runs", "sentence_bad": "the dog run"})
     return {
@@ -52,13 +58,17 @@ def bad_jsonl_cases(tmp: Path):
 
 CASES = [
     # (id, entry point, overrides given the fixture dir and a scratch dir, expected message)
-    ("unknown task", "train", lambda s, t: [*local_overrides(s), "task=paradigm", "task.name=nope"], r"unknown task 'nope'.*known tasks: anaphor, npi, sva"),
-    ("offline hub model", "train", lambda s, t: [*local_overrides(s)[2:], "model=pythia-70m", "task=all"], r"could not load model 'EleutherAI/pythia-70m' at revision 'main'.*connect to the internet"),
-    ("offline hub dataset", "train", lambda s, t: ["model=pythia-70m", "logger=none", f"paths.cache_dir={t}"], r"could not load nyu-mll/blimp/.*set paths.blimp_dir="),
-    ("conflicting options", "train", lambda s, t: [*local_overrides(s), "objective=lm", "ftgd.mask.kind=topk"], r"lm baseline has no gradient differential to mask"),
-    ("missing checkpoint", "train", lambda s, t: [*local_overrides(s), f"ckpt_path={t / 'none.ckpt'}"], r"is not a file"),
-    ("one task is no space", "probe", lambda s, t: [*local_overrides(s), "task=paradigm", "task.name=sva", "source.inprocess=false"], r"needs at least 2"),
-    ("missing sweep dir", "probe", lambda s, t: [*local_overrides(s), f"source.multirun_dir={t / 'nowhere'}"], r"no such directory"),
+    ("unknown task", "train", lambda s, t, m: [*local_overrides(s), "task=paradigm", "task.name=nope"], r"unknown task 'nope'.*known tasks: anaphor, npi, sva"),
+    ("offline hub model", "train", lambda s, t, m: [*local_overrides(s)[2:], "model=pythia-70m", "task=all"], r"could not load model 'EleutherAI/pythia-70m' at revision 'main'.*connect to the internet"),
+    ("offline hub dataset", "train", lambda s, t, m: ["model=pythia-70m", "logger=none", f"paths.cache_dir={t}"], r"could not load nyu-mll/blimp/.*set paths.blimp_dir="),
+    ("conflicting options", "train", lambda s, t, m: [*local_overrides(s), "objective=lm", "ftgd.mask.kind=topk"], r"lm baseline has no gradient differential to mask"),
+    ("missing checkpoint", "train", lambda s, t, m: [*local_overrides(s), f"ckpt_path={t / 'none.ckpt'}"], r"is not a file"),
+    ("one task is no space", "probe", lambda s, t, m: [*local_overrides(s), "task=paradigm", "task.name=sva", "source.inprocess=false"], r"needs at least 2"),
+    ("word list outside the vocabulary", "label", lambda s, t, m: [*label_overrides(m), "feature=animals", "feature.sets.animals=[zebra,okapi]"], r"none of its words"),
+    ("template without the label slot", "label", lambda s, t, m: [*label_overrides(m), "feature=animals", "prompt.families.synth.template='is a {word} ok ?'"], r"template .*label"),
+    ("SAE directory that is not one", "label", lambda s, t, m: [*label_overrides(m), "feature=sae_latent", "sae=local", f"sae.path={t}"], r"cfg\.json|SAE"),
+    ("latent feature without an SAE", "label", lambda s, t, m: [*label_overrides(m), "feature=sae_latent"], r"needs an SAE; add sae=builtin"),
+    ("missing sweep dir", "probe", lambda s, t, m: [*local_overrides(s), f"source.multirun_dir={t / 'nowhere'}"], r"no such directory"),
 ]
 
 
@@ -76,8 +86,9 @@ def check_clean_failure(entry: str, overrides: list[str], out: Path, expected: s
 
 
 @pytest.mark.parametrize("entry, make_overrides, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_config_fails_cleanly(entry, make_overrides, expected, tiny_suite_dir, tmp_path, capsys):
-    check_clean_failure(entry, make_overrides(tiny_suite_dir, tmp_path), tmp_path / "out", expected, capsys)
+def test_bad_config_fails_cleanly(entry, make_overrides, expected, tiny_suite_dir, tiny_model_dir, tmp_path, capsys):
+    overrides = make_overrides(tiny_suite_dir, tmp_path / "scratch", tiny_model_dir)
+    check_clean_failure(entry, overrides, tmp_path / "out", expected, capsys)
 
 
 @pytest.mark.parametrize("case", ["malformed line", "empty file", "missing field", "directory without data"])
