@@ -32,7 +32,8 @@ def probe_config(tmp_path: Path, *overrides: str):
             "logger=none", f"paths.output_dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path.parent / 'cache'}",
             "revisions=[step10,main]", "progress=false", f"task.select.synth=[{','.join(TASKS)}]",
             "transfer.train_overrides=['ftgd.max_steps=2','ftgd.batch_size=4','heldout.max_sentences=20','data.max_eval_pairs_per_task=6']",
-            "gradient.max_pairs_per_task=8", "gradient.sketch_dim=512", "hypothesis.n_permutations=50", *overrides,
+            "gradient.max_pairs_per_task=8", "gradient.sketch_dim=512", "hypothesis.n_permutations=50",
+            "data.max_eval_pairs_per_task=6", *overrides,
         ])
     with open_dict(cfg):
         cfg.model = OmegaConf.create(TINY_MODEL)
@@ -62,6 +63,11 @@ def test_results_cover_every_checkpoint_and_space(probed):
         transfer = np.array(entry["spaces"]["transfer_accuracy"]["matrix"], dtype=float)
         assert transfer.shape == (4, 4) and np.isfinite(transfer).all()
         assert entry["transfer"]["missing_rows"] == []
+        # The checkpoint's own accuracy equals the "before" evaluation of every fine-tuning run made from it.
+        before = json.loads(Path(entry["transfer"]["results_files"][0]).read_text())["eval_before"]
+        assert set(entry["evaluation"]["tasks"]) == set(TASKS) and entry["evaluation"]["pairs_per_second"] > 0
+        for task in TASKS:
+            assert entry["evaluation"]["tasks"][task]["accuracy"] == pytest.approx(before[task]["accuracy"])
     assert {row["space"] for row in saved["summary"]} >= {"transfer_accuracy", "gradient_diff_cosine"}
     assert saved["trends"][0]["revisions"] == ["step10", "main"]
 

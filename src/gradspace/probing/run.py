@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from gradspace.data.suite import TaskData, prepare_task_data
 from gradspace.errors import GradspaceError
+from gradspace.evaluation.minimal_pairs import evaluate_pairs
 from gradspace.ftgd.objectives import check_objective
 from gradspace.models.loading import load_model, resolve_pretrained_path
 from gradspace.probing import plots
@@ -277,6 +278,8 @@ def probe_checkpoint(cfg: DictConfig, checkpoint: Checkpoint, source: str, cache
     start = time.perf_counter()
     loaded = load_model(checkpoint.model_cfg, cache_dir, device=str(cfg.device), progress=bool(cfg.progress))
     tasks, phenomena = task_data.tasks, task_data.suite.phenomena
+    bar.set_postfix_str("evaluate", refresh=False)
+    evaluation = evaluate_pairs(loaded.model, loaded.tokenizer, [p for p in task_data.eval_all if p.task in set(tasks)])
     spaces: dict[str, dict] = {}
     gradient_info = {}
     for objective in cfg.gradient.objectives:
@@ -298,7 +301,7 @@ def probe_checkpoint(cfg: DictConfig, checkpoint: Checkpoint, source: str, cache
         transfer_info.update(missing_rows=matrix.missing_rows, results_files=[str(r.get("_source")) for r in records],
                              heldout_lm_loss_delta={trained(r): r.get("heldout_lm_loss", {}).get("delta") for r in records})
     return {"model": checkpoint.model_cfg["name"], "revision": checkpoint.model_cfg["revision"], "step": step,
-            "label": checkpoint.label, "tasks": list(tasks), "spaces": spaces, "gradient": gradient_info, "transfer": transfer_info,
+            "label": checkpoint.label, "tasks": list(tasks), "evaluation": evaluation.to_dict(), "spaces": spaces, "gradient": gradient_info, "transfer": transfer_info,
             "seconds": round(time.perf_counter() - start, 2)}
 
 
@@ -417,6 +420,15 @@ def print_summary(results: dict, files: dict[str, str], results_path: Path) -> N
         return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
     console = Console(width=max(Console().width, 110))
+    accuracy = Table(title="minimal-pair accuracy of each checkpoint (held-out pairs)")
+    accuracy.add_column("task", no_wrap=True)
+    for entry in results["checkpoints"]:
+        accuracy.add_column(entry["label"], justify="right")
+    for task in results["tasks"]:
+        accuracy.add_row(task, *(fmt(entry["evaluation"]["tasks"][task]["accuracy"]) for entry in results["checkpoints"]))
+    accuracy.add_row("all", *(fmt(entry["evaluation"]["overall"]["accuracy"]) for entry in results["checkpoints"]))
+    accuracy.add_row("pairs/s", *(fmt(entry["evaluation"]["pairs_per_second"], ".0f") for entry in results["checkpoints"]))
+    console.print(accuracy)
     table = Table(title=f"task space vs same-phenomenon hypothesis ({len(results['tasks'])} tasks, "
                         f"{len(set(results['phenomena'].values()))} phenomena)")
     for column in ("checkpoint", "space", "within", "across", "within−across", "Spearman", "p"):
