@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from gradspace.errors import GradspaceError
+from gradspace.utils.io import split_timings
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
 from gradspace.labeling.run import run
@@ -84,7 +85,7 @@ def label_cfg(model_dir: Path, out: Path, *overrides: str, word_lists: bool = Tr
 def test_discrete_step_recovers_the_planted_label(question_model, tmp_path):
     summary = run(label_cfg(question_model, tmp_path))
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results == json.loads(json.dumps(summary))
+    assert results == split_timings(json.loads(json.dumps(summary)))[0]
     (feature,) = results["features"]
     assert feature["label"] == "mammal"
     assert feature["heldout_accuracy"] == 1.0 and feature["heldout_auroc"] == 1.0
@@ -170,3 +171,14 @@ def test_label_py_writes_results(question_model, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     (feature,) = json.loads((tmp_path / "run" / "results.json").read_text())["features"]
     assert feature["feature"] == "animals" and feature["label"]
+
+
+def test_same_seed_writes_identical_results_and_timings_apart(question_model, tmp_path):
+    overrides = ("feature.ids=[mammal,bird]", "label.steps=4")
+    run(label_cfg(question_model, tmp_path, *overrides))
+    first = (tmp_path / "results.json").read_text()
+    run(label_cfg(question_model, tmp_path, *overrides))
+    assert (tmp_path / "results.json").read_text() == first
+    assert "seconds" not in first
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert timings["train_seconds"] > 0 and all(entry["wall_seconds"] > 0 for entry in timings["features"])

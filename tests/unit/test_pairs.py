@@ -92,3 +92,15 @@ def test_real_blimp_directory_reads_all_paradigms():
     assert len(suite.tasks) == 67 and len(suite.pairs) == 67_000
     assert suite.phenomena == BLIMP_PARADIGMS
     assert len(suite.select(["subject_verb_agreement"])) == 6
+
+
+def test_timings_are_split_from_results(tmp_path):
+    from gradspace.utils.io import split_timings, write_results
+
+    results = {"acc": 0.5, "seconds": 3.0, "rows": [{"x": 1, "wall_seconds": 2.0}, {"x": 2}], "nested": {"fit_seconds": 1.0, "y": [1]}}
+    kept, timed = split_timings(results)
+    assert kept == {"acc": 0.5, "rows": [{"x": 1}, {"x": 2}], "nested": {"y": [1]}}
+    assert timed == {"seconds": 3.0, "rows": [{"wall_seconds": 2.0}, {}], "nested": {"fit_seconds": 1.0}}
+    write_results(tmp_path, results)
+    assert json.loads((tmp_path / "results.json").read_text()) == kept
+    assert json.loads((tmp_path / "timings.json").read_text()) == timed

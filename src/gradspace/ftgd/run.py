@@ -21,7 +21,7 @@ from gradspace.ftgd.masks import MaskConfig
 from gradspace.ftgd.module import FTGDModule
 from gradspace.ftgd.objectives import check_objective
 from gradspace.models.loading import load_model
-from gradspace.utils.io import atomic_write_json
+from gradspace.utils.io import write_results
 from gradspace.utils.run_config import loggable_config
 from gradspace.utils.seeding import seed_everything
 from gradspace.utils.wandb_setup import finish_wandb, make_wandb_logger
@@ -131,13 +131,12 @@ def _fit_and_measure(cfg: DictConfig, objective: str, mask_config: MaskConfig, c
         "heldout_lm_loss": heldout.summary(),
         "config": loggable_config(cfg),
         "run": {"output_dir": str(output_dir), "checkpoint": _last_checkpoint(trainer)},
+        "fit_seconds": time.perf_counter() - start,
     }
-    # Timing goes to the tracker, not the results file, so a rerun of the same config writes identical results.
-    fit_seconds = time.perf_counter() - start
     if trainer.logger is not None:
-        trainer.logger.log_metrics({"time/fit_seconds": fit_seconds}, step=trainer.global_step)
+        trainer.logger.log_metrics({"time/fit_seconds": results["fit_seconds"]}, step=trainer.global_step)
     if trainer.is_global_zero:
-        path = atomic_write_json(output_dir / RESULTS_FILE, results)
+        path = write_results(output_dir, results)
         if isinstance(trainer.logger, WandbLogger):
             # Uploaded with the run so that `probe.py source.wandb_group=...` can rebuild the transfer matrix.
             trainer.logger.experiment.save(str(path), base_path=str(output_dir), policy="now")
@@ -163,7 +162,7 @@ def summary(results: dict, output_dir: str | Path) -> str:
     row = "  ".join(f"{task} {delta['accuracy']:+.3f}" for task, delta in results["transfer"].items())
     return (
         f"{results['model']['name']}@{results['model']['revision']} {results['task']} objective={results['objective']} "
-        f"steps={results['steps']}\n"
+        f"steps={results['steps']} ({results['fit_seconds']:.1f}s)\n"
         f"transfer (accuracy after - before): {row}\n"
         f"held-out LM loss {heldout['before']:.4f} -> {heldout['after']:.4f} ({heldout['delta']:+.4f})\n"
         f"results: {Path(output_dir) / RESULTS_FILE}"

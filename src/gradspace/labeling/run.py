@@ -23,7 +23,7 @@ from gradspace.labeling.sae import SparseAutoencoder, load_local_sae, load_saele
 from gradspace.labeling.soft_label import BalancedExamples, SoftLabel, SoftLabelConfig, allowed_label_tokens
 from gradspace.models.hooks import resolve_hook
 from gradspace.models.loading import LoadedModel, load_model
-from gradspace.utils.io import atomic_write_json
+from gradspace.utils.io import write_results
 from gradspace.utils.run_config import loggable_config
 from gradspace.utils.seeding import seed_everything
 
@@ -214,7 +214,7 @@ def run(cfg: DictConfig) -> dict:
                        for point in module.trajectory[:: max(1, len(module.trajectory) // 50)]],
         "config": loggable_config(cfg),
     }
-    atomic_write_json(output_dir / "results.json", summary)
+    write_results(output_dir, summary)
     if logger is not None:
         from gradspace.utils.wandb_setup import finish_wandb
 

@@ -46,7 +46,7 @@ from gradspace.probing.transfer import (
     read_multirun_dir,
     read_wandb_group,
 )
-from gradspace.utils.io import atomic_write_json
+from gradspace.utils.io import write_results
 from gradspace.utils.run_config import loggable_config
 from gradspace.utils.seeding import seed_everything
 
@@ -511,10 +511,8 @@ def run(cfg: DictConfig) -> dict:
     files = make_plots(results, output_dir, gradient_objective) if cfg.plots else {}
     results["files"] = files
     results["seconds"] = round(time.perf_counter() - start, 2)
-    results_path = atomic_write_json(output_dir / RESULTS_FILE, results)
+    results_path = write_results(output_dir, results)
     wandb_dir = log_to_wandb(cfg, results, files)
-    if wandb_dir:
-        results["files"]["wandb"] = wandb_dir
-        atomic_write_json(results_path, results)
-    print_summary(results, files, results_path)
+    # The W&B run directory is named by time and run id, so it is printed rather than kept in the results.
+    print_summary(results, {**files, **({"wandb": wandb_dir} if wandb_dir else {})}, results_path)
     return results

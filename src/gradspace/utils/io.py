@@ -25,3 +25,33 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def split_timings(value: Any) -> tuple[Any, Any]:
+    """(value without its timing entries — keys ending in `seconds` or `per_second` —, those entries at the same paths).
+
+    Results of a run are what it measured and are identical for the same config and seed; how long it took
+    is not, so timings live in a file of their own.
+    """
+    if isinstance(value, dict):
+        kept, timed = {}, {}
+        for key, item in value.items():
+            if str(key).endswith(("seconds", "per_second")):
+                timed[key] = item
+                continue
+            kept[key], sub_timed = split_timings(item)
+            if sub_timed:
+                timed[key] = sub_timed
+        return kept, timed
+    if isinstance(value, list):
+        parts = [split_timings(item) for item in value]
+        timed = [sub_timed for _, sub_timed in parts]
+        return [kept for kept, _ in parts], timed if any(timed) else []
+    return value, None
+
+
+def write_results(output_dir: str | os.PathLike, results: dict) -> Path:
+    """Write `results.json` (reproducible) and `timings.json` (wall-clock times), each atomically."""
+    kept, timed = split_timings(results)
+    atomic_write_json(Path(output_dir) / "timings.json", timed or {})
+    return atomic_write_json(Path(output_dir) / "results.json", kept)
