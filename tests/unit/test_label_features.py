@@ -64,6 +64,17 @@ def test_category_negatives_are_other_categories_words():
     assert "owl" in negatives and "dog" not in negatives and not negatives & set(CATEGORIES["mammal"])
 
 
+def test_category_examples_are_singular_nouns_and_numerals():
+    tokenizer = build_word_tokenizer(sorted({w for words in CATEGORIES.values() for w in words}))
+    mammal, number = category_features(["mammal", "number"], tokenizer, 0.3, 0, None)
+    words = {tokenizer.decode([e.token]) for e in mammal.train_positive + mammal.heldout_positive}
+    assert "dog" in words and "mouse" in words and not words & {"dogs", "mice", "wolves"}
+    negatives = {tokenizer.decode([e.token]) for e in mammal.train_negative + mammal.heldout_negative}
+    assert {"owl", "seven", "7"} <= negatives and not negatives & {"owls", "people", "men"}
+    numerals = {tokenizer.decode([e.token]) for e in number.train_positive + number.heldout_positive}
+    assert {"seven", "7"} <= numerals and len(numerals) == 40
+
+
 def test_balanced_bce_weighs_classes_equally():
     scores = torch.tensor([2.0, 2.0, 2.0, -1.0, 0.5, 0.0])
     targets = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 1.0])

@@ -86,3 +86,27 @@ def test_auto_style_follows_the_model_family(tokenizer):
 def test_unknown_style_is_an_error(tokenizer):
     with pytest.raises(GradspaceError, match="prompt.style"):
         resolve_prompt_spec({"style": "poem", "families": FAMILIES}, tokenizer, "synth")
+
+
+def test_article_slot_realises_the_corpus_question_per_word():
+    words = ["is", "a", "an", "?", "yes", "no", "dog", "eagle", "seven", "7", "mammal"]
+    tokenizer = build_word_tokenizer(words)
+    builder = PromptBuilder(PromptSpec("synth", "is {article} {word} a {label} ?", ("yes", "no")), tokenizer, 1)
+    mammal = ids(tokenizer, "mammal")
+    rendered = {w: builder.render_text(Example(ids(tokenizer, w)[0]), mammal) for w in ["dog", "eagle", "seven", "7"]}
+    assert rendered == {
+        "dog": "<|endoftext|> is a dog a mammal ?",
+        "eagle": "<|endoftext|> is an eagle a mammal ?",
+        "seven": "<|endoftext|> is seven a mammal ?",
+        "7": "<|endoftext|> is 7 a mammal ?",
+    }
+    # Prompts of different lengths: each readout is its own last token, the label slot sits right after "a".
+    batch = builder.batch([Example(ids(tokenizer, "dog")[0]), Example(ids(tokenizer, "seven")[0])], tokenizer.pad_token_id)
+    assert batch.readout_positions.tolist() == [4, 3] and batch.label_positions.tolist() == [[3], [2]]
+
+
+def test_article_falls_back_to_a_without_an_in_the_vocabulary():
+    tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "owl", "mammal"])
+    builder = PromptBuilder(PromptSpec("synth", "is {article} {word} a {label} ?", ("yes", "no")), tokenizer, 1)
+    rendered = builder.render_text(Example(ids(tokenizer, "owl")[0]), ids(tokenizer, "mammal"))
+    assert rendered == "<|endoftext|> is a owl a mammal ?"

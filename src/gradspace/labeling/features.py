@@ -1,7 +1,7 @@
 """Features to label, as positive and negative example tokens split into train and held-out parts.
 
 Three kinds: a word list (`kind: words`, any list per feature name), a category of the synthetic world
-(`kind: category`, its words against the other categories' words), and an SAE latent (`kind: sae`: token
+(`kind: category`, its singular words against the other categories' singular words), and an SAE latent (`kind: sae`: token
 occurrences in a corpus whose latent activation exceeds a threshold against those where it does not).
 """
 
@@ -130,19 +130,29 @@ def word_set_feature(
     return feature
 
 
-def category_features(ids: Sequence[str], tokenizer, heldout_fraction: float, seed: int, counts: Counter | None) -> list[FeatureData]:
-    """Synthetic-world categories: each category's words against the words of all categories it does not contain."""
-    from gradspace.synth.grammar import CATEGORIES
+def singular_category_words() -> dict[str, tuple[str, ...]]:
+    """Each category's singular nouns and numerals: the words a question with a singular category label can ask
+    about ("is a robin a bird ?"); "is a robins a bird ?" is no sentence, and "are robins birds ?" needs a
+    plural label."""
+    from gradspace.synth.grammar import CATEGORIES, NOUNS
 
-    unknown = [name for name in ids if name not in CATEGORIES]
+    plurals = {noun.plural for noun in NOUNS} - {noun.singular for noun in NOUNS}
+    return {name: tuple(w for w in words if w not in plurals) for name, words in CATEGORIES.items()}
+
+
+def category_features(ids: Sequence[str], tokenizer, heldout_fraction: float, seed: int, counts: Counter | None) -> list[FeatureData]:
+    """Synthetic-world categories: each category's singular words against the singular words of all categories
+    it does not contain."""
+    categories = singular_category_words()
+    unknown = [name for name in ids if name not in categories]
     if unknown:
-        raise GradspaceError(f"feature.ids {unknown} are not categories of the synthetic world; choose from {', '.join(CATEGORIES)}")
+        raise GradspaceError(f"feature.ids {unknown} are not categories of the synthetic world; choose from {', '.join(categories)}")
     features = []
     for name in ids:
-        members = set(CATEGORIES[name])
-        others = [w for other, words in CATEGORIES.items() if other != name for w in words if w not in members]
+        members = set(categories[name])
+        others = [w for other, words in categories.items() if other != name for w in words if w not in members]
         negative_tokens = [t for t in (word_token_id(tokenizer, w) for w in others) if t is not None]
-        features.append(word_set_feature(name, CATEGORIES[name], negative_tokens, tokenizer, heldout_fraction, seed, counts))
+        features.append(word_set_feature(name, categories[name], negative_tokens, tokenizer, heldout_fraction, seed, counts))
     return features
 
 

@@ -2,7 +2,8 @@
 tokenized once into pieces so that every example's prompt is assembled from token ids without re-tokenizing.
 
 The style follows the model family: the synthetic model is asked in its own language ("is a dog a mammal ?",
-questions its corpus contains), tokenizers with a chat template get the question as a user turn, other models
+"is an eagle a bird ?", "is seven a number ?": questions its corpus contains, with the `{article}` slot realising
+the word's indefinite article as the corpus does), tokenizers with a chat template get the question as a user turn, other models
 get plain text. The answer is read out as the logit difference of the two answer tokens at the last position.
 """
 
@@ -16,7 +17,7 @@ import torch
 
 from gradspace.errors import GradspaceError
 
-SLOT_PATTERN = re.compile(r"\{(word|label|context)\}")
+SLOT_PATTERN = re.compile(r"\{(word|label|context|article)\}")
 STYLES = ("auto", "synth", "plain", "chat")
 
 
@@ -72,6 +73,16 @@ def resolve_prompt_spec(prompt_cfg: Mapping, tokenizer, model_source: str) -> Pr
                       system=family.get("system"))
 
 
+def indefinite_article(word: str) -> str:
+    """The article the synthetic corpus writes before `word` in a category question: none before a numeral
+    ("is seven a number ?"), "an" before a vowel ("is an eagle a bird ?"), "a" otherwise."""
+    from gradspace.synth.grammar import DIGITS, NUMBER_WORDS, realize
+
+    if word in NUMBER_WORDS or word in DIGITS:
+        return ""
+    return realize(["a", word]).split()[0]
+
+
 def is_space_sensitive(tokenizer) -> bool:
     """True for BPE-style tokenizers where ' dog' and 'dog' are different tokens (the space belongs to the token)."""
     return tokenizer.encode(" the", add_special_tokens=False) != tokenizer.encode("the", add_special_tokens=False)
@@ -124,6 +135,10 @@ class PromptBuilder:
         self.prefix_ids: list[int] = bos + list(pieces[0])
         self.pieces = pieces[1:]
         self.answer_ids = tuple(self._single_token(answer) for answer in spec.answers)
+        # A vocabulary without "an" (a model trained on "is a eel ...") gets "a" before vowels too.
+        spelled = {article: self._spell(article, "article") for article in ("a", "an")}
+        known = {article: ids for article, ids in spelled.items() if len(ids) == 1 and ids[0] != tokenizer.unk_token_id}
+        self.article_ids = {"": [], "a": spelled["a"], "an": known.get("an", spelled["a"])}
 
     @staticmethod
     def _render(spec: PromptSpec, tokenizer) -> str:
@@ -151,7 +166,12 @@ class PromptBuilder:
             return [i for i in ids if i not in self.tokenizer.all_special_ids]
         # The word is re-spelled from its text so that it reads as a word after the template's quote or space.
         word = self.tokenizer.decode([example.token]).strip()
-        prefix = " " if self.space_before.get("word") and self.space_sensitive else ""
+        if slot == "article":
+            return list(self.article_ids[indefinite_article(word)])
+        return self._spell(word, "word")
+
+    def _spell(self, word: str, slot: str) -> list[int]:
+        prefix = " " if self.space_before.get(slot) and self.space_sensitive else ""
         return self.tokenizer.encode(prefix + word, add_special_tokens=False)
 
     def build(self, example: Example) -> tuple[list[int], list[int]]:
