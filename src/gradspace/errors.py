@@ -16,17 +16,6 @@ class GradspaceError(Exception):
     """A problem with the user's input or environment. Its message says what is wrong and what to do."""
 
 
-def _sweep_job_dir() -> Path | None:
-    """The job's output directory when running inside a Hydra multirun, else None."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return None
-    hydra_cfg = HydraConfig.get()
-    return Path(hydra_cfg.runtime.output_dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
-
-
 def exit_on_user_error(fn: F) -> F:
     """Wrap a Hydra task function.
 
@@ -41,7 +30,9 @@ def exit_on_user_error(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except Exception as err:
-            job_dir = _sweep_job_dir()
+            from gradspace.utils.hydra_runtime import multirun_job_dir
+
+            job_dir = multirun_job_dir()
             if job_dir is not None:
                 from gradspace.utils.io import atomic_write_json
 

@@ -30,4 +30,4 @@ def test_images_and_tables_are_logged_offline(tmp_path, monkeypatch):
     media = list(offline_runs[0].rglob("*.png"))
     tables = list(offline_runs[0].rglob("*.table.json"))
     assert media and len(tables) == 2  # the matrix and the summary
-    assert log_to_wandb(OmegaConf.create({"logger": {"wandb": None}}), results, {}) is None
+    assert log_to_wandb(OmegaConf.create({"logger": {"wandb": None}, "model": {"name": "m"}}), results, {}) is None

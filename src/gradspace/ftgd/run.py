@@ -24,7 +24,7 @@ from gradspace.models.loading import load_model
 from gradspace.utils.io import write_results
 from gradspace.utils.run_config import loggable_config
 from gradspace.utils.seeding import seed_everything
-from gradspace.utils.wandb_setup import finish_wandb, make_wandb_logger
+from gradspace.utils.wandb_setup import finish_wandb, logger_from_config
 
 RESULTS_FILE = "results.json"
 
@@ -35,29 +35,6 @@ def run_label(cfg: DictConfig) -> str:
     if mask.kind != "none":
         parts.append(f"{mask.kind}{mask.density:g}-{mask.scope}-{mask.schedule}")
     return "-".join(str(part) for part in parts)
-
-
-def sweep_group() -> str | None:
-    """The multirun's sweep directory name, so the jobs of one sweep share a W&B group."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return None
-    hydra_cfg = HydraConfig.get()
-    return Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
-
-
-def build_logger(cfg: DictConfig, output_dir: Path):
-    wandb_cfg = cfg.logger.get("wandb") if cfg.get("logger") else None
-    if not wandb_cfg:
-        return False
-    return make_wandb_logger(
-        project=wandb_cfg.project, entity=wandb_cfg.get("entity"), mode=wandb_cfg.mode, save_dir=output_dir,
-        name=wandb_cfg.get("name") or run_label(cfg), group=wandb_cfg.get("group") or sweep_group(),
-        tags=[*wandb_cfg.get("tags", []), *cfg.get("tags", []), cfg.model.name, cfg.task.name, cfg.objective.name],
-        config=loggable_config(cfg),
-    )
 
 
 def build_callbacks(cfg: DictConfig) -> tuple[list[L.Callback], TransferEvaluation, HeldoutLoss]:
@@ -109,7 +86,8 @@ def _fit_and_measure(cfg: DictConfig, objective: str, mask_config: MaskConfig, c
     module = FTGDModule(loaded.model, objective, hydra.utils.instantiate(cfg.optimizer), mask_config)
     callbacks, transfer, heldout = build_callbacks(cfg)
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=build_logger(cfg, output_dir),
+        cfg.trainer, callbacks=callbacks,
+        logger=logger_from_config(cfg, default_name=run_label(cfg), tags=[cfg.model.name, cfg.task.name, cfg.objective.name]) or False,
         max_steps=int(cfg.ftgd.max_steps), max_epochs=-1,
     )
     start = time.perf_counter()

@@ -24,6 +24,7 @@ from gradspace.labeling.soft_label import BalancedExamples, SoftLabel, SoftLabel
 from gradspace.models.hooks import resolve_hook
 from gradspace.models.loading import LoadedModel, load_model
 from gradspace.utils.io import write_results
+from gradspace.utils.wandb_setup import logger_from_config
 from gradspace.utils.run_config import loggable_config
 from gradspace.utils.seeding import seed_everything
 
@@ -81,19 +82,6 @@ def build_features(cfg: DictConfig, loaded: LoadedModel, cache_dir: Path) -> tup
     return word_list_features(sets, [str(i) for i in ids], list(negatives) if negatives else None, tokenizer, fraction, seed, counts), None
 
 
-def make_logger(cfg: DictConfig, feature_names: list[str]):
-    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
-    if not wandb_cfg:
-        return None
-    from gradspace.utils.wandb_setup import make_wandb_logger
-
-    return make_wandb_logger(
-        project=wandb_cfg.project, entity=wandb_cfg.get("entity"), mode=wandb_cfg.mode, save_dir=cfg.paths.output_dir,
-        name=wandb_cfg.get("name") or f"label-{cfg.model.name}-{'+'.join(feature_names)[:60]}-s{cfg.seed}",
-        group=wandb_cfg.get("group"), tags=list(wandb_cfg.get("tags") or []) + ["label"], config=loggable_config(cfg),
-    )
-
-
 def _token_entry(tokenizer, label_ids) -> str:
     return tokenizer.decode(list(label_ids)).strip()
 
@@ -122,7 +110,7 @@ def run(cfg: DictConfig) -> dict:
         raise GradspaceError(f"label.steps={steps} must be positive (the example stream is endless)")
     module = SoftLabel(discriminator, allowed, names, label_cfg, hydra.utils.instantiate(cfg.label.optimizer),
                        total_steps=steps, seed=int(cfg.seed))
-    logger = make_logger(cfg, names)
+    logger = logger_from_config(cfg, default_name=f"label-{cfg.model.name}-{'+'.join(names)[:60]}-s{cfg.seed}", tags=["label"])
     # The trainer group's defaults are for epoch-based training; labeling runs a fixed number of steps, saves no checkpoints.
     trainer = hydra.utils.instantiate(cfg.trainer, logger=logger if logger is not None else False, max_steps=steps, max_epochs=-1,
                                       enable_checkpointing=False, enable_model_summary=False, gradient_clip_val=None,

@@ -367,18 +367,13 @@ def make_plots(results: dict, output_dir: Path, objective: str) -> dict[str, str
 
 def log_to_wandb(cfg: DictConfig, results: dict, files: dict[str, str]) -> str | None:
     """Images and tables into one W&B run (offline unless credentials); returns the run directory."""
-    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
-    if not wandb_cfg:
+    from gradspace.utils.wandb_setup import finish_wandb, logger_from_config
+
+    logger = logger_from_config(cfg, default_name=f"probe-{cfg.model.name}", tags=["probe", str(cfg.model.name)])
+    if logger is None:
         return None
     import wandb
 
-    from gradspace.utils.wandb_setup import finish_wandb, make_wandb_logger
-
-    logger = make_wandb_logger(
-        project=wandb_cfg.project, entity=wandb_cfg.get("entity"), mode=wandb_cfg.mode, save_dir=cfg.paths.output_dir,
-        name=wandb_cfg.get("name") or f"probe-{cfg.model.name}", group=wandb_cfg.get("group"),
-        tags=[*wandb_cfg.get("tags", []), "probe", str(cfg.model.name)], config=results["config"],
-    )
     run = logger.experiment
     payload: dict[str, Any] = {f"probe/{key}": wandb.Image(path) for key, path in files.items()}
     for entry in results["checkpoints"]:

@@ -52,6 +52,24 @@ def make_wandb_logger(
     return logger
 
 
+def logger_from_config(cfg, *, default_name: str, tags: list[str]):
+    """The WandbLogger that `cfg.logger.wandb` asks for (None for `logger=none`), named, grouped and tagged.
+
+    A run without a name gets `default_name`; the jobs of one multirun share the sweep as their group.
+    """
+    from gradspace.utils.hydra_runtime import sweep_group
+    from gradspace.utils.run_config import loggable_config
+
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if not wandb_cfg:
+        return None
+    return make_wandb_logger(
+        project=wandb_cfg.project, entity=wandb_cfg.get("entity"), mode=wandb_cfg.mode, save_dir=cfg.paths.output_dir,
+        name=wandb_cfg.get("name") or default_name, group=wandb_cfg.get("group") or sweep_group(),
+        tags=[*(wandb_cfg.get("tags") or []), *(cfg.get("tags") or []), *tags], config=loggable_config(cfg),
+    )
+
+
 def finish_wandb() -> None:
     """Close the current run so that every job of a Hydra multirun gets a run of its own."""
     import wandb
