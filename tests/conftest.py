@@ -1,4 +1,7 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 # Nothing in the test suite may reach a hub or prompt for W&B credentials.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -7,6 +10,9 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests never read or fill the user's model cache: a test that needs a synthetic model pretrains a tiny one.
+os.environ["GRADSPACE_CACHE"] = tempfile.mkdtemp(prefix="gradspace-test-cache-")
+atexit.register(shutil.rmtree, os.environ["GRADSPACE_CACHE"], ignore_errors=True)
 
 import itertools  # noqa: E402
 import json  # noqa: E402
