@@ -28,7 +28,7 @@ def test_prefix_slots_and_readout(tokenizer):
     builder = PromptBuilder(PromptSpec("synth", FAMILIES["synth"]["template"], ("yes", "no")), tokenizer, label_length=1)
     assert builder.prefix_ids == [tokenizer.bos_token_id] + ids(tokenizer, "is a")
     dog = ids(tokenizer, "dog")[0]
-    built, positions = builder.build(Example(dog))
+    built, positions, _ = builder.build(Example(dog))
     assert built[0] == dog and built[1] == ids(tokenizer, "a")[0] and built[-1] == ids(tokenizer, "?")[0]
     assert positions == [2]
     batch = builder.batch([Example(dog), Example(ids(tokenizer, "cat")[0])], pad_id=tokenizer.pad_token_id)
@@ -40,14 +40,14 @@ def test_prefix_slots_and_readout(tokenizer):
 
 def test_multi_token_label_takes_consecutive_slots(tokenizer):
     builder = PromptBuilder(PromptSpec("synth", "is a {word} a {label} ?", ("yes", "no")), tokenizer, label_length=3)
-    built, positions = builder.build(Example(ids(tokenizer, "dog")[0]))
+    built, positions, _ = builder.build(Example(ids(tokenizer, "dog")[0]))
     assert positions == [2, 3, 4] and len(built) == 6
 
 
 def test_context_slot_inserts_preceding_tokens(tokenizer):
     builder = PromptBuilder(PromptSpec("synth", "{context} {word} . is a {word} a {label} ?", ("yes", "no")), tokenizer, 1)
     the, dog = ids(tokenizer, "the")[0], ids(tokenizer, "dog")[0]
-    built, positions = builder.build(Example(dog, context=(tokenizer.bos_token_id, the)))
+    built, positions, _ = builder.build(Example(dog, context=(tokenizer.bos_token_id, the)))
     # the BOS of the context is dropped: the prompt has its own
     assert builder.uses_context and built[:2] == [the, dog] and built[positions[0] - 2] == dog
 
@@ -110,3 +110,40 @@ def test_article_falls_back_to_a_without_an_in_the_vocabulary():
     builder = PromptBuilder(PromptSpec("synth", "is {article} {word} a {label} ?", ("yes", "no")), tokenizer, 1)
     rendered = builder.render_text(Example(ids(tokenizer, "owl")[0]), ids(tokenizer, "mammal"))
     assert rendered == "<|endoftext|> is a owl a mammal ?"
+
+
+def test_label_article_follows_the_label_and_mixes_for_soft_labels():
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from gradspace.labeling.discriminator import Discriminator
+
+    words = ["is", "a", "an", "?", "yes", "no", "dog", "eagle", "mammal", "animal", "bird"]
+    tok = build_word_tokenizer(words)
+    builder = PromptBuilder(PromptSpec("synth", "is {article} {word} {label_article} {label} ?", ("yes", "no")), tok, label_length=1)
+    animal, mammal, eagle, dog = (ids(tok, w)[0] for w in ("animal", "mammal", "eagle", "dog"))
+    takes_an = builder.takes_an(len(tok))
+    assert takes_an[animal] and takes_an[eagle] and not takes_an[mammal] and not takes_an[dog]
+    assert builder.render_text(Example(eagle), [animal]) == "<|endoftext|> is an eagle an animal ?"
+    assert builder.render_text(Example(dog), [mammal]) == "<|endoftext|> is a dog a mammal ?"
+
+    torch.manual_seed(0)
+    lm = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                          vocab_size=len(tok), max_position_embeddings=32)).eval()
+    discriminator = Discriminator(lm, builder, cache_prefix_min_tokens=100)
+    batch = builder.batch([Example(dog), Example(eagle)], pad_id=tok.pad_token_id)
+    assert batch.label_article_positions.tolist() == [2, 2]
+    labels = discriminator.embedding[torch.tensor([[animal], [mammal]])]
+    rows = torch.tensor([0, 1])
+    with torch.no_grad():
+        hard = discriminator(batch, labels, rows, an_weights=takes_an[[animal, mammal]].float()).scores
+        # The same prompts written out as real tokens: "is a dog an animal ?" and "is an eagle a mammal ?".
+        reference = torch.stack([
+            lm(torch.tensor([tok.encode(text, add_special_tokens=False)])).logits[0, -1, [ids(tok, "yes")[0], ids(tok, "no")[0]]]
+            for text in ("<|endoftext|> is a dog an animal ?", "<|endoftext|> is an eagle a mammal ?")
+        ])
+        assert torch.allclose(hard, reference[:, 0] - reference[:, 1], atol=1e-5)
+        halfway = discriminator(batch, labels, rows, an_weights=torch.tensor([0.5, 0.5])).scores
+    assert not torch.allclose(halfway, hard)
+    with pytest.raises(ValueError, match="an_weights"):
+        discriminator(batch, labels, rows)

@@ -63,6 +63,7 @@ class HardLabelScorer:
         self.allowed = allowed
         self.kl_weight = kl_weight
         self.max_batch = max_batch
+        self.takes_an = discriminator.builder.takes_an(discriminator.embedding.shape[0])
 
     @torch.no_grad()
     def scores(self, labels: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,9 +78,11 @@ class HardLabelScorer:
         for start in range(0, len(label_tensor), per_chunk):
             chunk = label_tensor[start : start + per_chunk]
             c = len(chunk)
-            batch = PromptBatch(prompts.input_ids.repeat(c, 1), prompts.label_positions.repeat(c, 1), prompts.readout_positions.repeat(c))
+            batch = prompts.repeat(c)
             rows = torch.arange(c, device=device).repeat_interleave(n)
-            out = self.discriminator(batch, self.discriminator.embedding[chunk], rows, with_slot_logits=self.kl_weight > 0)
+            an_weights = self.takes_an.to(device)[chunk[:, 0]].float()
+            out = self.discriminator(batch, self.discriminator.embedding[chunk], rows, with_slot_logits=self.kl_weight > 0,
+                                     an_weights=an_weights)
             score_rows.append(out.scores.view(c, n).float().cpu())
             if out.slot_logits is None:
                 surprisal_rows.append(torch.zeros(c, n))

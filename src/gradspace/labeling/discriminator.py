@@ -76,13 +76,22 @@ class Discriminator(nn.Module):
             logits = cap * torch.tanh(logits / cap)
         return logits
 
-    def forward(self, batch: PromptBatch, label_embeddings: torch.Tensor, rows: torch.Tensor, with_slot_logits: bool = False) -> DiscriminatorOutput:
-        """`label_embeddings` [R, L, d]; example n gets the label `rows[n]`."""
+    def forward(self, batch: PromptBatch, label_embeddings: torch.Tensor, rows: torch.Tensor, with_slot_logits: bool = False,
+                an_weights: torch.Tensor | None = None) -> DiscriminatorOutput:
+        """`label_embeddings` [R, L, d]; example n gets the label `rows[n]`. For templates with a label article,
+        `an_weights` [R] is each label's weight on "an" (its probability of a word that takes "an"): the article
+        slot gets the matching mixture of the "a" and "an" embeddings, exact for hard labels."""
         embed = self.lm.get_input_embeddings()
         n_examples = batch.input_ids.shape[0]
         inputs = embed(batch.input_ids)
         example_index = torch.arange(n_examples, device=inputs.device)[:, None].expand_as(batch.label_positions)
         inputs = inputs.index_put((example_index, batch.label_positions), label_embeddings[rows].to(inputs.dtype))
+        if batch.label_article_positions is not None:
+            if an_weights is None:
+                raise ValueError("the prompt has a {label_article} slot: pass an_weights")
+            a_row, an_row = (embed.weight[ids[0]] for ids in (self.builder.article_ids["a"], self.builder.article_ids["an"]))
+            article = a_row + an_weights[rows, None].to(inputs.dtype) * (an_row - a_row)
+            inputs = inputs.index_put((torch.arange(n_examples, device=inputs.device), batch.label_article_positions), article)
         offset = 0
         if self.use_prefix_cache:
             out = self.lm.base_model(inputs_embeds=inputs, past_key_values=self._prefix_cache(n_examples), use_cache=True)

@@ -17,7 +17,7 @@ import torch
 
 from gradspace.errors import GradspaceError
 
-SLOT_PATTERN = re.compile(r"\{(word|label|context|article)\}")
+SLOT_PATTERN = re.compile(r"\{(word|label|context|article|label_article)\}")
 STYLES = ("auto", "synth", "plain", "chat")
 
 
@@ -44,9 +44,17 @@ class PromptBatch:
     input_ids: torch.Tensor  # [N, T]
     label_positions: torch.Tensor  # [N, L] where the label's L tokens go
     readout_positions: torch.Tensor  # [N] the last prompt token, whose next-token logits hold the answer
+    # [N] where the label's own article goes ("a mammal", "an animal"), for templates with {label_article}
+    label_article_positions: torch.Tensor | None = None
 
     def to(self, device) -> "PromptBatch":
-        return PromptBatch(self.input_ids.to(device), self.label_positions.to(device), self.readout_positions.to(device))
+        articles = None if self.label_article_positions is None else self.label_article_positions.to(device)
+        return PromptBatch(self.input_ids.to(device), self.label_positions.to(device), self.readout_positions.to(device), articles)
+
+    def repeat(self, times: int) -> "PromptBatch":
+        """The batch `times` over, one copy after the other (one copy per label scored)."""
+        articles = None if self.label_article_positions is None else self.label_article_positions.repeat(times)
+        return PromptBatch(self.input_ids.repeat(times, 1), self.label_positions.repeat(times, 1), self.readout_positions.repeat(times), articles)
 
 
 def resolve_prompt_spec(prompt_cfg: Mapping, tokenizer, model_source: str) -> PromptSpec:
@@ -114,6 +122,9 @@ class PromptBuilder:
                 f"prompt template {spec.template!r} must contain {{label}} exactly once and {{word}} at least once "
                 f"(found {slots.count('label')} and {slots.count('word')}); fix prompt.families.{spec.style}.template"
             )
+        if slots.count("label_article") > 1:
+            raise GradspaceError(f"prompt template {spec.template!r} has {{label_article}} more than once; use it at most once")
+        self.uses_label_article = "label_article" in slots
         if slots.count("context") > 1:
             raise GradspaceError(f"prompt template {spec.template!r} has {{context}} more than once; use it at most once")
         self.uses_context = "context" in slots
@@ -139,6 +150,18 @@ class PromptBuilder:
         spelled = {article: self._spell(article, "article") for article in ("a", "an")}
         known = {article: ids for article, ids in spelled.items() if len(ids) == 1 and ids[0] != tokenizer.unk_token_id}
         self.article_ids = {"": [], "a": spelled["a"], "an": known.get("an", spelled["a"])}
+        if self.uses_label_article and any(len(self.article_ids[a]) != 1 for a in ("a", "an")):
+            raise GradspaceError(f"{{label_article}} needs 'a' and 'an' to be single tokens; remove it from {spec.template!r}")
+
+    def takes_an(self, vocabulary_size: int) -> torch.Tensor:
+        """[V] bool: tokens whose word takes "an" (the label article a soft label mixes in by its probability)."""
+        mask = torch.zeros(vocabulary_size, dtype=torch.bool)
+        if self.article_ids["an"] == self.article_ids["a"]:
+            return mask
+        for token in range(vocabulary_size):
+            word = self.tokenizer.decode([token]).strip()
+            mask[token] = bool(word) and word.isalpha() and indefinite_article(word) == "an"
+        return mask
 
     @staticmethod
     def _render(spec: PromptSpec, tokenizer) -> str:
@@ -174,10 +197,12 @@ class PromptBuilder:
         prefix = " " if self.space_before.get(slot) and self.space_sensitive else ""
         return self.tokenizer.encode(prefix + word, add_special_tokens=False)
 
-    def build(self, example: Example) -> tuple[list[int], list[int]]:
-        """(token ids after the prefix, positions of the label slots in them); label slots hold a placeholder id."""
+    def build(self, example: Example) -> tuple[list[int], list[int], int]:
+        """(token ids after the prefix, positions of the label slots in them, position of the label's article or -1);
+        label slots hold a placeholder id, the label article "a" until the label decides."""
         ids: list[int] = []
         label_positions: list[int] = []
+        article_position = -1
         placeholder = self.answer_ids[1]
         for piece in self.pieces:
             if isinstance(piece, list):
@@ -185,23 +210,30 @@ class PromptBuilder:
             elif piece == "label":
                 label_positions = list(range(len(ids), len(ids) + self.label_length))
                 ids.extend([placeholder] * self.label_length)
+            elif piece == "label_article":
+                article_position = len(ids)
+                ids.extend(self.article_ids["a"])
             else:
                 ids.extend(self._slot_ids(piece, example))
-        return ids, label_positions
+        return ids, label_positions, article_position
 
     def batch(self, examples: Sequence[Example], pad_id: int) -> PromptBatch:
         built = [self.build(example) for example in examples]
-        width = max(len(ids) for ids, _ in built)
+        width = max(len(ids) for ids, _, _ in built)
         input_ids = torch.full((len(built), width), pad_id, dtype=torch.long)
-        for row, (ids, _) in enumerate(built):
+        for row, (ids, _, _) in enumerate(built):
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        label_positions = torch.tensor([positions for _, positions in built], dtype=torch.long)
-        readout = torch.tensor([len(ids) - 1 for ids, _ in built], dtype=torch.long)
-        return PromptBatch(input_ids, label_positions, readout)
+        label_positions = torch.tensor([positions for _, positions, _ in built], dtype=torch.long)
+        readout = torch.tensor([len(ids) - 1 for ids, _, _ in built], dtype=torch.long)
+        articles = torch.tensor([article for _, _, article in built], dtype=torch.long) if self.uses_label_article else None
+        return PromptBatch(input_ids, label_positions, readout, articles)
 
     def render_text(self, example: Example, label_ids: Sequence[int]) -> str:
         """The full prompt as text with a hard label, for logs and reports."""
-        ids, positions = self.build(example)
+        ids, positions, article_position = self.build(example)
         for position, token in zip(positions, label_ids):
             ids[position] = token
+        if article_position >= 0:
+            word = self.tokenizer.decode([label_ids[0]]).strip()
+            ids[article_position] = self.article_ids[indefinite_article(word) or "a"][0]
         return self.tokenizer.decode(self.prefix_ids + ids)

@@ -94,6 +94,7 @@ class BalancedExamples(IterableDataset):
             batch = self.builder.batch(examples, self.pad_id)
             yield {
                 "input_ids": batch.input_ids, "label_positions": batch.label_positions, "readout_positions": batch.readout_positions,
+                **({} if batch.label_article_positions is None else {"label_article_positions": batch.label_article_positions}),
                 "targets": torch.tensor(targets), "feature_index": torch.tensor(feature_index),
             }
 
@@ -122,6 +123,7 @@ class SoftLabel(L.LightningModule):
         self.optimizer_factory = optimizer
         self.total_steps = max(1, total_steps)
         self.register_buffer("allowed", allowed, persistent=False)
+        self.register_buffer("takes_an", discriminator.builder.takes_an(discriminator.embedding.shape[0]), persistent=False)
         generator = torch.Generator().manual_seed(seed)
         vocabulary_size = discriminator.embedding.shape[0]
         init = torch.randn(self.n_features * config.restarts, config.length, vocabulary_size, generator=generator) * config.init_scale
@@ -151,18 +153,27 @@ class SoftLabel(L.LightningModule):
         # Forward: the argmax token's own embedding row; backward: the gradient of the mixture.
         return embedding[p.argmax(-1)] + soft - soft.detach()
 
+    def an_weights(self, p: torch.Tensor) -> torch.Tensor:
+        """[R] each label's weight on the article "an": the probability of its first token taking "an"
+        (straight-through like the label itself)."""
+        takes_an = self.takes_an.to(p.device, p.dtype)
+        soft = p[:, 0] @ takes_an
+        if not self.straight_through():
+            return soft
+        return takes_an[p[:, 0].argmax(-1)] + soft - soft.detach()
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         restarts = self.config.restarts
         n = batch["input_ids"].shape[0]
-        prompts = PromptBatch(batch["input_ids"].repeat(restarts, 1), batch["label_positions"].repeat(restarts, 1),
-                              batch["readout_positions"].repeat(restarts))
+        prompts = PromptBatch(batch["input_ids"], batch["label_positions"], batch["readout_positions"],
+                              batch.get("label_article_positions")).repeat(restarts)
         restart_index = torch.arange(restarts, device=self.device).repeat_interleave(n)
         rows = batch["feature_index"].repeat(restarts) * restarts + restart_index
         targets = batch["targets"].repeat(restarts).float()
 
         p = self.distribution()
         want_prior = self.config.kl_weight > 0
-        out = self.discriminator(prompts, self.label_embeddings(p), rows, with_slot_logits=want_prior)
+        out = self.discriminator(prompts, self.label_embeddings(p), rows, with_slot_logits=want_prior, an_weights=self.an_weights(p))
         prediction = balanced_bce(out.scores, targets, rows, p.shape[0])
         log_p = torch.log(p.clamp_min(1e-12))
         entropy = -(p * log_p).sum(-1).mean()
