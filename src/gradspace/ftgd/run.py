@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gradspace.data.suite import prepare_task_data
 from gradspace.errors import GradspaceError
@@ -22,7 +22,7 @@ from gradspace.ftgd.module import FTGDModule
 from gradspace.ftgd.objectives import check_objective
 from gradspace.models.loading import load_model
 from gradspace.utils.io import write_results
-from gradspace.utils.run_config import loggable_config
+from gradspace.utils.run_config import loggable_config, plain_section
 from gradspace.utils.seeding import seed_everything
 from gradspace.utils.wandb_setup import finish_wandb, logger_from_config
 
@@ -55,7 +55,7 @@ def run(cfg: DictConfig) -> dict:
     """Fine-tune `cfg.model` on `cfg.task` with `cfg.objective`; return (and on rank 0 write) the results."""
     objective = str(cfg.objective.name)
     check_objective(objective)
-    mask_config = MaskConfig(**OmegaConf.to_container(cfg.ftgd.mask, resolve=True))
+    mask_config = MaskConfig(**plain_section(cfg.ftgd.mask))
     if objective == "lm" and mask_config.active:
         raise GradspaceError("the lm baseline has no gradient differential to mask; use ftgd.mask.kind=none with objective=lm")
     ckpt_path = cfg.get("ckpt_path")

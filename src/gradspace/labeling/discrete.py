@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torchmetrics.functional.classification import binary_auroc
 
 from gradspace.labeling.discriminator import Discriminator
-from gradspace.labeling.prompts import Example, PromptBatch
+from gradspace.labeling.prompts import Example
 
 
 @dataclass

@@ -47,7 +47,7 @@ from gradspace.probing.transfer import (
     read_wandb_group,
 )
 from gradspace.utils.io import write_results
-from gradspace.utils.run_config import loggable_config
+from gradspace.utils.run_config import loggable_config, plain_section
 from gradspace.utils.seeding import seed_everything
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
@@ -90,10 +90,6 @@ def command_line_sets(key: str) -> bool:
     return any(re.fullmatch(rf"[+~]*{re.escape(key)}=.*", item) for item in HydraConfig.get().overrides.task)
 
 
-def as_dict(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) or OmegaConf.is_config(node) else node
-
-
 def requested_revisions(cfg: DictConfig) -> list[str]:
     """`revisions` (a list), unless the command line sets `model.revision`: then that one revision."""
     revisions = cfg.get("revisions")
@@ -107,10 +103,10 @@ def requested_revisions(cfg: DictConfig) -> list[str]:
 
 def model_configs(cfg: DictConfig) -> list[dict]:
     """The main model config and those of `models` (config names under conf/model), for size comparisons."""
-    configs = [as_dict(cfg.model)]
+    configs = [plain_section(cfg.model)]
     for name in cfg.get("models") or []:
         try:
-            configs.append(as_dict(compose_config("probe", [f"model={name}"]).model))
+            configs.append(plain_section(compose_config("probe", [f"model={name}"]).model))
         except Exception as err:  # hydra's MissingConfigException and friends
             if "Could not find" in str(err) or "MissingConfig" in type(err).__name__:
                 known = sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
@@ -225,8 +221,8 @@ def train_config(cfg: DictConfig, model_cfg: dict, task: str, output_dir: Path) 
     data_overrides = OmegaConf.from_dotlist([item for item in extra if item.startswith("data.")]).get("data") or {}
     with open_dict(train_cfg):
         train_cfg.model = OmegaConf.create(model_cfg)
-        train_cfg.data = OmegaConf.merge(as_dict(cfg.data), data_overrides)
-        train_cfg.paths = OmegaConf.create({**as_dict(cfg.paths), "output_dir": str(output_dir)})
+        train_cfg.data = OmegaConf.merge(plain_section(cfg.data), data_overrides)
+        train_cfg.paths = OmegaConf.create({**plain_section(cfg.paths), "output_dir": str(output_dir)})
     return train_cfg
 
 
