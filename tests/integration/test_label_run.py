@@ -14,6 +14,7 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from gradspace.errors import GradspaceError
 from gradspace.utils.io import split_timings
+from gradspace.labeling.discrete import HardLabelScorer, select_label
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
 from gradspace.labeling.run import run
@@ -95,6 +96,32 @@ def test_discrete_step_recovers_the_planted_label(question_model, tmp_path):
     assert baseline["label"] in CATEGORIES["mammal"] and baseline["heldout_accuracy"] < 1.0
     assert feature["example_prompt"].endswith("a mammal ?")
     assert results["steps"] == 30 and results["trajectory"]
+    assert feature["selection"]["found_by"] in ("visited", "soft_label_top", "gradient_swap")
+
+
+def test_gradient_swaps_reach_the_label_from_a_wrong_start(question_model, one_thread):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(question_model), AutoTokenizer.from_pretrained(question_model)
+    builder = PromptBuilder(PromptSpec("synth", "is a {word} a {label} ?", ("yes", "no")), tokenizer, label_length=1)
+    discriminator = Discriminator(model, builder)
+    token = tokenizer.convert_tokens_to_ids
+    positives = [Example(token(w)) for w in CATEGORIES["mammal"]]
+    negatives = [Example(token(w)) for c in ("bird", "fish") for w in CATEGORIES[c]]
+    allowed = torch.ones(len(tokenizer), dtype=torch.bool)
+    allowed[tokenizer.all_special_ids] = False
+    scorer = HardLabelScorer(discriminator, positives, negatives, tokenizer.pad_token_id, allowed)
+
+    swaps = scorer.swap_candidates([token("the")], top=5)
+    assert len(swaps) == 5 and (token("the"),) not in swaps and all(allowed[t] for (t,) in swaps)
+    # A soft label sure of a wrong word: its candidates alone keep the wrong word; the swaps walk to "mammal".
+    p = torch.zeros(1, 1, len(tokenizer))
+    p[0, 0, token("the")] = 1.0
+    stuck = select_label(scorer, p, top=1, swap_rounds=0)
+    assert tokenizer.decode(stuck.best.label_ids).strip() == "the"
+    found = select_label(scorer, p, top=1, swap_rounds=3, swap_top=8, swap_beam=2)
+    assert tokenizer.decode(found.best.label_ids).strip() == "mammal" and found.best.balanced_accuracy == 1.0
+    assert found.found_by[found.best.label_ids] == "gradient_swap" and stuck.found_by[stuck.best.label_ids] == "soft_label_top"
 
 
 def test_many_features_in_one_batch_with_multi_token_labels(question_model, tmp_path):

@@ -4,6 +4,11 @@ text) by the training objective and keep the best; and the held-out evaluation o
 Single-token labels: the union of every restart's top candidates (and of the argmax labels visited during training)
 is scored. Multi-token labels: from each restart's argmax sequence, coordinate ascent replaces one position at a
 time with that position's top candidates.
+
+Then a gradient-guided swap search (HotFlip, Ebrahimi et al. 2018; GCG, Zou et al. 2023) walks on from the best
+labels found: the gradient of the objective with respect to the label's embeddings ranks every token of the
+vocabulary by the first-order change a swap would make, and the best-ranked swaps are scored exactly. It reaches
+words no restart's soft label came near, and costs one backward pass per label it starts from.
 """
 
 from __future__ import annotations
@@ -36,6 +41,14 @@ class LabelScore:
 class DiscreteResult:
     best: LabelScore
     scored: list[LabelScore] = field(default_factory=list)
+    # label -> the first stage that scored it: visited, soft_label_top, coordinate_ascent or gradient_swap
+    found_by: dict[tuple[int, ...], str] = field(default_factory=dict)
+
+
+def balanced_mean(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over examples (dim 0) in which both classes weigh half, whatever their sizes."""
+    positive = targets.bool()
+    return 0.5 * (values[positive].mean(0) + values[~positive].mean(0))
 
 
 def classification_metrics(scores: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
@@ -44,8 +57,7 @@ def classification_metrics(scores: torch.Tensor, targets: torch.Tensor) -> tuple
     positive, negative = targets.bool(), ~targets.bool()
     tpr = (predictions & positive).sum() / positive.sum().clamp(min=1)
     tnr = (~predictions & negative).sum() / negative.sum().clamp(min=1)
-    losses = F.binary_cross_entropy_with_logits(scores, targets.float(), reduction="none")
-    loss = 0.5 * (losses[positive].mean() + losses[negative].mean())
+    loss = balanced_mean(F.binary_cross_entropy_with_logits(scores, targets.float(), reduction="none"), targets)
     auroc = binary_auroc(scores, targets.long())
     return float((tpr + tnr) / 2), float(auroc), float(loss)
 
@@ -94,39 +106,79 @@ class HardLabelScorer:
 
     def score(self, labels: Sequence[Sequence[int]]) -> list[LabelScore]:
         all_scores, surprisal = self.scores(labels)
-        positive = self.targets.bool()
         results = []
         for label, s, nll in zip(labels, all_scores, surprisal):
             accuracy, auroc, loss = classification_metrics(s, self.targets)
-            naturalness = float(0.5 * (nll[positive].mean() + nll[~positive].mean()))
+            naturalness = float(balanced_mean(nll, self.targets))
             results.append(LabelScore(tuple(int(t) for t in label), accuracy, auroc, loss, naturalness,
                                       loss + self.kl_weight * naturalness))
         return results
 
 
+    def swap_candidates(self, label: Sequence[int], top: int) -> list[tuple[int, ...]]:
+        """The `top` single-token swaps per position of `label` that the objective's linearisation at the label
+        ranks best: (E_t − E_label)·∇ for the readout loss, plus the exact −log q(t) for the naturalness term."""
+        device = self.discriminator.embedding.device
+        prompts = self.prompts.to(device)
+        targets = self.targets.to(device)
+        embedding = self.discriminator.embedding.detach()
+        label_ids = torch.tensor([list(label)], dtype=torch.long, device=device)
+        rows = torch.zeros(prompts.input_ids.shape[0], dtype=torch.long, device=device)
+        slots = embedding[label_ids].float().requires_grad_(True)
+        with torch.enable_grad():
+            out = self.discriminator(prompts, slots, rows, with_slot_logits=self.kl_weight > 0,
+                                     an_weights=self.takes_an.to(device)[label_ids[:, 0]].float())
+            loss = balanced_mean(F.binary_cross_entropy_with_logits(out.scores, targets.float(), reduction="none"), targets)
+            (gradient,) = torch.autograd.grad(loss, slots)
+        # The current embedding's term is the same constant for every token of a position, so it drops out.
+        change = gradient[0] @ embedding.float().T  # [L, V]
+        allowed = self.allowed.to(device)
+        if out.slot_logits is not None:
+            log_q = torch.log_softmax(out.slot_logits.detach().float().masked_fill(~allowed, float("-inf")), dim=-1)
+            change = change - self.kl_weight * balanced_mean(log_q.masked_fill(~allowed, 0.0), targets)
+        change = change.masked_fill(~allowed, float("inf"))
+        change[torch.arange(len(label), device=device), label_ids[0]] = float("inf")
+        picks = change.topk(min(top, int(allowed.sum()) - 1), dim=-1, largest=False).indices.tolist()
+        label = tuple(int(t) for t in label)
+        return [label[:position] + (int(t),) + label[position + 1 :] for position, tokens in enumerate(picks) for t in tokens]
+
+
 def select_label(scorer: HardLabelScorer, p: torch.Tensor, top: int, sweeps: int = 2,
-                 visited: Sequence[tuple[int, ...]] = ()) -> DiscreteResult:
-    """Best hard label among the top candidates of the soft labels `p` [R, L, V] (one feature's restarts) and the
-    labels the soft labels' argmax `visited` during training."""
+                 visited: Sequence[tuple[int, ...]] = (), swap_rounds: int = 3, swap_top: int = 16,
+                 swap_beam: int = 4) -> DiscreteResult:
+    """Best hard label among the top candidates of the soft labels `p` [R, L, V] (one feature's restarts), the
+    labels the soft labels' argmax `visited` during training, and up to `swap_rounds` rounds of gradient-guided
+    swaps from the `swap_beam` best labels so far (each round starts only from labels not yet expanded)."""
     candidates_per_position = p.topk(min(top, p.shape[-1]), dim=-1).indices  # [R, L, top]
     scored: dict[tuple[int, ...], LabelScore] = {}
+    found_by: dict[tuple[int, ...], str] = {}
 
-    def evaluate(labels: list[tuple[int, ...]]) -> None:
+    def evaluate(labels: list[tuple[int, ...]], source: str) -> None:
         new = [label for label in dict.fromkeys(labels) if label not in scored]
         for result in scorer.score(new) if new else []:
             scored[result.label_ids] = result
+            found_by[result.label_ids] = source
 
-    evaluate([tuple(label) for label in visited])
+    evaluate([tuple(label) for label in visited], "visited")
     if p.shape[1] == 1:
-        evaluate([(int(t),) for t in candidates_per_position[:, 0].flatten().tolist()])
+        evaluate([(int(t),) for t in candidates_per_position[:, 0].flatten().tolist()], "soft_label_top")
     else:
         for restart in range(p.shape[0]):
             current = tuple(int(t) for t in p[restart].argmax(-1).tolist())
-            evaluate([current])
+            evaluate([current], "soft_label_top")
             for _ in range(sweeps):
                 for position in range(p.shape[1]):
                     options = [current[:position] + (int(t),) + current[position + 1 :] for t in candidates_per_position[restart, position].tolist()]
-                    evaluate(options)
+                    evaluate(options, "coordinate_ascent")
                     current = max((scored[o] for o in options + [current]), key=LabelScore.key).label_ids
+    expanded: set[tuple[int, ...]] = set()
+    for _ in range(swap_rounds):
+        beam = [s.label_ids for s in sorted(scored.values(), key=LabelScore.key, reverse=True)[:swap_beam]]
+        starts = [label for label in beam if label not in expanded]
+        if not starts:
+            break  # the beam is made of labels whose swaps were all scored: a local optimum
+        for label in starts:
+            expanded.add(label)
+            evaluate(scorer.swap_candidates(label, swap_top), "gradient_swap")
     ranked = sorted(scored.values(), key=LabelScore.key, reverse=True)
-    return DiscreteResult(best=ranked[0], scored=ranked)
+    return DiscreteResult(best=ranked[0], scored=ranked, found_by=found_by)

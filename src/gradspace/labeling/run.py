@@ -136,7 +136,8 @@ def run(cfg: DictConfig) -> dict:
         selection = HardLabelScorer(discriminator, feature.train_positive[:limit], feature.train_negative[:limit], tokenizer.pad_token_id,
                                     allowed, label_cfg.kl_weight)
         visited = sorted(set().union(*module.visited[index * restarts : (index + 1) * restarts]))
-        chosen = select_label(selection, p, int(cfg.discrete.top), int(cfg.discrete.sweeps), visited)
+        chosen = select_label(selection, p, int(cfg.discrete.top), int(cfg.discrete.sweeps), visited, int(cfg.discrete.swap_rounds),
+                              int(cfg.discrete.swap_top), int(cfg.discrete.swap_beam))
         heldout_limit = int(cfg.evaluation.max_examples)
         heldout = HardLabelScorer(discriminator, feature.heldout_positive[:heldout_limit], feature.heldout_negative[:heldout_limit],
                                   tokenizer.pad_token_id, allowed)
@@ -174,7 +175,7 @@ def run(cfg: DictConfig) -> dict:
             "restart_argmax": [_token_entry(tokenizer, p[r].argmax(-1).tolist()) for r in range(restarts)],
             "selection": {"accuracy": chosen.best.balanced_accuracy, "auroc": chosen.best.auroc, "loss": chosen.best.loss,
                           "naturalness": chosen.best.naturalness, "objective": chosen.best.objective,
-                          "n_candidates": len(chosen.scored),
+                          "n_candidates": len(chosen.scored), "found_by": chosen.found_by[chosen.best.label_ids],
                           "ranking": [[_token_entry(tokenizer, s.label_ids), round(s.objective, 4), round(s.balanced_accuracy, 4)] for s in chosen.scored[:10]]},
             "heldout_accuracy": best.balanced_accuracy,
             "heldout_auroc": best.auroc,
