@@ -3,7 +3,6 @@
 In-process runs use Hydra's compose API and `gradspace.ftgd.run.run`; what a user types is run as a subprocess.
 """
 
-import itertools
 import json
 import os
 import struct
