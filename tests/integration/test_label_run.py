@@ -170,23 +170,39 @@ def test_sae_latent_is_labelled_end_to_end(question_model, tmp_path):
         assert 0.0 <= feature["heldout_auroc"] <= 1.0
 
 
-def test_prefix_cache_gives_the_same_scores_and_gradients(one_thread):
+@pytest.mark.parametrize("template", ["the big is a the big {word} a {label} ?", "the big {label} is a {word} ?"])
+def test_two_pass_discriminator_matches_one_plain_forward(template, one_thread):
+    """Label-independent tokens run once per prompt without autograd, the rest once per item: scores, slot logits
+    and label gradients must equal one plain forward of each item's full prompt (the label after a word, and the
+    label right after the template's prefix)."""
     tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "the", "big", *WORDS, *CATEGORIES])
     model = tiny_model(tokenizer, hidden=32).eval()
-    spec = PromptSpec("synth", "the big is a the big is a the big is a {word} a {label} ?", ("yes", "no"))
-    examples = [Example(tokenizer.convert_tokens_to_ids(w)) for w in ("dog", "owl", "eel")]
-    outputs = []
-    for min_tokens in (1, 1000):
-        builder = PromptBuilder(spec, tokenizer, label_length=2)
-        discriminator = Discriminator(model, builder, cache_prefix_min_tokens=min_tokens)
-        assert discriminator.use_prefix_cache == (min_tokens == 1)
-        soft = torch.randn(2, 2, 32, generator=torch.Generator().manual_seed(0), requires_grad=True)
-        out = discriminator(builder.batch(examples, tokenizer.pad_token_id), soft, torch.tensor([0, 1, 0]), with_slot_logits=True)
-        out.scores.sum().backward()
-        outputs.append((out.scores.detach(), out.slot_logits.detach(), soft.grad))
-    (cached, cached_slots, cached_grad), (full, full_slots, full_grad) = outputs
-    assert torch.allclose(cached, full, atol=1e-5) and torch.allclose(cached_slots, full_slots, atol=1e-4)
-    assert torch.allclose(cached_grad, full_grad, atol=1e-5) and cached_grad.abs().sum() > 0
+    builder = PromptBuilder(PromptSpec("synth", template, ("yes", "no")), tokenizer, label_length=2)
+    discriminator = Discriminator(model, builder)
+    batch = builder.batch([Example(tokenizer.convert_tokens_to_ids(w)) for w in ("dog", "owl", "eel")], tokenizer.pad_token_id)
+    examples, rows = torch.tensor([0, 1, 2, 0, 2]), torch.tensor([0, 1, 0, 1, 1])
+    soft = torch.randn(2, 2, 32, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    out = discriminator(batch, soft, rows, with_slot_logits=True, examples=examples)
+    (out.scores.sum() + out.slot_logits.sum()).backward()
+
+    reference = torch.randn(2, 2, 32, requires_grad=True)
+    with torch.no_grad():
+        reference.copy_(soft)
+    prefix = len(builder.prefix_ids)
+    expected_scores, expected_slots = [], []
+    for example, row in zip(examples.tolist(), rows.tolist()):
+        ids = torch.tensor([builder.prefix_ids + batch.input_ids[example, : batch.readout_positions[example] + 1].tolist()])
+        inputs = model.get_input_embeddings()(ids)[0].clone()
+        label = batch.label_positions[example] + prefix
+        inputs[label] = reference[row]
+        logits = model(inputs_embeds=inputs[None]).logits[0]
+        yes, no = builder.answer_ids
+        expected_scores.append(logits[-1, yes] - logits[-1, no])
+        expected_slots.append(logits[label - 1])
+    (torch.stack(expected_scores).sum() + torch.stack(expected_slots).sum()).backward()
+    assert torch.allclose(out.scores, torch.stack(expected_scores).detach(), atol=1e-5)
+    assert torch.allclose(out.slot_logits, torch.stack(expected_slots).detach(), atol=1e-4)
+    assert torch.allclose(soft.grad, reference.grad, atol=1e-5) and soft.grad.abs().sum() > 0
 
 
 def test_label_py_writes_results(question_model, tmp_path):

@@ -130,7 +130,7 @@ def test_label_article_follows_the_label_and_mixes_for_soft_labels():
     torch.manual_seed(0)
     lm = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                                           vocab_size=len(tok), max_position_embeddings=32)).eval()
-    discriminator = Discriminator(lm, builder, cache_prefix_min_tokens=100)
+    discriminator = Discriminator(lm, builder)
     batch = builder.batch([Example(dog), Example(eagle)], pad_id=tok.pad_token_id)
     assert batch.label_article_positions.tolist() == [2, 2]
     labels = discriminator.embedding[torch.tensor([[animal], [mammal]])]

@@ -90,11 +90,11 @@ class HardLabelScorer:
         for start in range(0, len(label_tensor), per_chunk):
             chunk = label_tensor[start : start + per_chunk]
             c = len(chunk)
-            batch = prompts.repeat(c)
             rows = torch.arange(c, device=device).repeat_interleave(n)
+            examples = torch.arange(n, device=device).repeat(c)
             an_weights = self.takes_an.to(device)[chunk[:, 0]].float()
-            out = self.discriminator(batch, self.discriminator.embedding[chunk], rows, with_slot_logits=self.kl_weight > 0,
-                                     an_weights=an_weights)
+            out = self.discriminator(prompts, self.discriminator.embedding[chunk], rows, with_slot_logits=self.kl_weight > 0,
+                                     an_weights=an_weights, examples=examples)
             score_rows.append(out.scores.view(c, n).float().cpu())
             if out.slot_logits is None:
                 surprisal_rows.append(torch.zeros(c, n))

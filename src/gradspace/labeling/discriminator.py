@@ -3,6 +3,12 @@
 
 Soft labels (embedding mixtures) and hard labels (embedding rows) take the same path, so the discrete step
 scores candidates exactly as the model sees real tokens.
+
+Every call runs in two passes. Nothing before the first label-dependent position (the label, or its article)
+depends on the label, so that part runs once per distinct prompt, without autograd, on top of the template's own
+prefix (computed once per model). Only the rest ("a <label> ?") runs once per (prompt, label) item, with gradients,
+on the first pass's key/value cache: restarts, features and candidate labels asking about the same word share it,
+and the backward pass covers only the few positions the label can influence.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gradspace.errors import GradspaceError
 from gradspace.labeling.prompts import PromptBatch, PromptBuilder
 
 
@@ -22,9 +29,9 @@ class DiscriminatorOutput:
 
 
 class Discriminator(nn.Module):
-    """Wraps a frozen causal LM; computes the shared prompt prefix once and reuses its key/value cache."""
+    """Wraps a frozen causal LM; see the module docstring for the two passes."""
 
-    def __init__(self, lm: nn.Module, builder: PromptBuilder, cache_prefix_min_tokens: int = 8):
+    def __init__(self, lm: nn.Module, builder: PromptBuilder):
         super().__init__()
         self.lm = lm
         self.lm.eval()
@@ -33,8 +40,6 @@ class Discriminator(nn.Module):
         self.builder = builder
         self.register_buffer("prefix_ids", torch.tensor(builder.prefix_ids, dtype=torch.long), persistent=False)
         self.register_buffer("answer_ids", torch.tensor(builder.answer_ids, dtype=torch.long), persistent=False)
-        # A cache pays off only for a long prefix; a short one is cheaper to recompute with the examples.
-        self.use_prefix_cache = len(builder.prefix_ids) >= max(1, cache_prefix_min_tokens)
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._prefix_kv_device: torch.device | None = None
         self._prefix_last_hidden: torch.Tensor | None = None
@@ -49,9 +54,10 @@ class Discriminator(nn.Module):
         self.lm.eval()
         return self
 
-    def _prefix_cache(self, batch_size: int):
-        from transformers import DynamicCache
-
+    def _template_prefix(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Keys/values of the template's literal prefix (batch 1), computed once per device; None if it is empty."""
+        if self.prefix_ids.numel() == 0:
+            return None
         device = self.prefix_ids.device
         if self._prefix_kv is None or self._prefix_kv_device != device:
             with torch.no_grad():
@@ -59,11 +65,17 @@ class Discriminator(nn.Module):
             self._prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
             self._prefix_last_hidden = out.last_hidden_state[0, -1]
             self._prefix_kv_device = device
-        # A fresh cache per call: the forward appends to it. Expanded views cost no memory.
-        return DynamicCache(
-            ddp_cache_data=[(k.expand(batch_size, *k.shape[1:]), v.expand(batch_size, *v.shape[1:])) for k, v in self._prefix_kv],
-            config=self.lm.config,
-        )
+        return self._prefix_kv
+
+    def _cache(self, layers: list[tuple[torch.Tensor, torch.Tensor]], size: int, rows: torch.Tensor | None = None):
+        """A fresh cache (the forward appends to it): batch-1 `layers` expanded to `size` rows (views, no copy),
+        or the rows `rows` of batched `layers`."""
+        from transformers import DynamicCache
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t.expand(size, *t.shape[1:]) if rows is None else t.index_select(0, rows)
+
+        return DynamicCache(ddp_cache_data=[(pick(k), pick(v)) for k, v in layers], config=self.lm.config)
 
     def _logits(self, hidden: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
         head = self.lm.get_output_embeddings()
@@ -77,39 +89,63 @@ class Discriminator(nn.Module):
         return logits
 
     def forward(self, batch: PromptBatch, label_embeddings: torch.Tensor, rows: torch.Tensor, with_slot_logits: bool = False,
-                an_weights: torch.Tensor | None = None) -> DiscriminatorOutput:
-        """`label_embeddings` [R, L, d]; example n gets the label `rows[n]`. For templates with a label article,
-        `an_weights` [R] is each label's weight on "an" (its probability of a word that takes "an"): the article
-        slot gets the matching mixture of the "a" and "an" embeddings, exact for hard labels."""
+                an_weights: torch.Tensor | None = None, examples: torch.Tensor | None = None) -> DiscriminatorOutput:
+        """`batch` holds distinct prompts; item i asks prompt `examples[i]` (default: prompt i) about the label
+        `rows[i]` of `label_embeddings` [R, L, d]. For templates with a label article, `an_weights` [R] is each
+        label's weight on "an" (its probability of a word that takes "an"): the article slot gets the matching
+        mixture of the "a" and "an" embeddings, exact for hard labels. Outputs are per item."""
+        if batch.label_article_positions is not None and an_weights is None:
+            raise ValueError("the prompt has a {label_article} slot: pass an_weights")
         embed = self.lm.get_input_embeddings()
-        n_examples = batch.input_ids.shape[0]
-        inputs = embed(batch.input_ids)
-        example_index = torch.arange(n_examples, device=inputs.device)[:, None].expand_as(batch.label_positions)
-        inputs = inputs.index_put((example_index, batch.label_positions), label_embeddings[rows].to(inputs.dtype))
+        device = batch.input_ids.device
+        n_prompts = batch.input_ids.shape[0]
+        examples = torch.arange(n_prompts, device=device) if examples is None else examples
+        n_items = examples.shape[0]
+        first_dependent = batch.label_positions.min()
         if batch.label_article_positions is not None:
-            if an_weights is None:
-                raise ValueError("the prompt has a {label_article} slot: pass an_weights")
+            first_dependent = torch.minimum(first_dependent, batch.label_article_positions.min())
+        split = int(first_dependent)  # every prompt's tokens before `split` are real tokens that no label changes
+
+        template = self._template_prefix()
+        head_hidden = None
+        if split > 0:
+            with torch.no_grad():
+                past = None if template is None else self._cache(template, n_prompts)
+                head = self.lm.base_model(input_ids=batch.input_ids[:, :split], past_key_values=past, use_cache=True)
+            head_hidden = head.last_hidden_state
+            past = self._cache([(layer.keys, layer.values) for layer in head.past_key_values.layers], n_items, examples)
+        else:
+            past = None if template is None else self._cache(template, n_items)
+
+        items = torch.arange(n_items, device=device)
+        inputs = embed(batch.input_ids[examples, split:])
+        label_positions = batch.label_positions[examples]
+        item_index = items[:, None].expand_as(label_positions)
+        inputs = inputs.index_put((item_index, label_positions - split), label_embeddings[rows].to(inputs.dtype))
+        if batch.label_article_positions is not None:
             a_row, an_row = (embed.weight[ids[0]] for ids in (self.builder.article_ids["a"], self.builder.article_ids["an"]))
             article = a_row + an_weights[rows, None].to(inputs.dtype) * (an_row - a_row)
-            inputs = inputs.index_put((torch.arange(n_examples, device=inputs.device), batch.label_article_positions), article)
-        offset = 0
-        if self.use_prefix_cache:
-            out = self.lm.base_model(inputs_embeds=inputs, past_key_values=self._prefix_cache(n_examples), use_cache=True)
-        else:
-            offset = self.prefix_ids.numel()
-            prefix = embed(self.prefix_ids)[None].expand(n_examples, -1, -1)
-            out = self.lm.base_model(inputs_embeds=torch.cat([prefix, inputs], dim=1), use_cache=False)
-        hidden = out.last_hidden_state
-        readout = hidden[torch.arange(n_examples, device=hidden.device), batch.readout_positions + offset]
-        answer_logits = self._logits(readout, self.answer_ids)
+            inputs = inputs.index_put((items, batch.label_article_positions[examples] - split), article)
+        hidden = self.lm.base_model(inputs_embeds=inputs, past_key_values=past, use_cache=True).last_hidden_state
+        answer_logits = self._logits(hidden[items, batch.readout_positions[examples] - split], self.answer_ids)
         scores = (answer_logits[:, 0] - answer_logits[:, 1]).float()
         slot_logits = None
         if with_slot_logits:
-            # The token before each label slot predicts it; a slot right after a cached prefix is predicted
-            # by the prefix's last hidden state.
-            before = batch.label_positions + offset - 1
-            slot_hidden = hidden[example_index, before.clamp(min=0)]
-            if self.use_prefix_cache and bool((before < 0).any()):
-                slot_hidden = torch.where((before < 0)[..., None], self._prefix_last_hidden, slot_hidden)
-            slot_logits = self._logits(slot_hidden)
+            slot_logits = self._logits(self._slot_hidden(hidden, head_hidden, label_positions - 1, examples, split))
         return DiscriminatorOutput(scores=scores, slot_logits=slot_logits)
+
+    def _slot_hidden(self, tail: torch.Tensor, head: torch.Tensor | None, before: torch.Tensor, examples: torch.Tensor,
+                     split: int) -> torch.Tensor:
+        """Hidden states of the tokens `before` [items, L] each label slot, which predict it: from the second pass,
+        the first pass (detached: the prior is no training target), or the template prefix's last token."""
+        item_index = torch.arange(before.shape[0], device=before.device)[:, None].expand_as(before)
+        hidden = tail[item_index, (before - split).clamp(min=0)]
+        if head is not None:
+            from_head = head[examples[:, None].expand_as(before), before.clamp(0, split - 1)]
+            hidden = torch.where((before < split)[..., None], from_head, hidden)
+        if bool((before < 0).any()):
+            if self._prefix_last_hidden is None:
+                raise GradspaceError("the label is the prompt's first token, so nothing predicts it for the naturalness prior; "
+                                     "put text before {label} or set label.kl_weight=0")
+            hidden = torch.where((before < 0)[..., None], self._prefix_last_hidden, hidden)
+        return hidden

@@ -51,11 +51,6 @@ class PromptBatch:
         articles = None if self.label_article_positions is None else self.label_article_positions.to(device)
         return PromptBatch(self.input_ids.to(device), self.label_positions.to(device), self.readout_positions.to(device), articles)
 
-    def repeat(self, times: int) -> "PromptBatch":
-        """The batch `times` over, one copy after the other (one copy per label scored)."""
-        articles = None if self.label_article_positions is None else self.label_article_positions.repeat(times)
-        return PromptBatch(self.input_ids.repeat(times, 1), self.label_positions.repeat(times, 1), self.readout_positions.repeat(times), articles)
-
 
 def resolve_prompt_spec(prompt_cfg: Mapping, tokenizer, model_source: str) -> PromptSpec:
     """Pick the template for this model: `style=auto` means synth for synthetic models, chat where the tokenizer

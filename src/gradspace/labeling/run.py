@@ -103,7 +103,7 @@ def run(cfg: DictConfig) -> dict:
         log.info("the prompt has no {context} slot: context-dependent activations are judged from the word alone")
     names = [f.name for f in features]
 
-    discriminator = Discriminator(loaded.model, builder, int(cfg.prompt.get("cache_prefix_min_tokens", 8)))
+    discriminator = Discriminator(loaded.model, builder)
     allowed = allowed_label_tokens(tokenizer, builder, discriminator.embedding.shape[0], label_cfg.vocabulary)
     steps = int(cfg.label.steps)
     if steps <= 0:

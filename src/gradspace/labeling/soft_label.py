@@ -72,7 +72,9 @@ def allowed_label_tokens(tokenizer, builder: PromptBuilder, vocabulary_size: int
 
 
 class BalancedExamples(IterableDataset):
-    """Endless training batches: for every feature, batch_size/2 positives and batch_size/2 negatives."""
+    """Endless training batches: for every feature, batch_size/2 positives and batch_size/2 negatives. An example
+    drawn by several features is one prompt in the batch (`example_index` maps items to prompts), so the
+    discriminator runs its label-independent part once."""
 
     def __init__(self, features: Sequence[FeatureData], builder: PromptBuilder, batch_size: int, pad_id: int, seed: int):
         self.features = list(features)
@@ -91,10 +93,13 @@ class BalancedExamples(IterableDataset):
                     examples += chosen
                     targets += [target] * self.half
                     feature_index += [index] * self.half
-            batch = self.builder.batch(examples, self.pad_id)
+            distinct = list(dict.fromkeys(examples))
+            position = {example: index for index, example in enumerate(distinct)}
+            batch = self.builder.batch(distinct, self.pad_id)
             yield {
                 "input_ids": batch.input_ids, "label_positions": batch.label_positions, "readout_positions": batch.readout_positions,
                 **({} if batch.label_article_positions is None else {"label_article_positions": batch.label_article_positions}),
+                "example_index": torch.tensor([position[example] for example in examples]),
                 "targets": torch.tensor(targets), "feature_index": torch.tensor(feature_index),
             }
 
@@ -164,16 +169,16 @@ class SoftLabel(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         restarts = self.config.restarts
-        n = batch["input_ids"].shape[0]
-        prompts = PromptBatch(batch["input_ids"], batch["label_positions"], batch["readout_positions"],
-                              batch.get("label_article_positions")).repeat(restarts)
+        n = batch["example_index"].shape[0]
+        prompts = PromptBatch(batch["input_ids"], batch["label_positions"], batch["readout_positions"], batch.get("label_article_positions"))
         restart_index = torch.arange(restarts, device=self.device).repeat_interleave(n)
         rows = batch["feature_index"].repeat(restarts) * restarts + restart_index
         targets = batch["targets"].repeat(restarts).float()
 
         p = self.distribution()
         want_prior = self.config.kl_weight > 0
-        out = self.discriminator(prompts, self.label_embeddings(p), rows, with_slot_logits=want_prior, an_weights=self.an_weights(p))
+        out = self.discriminator(prompts, self.label_embeddings(p), rows, with_slot_logits=want_prior, an_weights=self.an_weights(p),
+                                 examples=batch["example_index"].repeat(restarts))
         prediction = balanced_bce(out.scores, targets, rows, p.shape[0])
         log_p = torch.log(p.clamp_min(1e-12))
         entropy = -(p * log_p).sum(-1).mean()
