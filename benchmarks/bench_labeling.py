@@ -2,6 +2,7 @@
 
     python benchmarks/bench_labeling.py
     python benchmarks/bench_labeling.py --features 8 --restarts 2
+    python benchmarks/bench_labeling.py --device cuda      # on a GPU machine (the default there)
 
 The `label.py` path on `synth-1m`: `SoftLabel` (K features x R restarts as rows of one parameter) trained by a
 Lightning Trainer on `BalancedExamples` with the `label.yaml` settings. The synthetic world has 8 categories, so
@@ -25,7 +26,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from harness import Goal, pin_threads, print_header
+from harness import Goal, default_device, pin_threads, print_header
 
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import category_features
@@ -38,27 +39,30 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 class StepTimer(L.Callback):
-    """Seconds between consecutive batch ends, i.e. whole steps including fetching the batch."""
+    """Seconds between consecutive batch ends, i.e. whole steps including fetching the batch (on a GPU, once its
+    queued work is done)."""
 
     def __init__(self) -> None:
         self.last: float | None = None
         self.seconds: list[float] = []
 
-    def on_train_batch_end(self, *args, **kwargs) -> None:
+    def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
         now = time.perf_counter()
         if self.last is not None:
             self.seconds.append(now - self.last)
         self.last = now
 
 
-def step_seconds(loaded, builder, features, label_cfg: dict, steps: int, warmup: int) -> float:
+def step_seconds(loaded, builder, features, label_cfg: dict, steps: int, warmup: int, device: str) -> float:
     config = SoftLabelConfig(**{f.name: label_cfg[f.name] for f in dataclasses.fields(SoftLabelConfig) if f.name in label_cfg})
     discriminator = Discriminator(loaded.model, builder)
     allowed = allowed_label_tokens(loaded.tokenizer, builder, discriminator.embedding.shape[0], config.vocabulary)
     optimizer = lambda params: torch.optim.Adam(params, lr=float(label_cfg["optimizer"]["lr"]))  # noqa: E731
     module = SoftLabel(discriminator, allowed, [f.name for f in features], config, optimizer, total_steps=steps + warmup)
     timer = StepTimer()
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps + warmup + 1, max_epochs=-1, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_steps=steps + warmup + 1, max_epochs=-1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
     loader = DataLoader(BalancedExamples(features, builder, config.batch_size, loaded.tokenizer.pad_token_id, seed=0),
                         batch_size=None, num_workers=0)
@@ -74,6 +78,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default=default_device(), choices=("cpu", "cuda"))
     args = parser.parse_args()
 
     pin_threads(args.threads)
@@ -85,20 +90,20 @@ def main() -> None:
         label_cfg["restarts"] = args.restarts
     prompt_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "prompt" / "default.yaml"), resolve=True)
     model_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "synth-1m.yaml"), resolve=True)
-    loaded = load_model(model_cfg, default_cache_dir(), progress=False)
+    loaded = load_model(model_cfg, default_cache_dir(), device=args.device, progress=False)
     spec = resolve_prompt_spec(prompt_cfg, loaded.tokenizer, "synth")
     builder = PromptBuilder(spec, loaded.tokenizer, int(label_cfg["length"]), add_bos=bool(prompt_cfg.get("add_bos", True)))
     categories = category_features(list(CATEGORIES), loaded.tokenizer, 0.3, 0, None)
     many = [dataclasses.replace(categories[i % len(categories)], name=f"{categories[i % len(categories)].name}#{i}")
             for i in range(args.features)]
-    print(f"model {loaded.path}; {label_cfg['restarts']} restarts, {label_cfg['batch_size']} examples per feature and "
+    print(f"model {loaded.path} on {args.device}; {label_cfg['restarts']} restarts, {label_cfg['batch_size']} examples per feature and "
           f"step, kl_weight {label_cfg['kl_weight']}: {label_cfg['restarts'] * label_cfg['batch_size']} prompts per "
           f"feature and step")
 
     times: dict[int, list[float]] = {1: [], args.features: []}
     for _ in range(args.rounds):
         for count, features in ((1, categories[:1]), (args.features, many)):
-            times[count].append(step_seconds(loaded, builder, features, label_cfg, args.steps, args.warmup))
+            times[count].append(step_seconds(loaded, builder, features, label_cfg, args.steps, args.warmup, args.device))
     one, batched = statistics.median(times[1]), statistics.median(times[args.features])
     print(f"step: 1 feature {1e3 * one:.1f} ms ({1 / one:.2f} steps/s); {args.features} features {1e3 * batched:.1f} ms "
           f"({1 / batched:.2f} steps/s); {args.features} features one at a time would take {1e3 * args.features * one:.1f} ms")

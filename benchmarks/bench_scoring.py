@@ -2,6 +2,7 @@
 
     /work/benchvenv/bin/python benchmarks/bench_scoring.py            # both suites
     /work/benchvenv/bin/python benchmarks/bench_scoring.py --suite blimp --blimp-pairs-per-task 100
+    python benchmarks/bench_scoring.py --device cuda                                # on a GPU machine (the default there)
 
 Two setups, each scored by all three tools from one local Hugging Face model directory:
 - synth: the pretrained `synth-1m` model (word-level tokenizer) on the synthetic suite;
@@ -40,7 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from harness import Goal, interleaved_medians, pin_threads, print_header  # noqa: E402
+from harness import Goal, default_device, interleaved_medians, pin_threads, print_header, synchronized  # noqa: E402
 
 from gradspace.data.pairs import MinimalPair, write_pairs_jsonl  # noqa: E402
 from gradspace.data.suite import read_pairs_dir  # noqa: E402
@@ -132,8 +133,8 @@ def blimp_setup(blimp_dir: str, per_task: int, vocab_size: int) -> Setup:
     return Setup(f"blimp (random GPT-NeoX, BPE {vocab_size}, real BLiMP)", model_dir, first_per_task(all_pairs, per_task))
 
 
-def run_gradspace(model_dir: Path, pairs: list[MinimalPair], batch_size: int):
-    loaded = load_model({"name": "bench", "source": "local", "path": str(model_dir)}, progress=False)
+def run_gradspace(model_dir: Path, pairs: list[MinimalPair], batch_size: int, device: str):
+    loaded = load_model({"name": "bench", "source": "local", "path": str(model_dir)}, device=device, progress=False)
     model, tokenizer = loaded.model, loaded.tokenizer
 
     def scores() -> ToolResult:
@@ -148,7 +149,7 @@ def run_gradspace(model_dir: Path, pairs: list[MinimalPair], batch_size: int):
     # scorer that runs these passes needs at least, so minicons' time over it bounds every possible speedup.
     encoded = encode_with_prefix(tokenizer, [p.good for p in pairs] + [p.bad for p in pairs])
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
-    batches = [pad_sequences([encoded[i] for i in order[start : start + batch_size]], pad_token_id(tokenizer))
+    batches = [pad_sequences([encoded[i] for i in order[start : start + batch_size]], pad_token_id(tokenizer)).to(device)
                for start in range(0, len(order), batch_size)]
 
     @torch.no_grad()
@@ -159,10 +160,10 @@ def run_gradspace(model_dir: Path, pairs: list[MinimalPair], batch_size: int):
     return scores, timed, forward_only
 
 
-def run_minicons(model_dir: Path, pairs: list[MinimalPair], batch_size: int):
+def run_minicons(model_dir: Path, pairs: list[MinimalPair], batch_size: int, device: str):
     from minicons import scorer
 
-    lm = scorer.IncrementalLMScorer(str(model_dir), device="cpu")
+    lm = scorer.IncrementalLMScorer(str(model_dir), device=device)
 
     def score_all() -> tuple[np.ndarray, np.ndarray]:
         good, bad = [], []
@@ -195,12 +196,12 @@ def lm_eval_task_configs(pairs: list[MinimalPair], data_dir: Path) -> list[dict]
     return configs
 
 
-def run_lm_eval(model_dir: Path, pairs: list[MinimalPair], batch_size: int, data_dir: Path):
+def run_lm_eval(model_dir: Path, pairs: list[MinimalPair], batch_size: int, data_dir: Path, device: str):
     """End-to-end pairs/s of simple_evaluate, and pairs/s of its model calls alone (dataset loading excluded)."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    lm = HFLM(pretrained=str(model_dir), batch_size=batch_size, device="cpu", dtype="float32")
+    lm = HFLM(pretrained=str(model_dir), batch_size=batch_size, device=device, dtype="float32")
     model_seconds = [0.0]
     loglikelihood = lm.loglikelihood
 
@@ -242,16 +243,17 @@ def run_lm_eval(model_dir: Path, pairs: list[MinimalPair], batch_size: int, data
     return run, warm
 
 
-def compare(setup: Setup, batch_size: int, repeats: int) -> list[Goal]:
+def compare(setup: Setup, batch_size: int, repeats: int, device: str) -> list[Goal]:
     print(f"-- {setup.name}: {len(setup.pairs)} pairs, {len({p.task for p in setup.pairs})} tasks, "
-          f"model {setup.model_dir}, batch {batch_size} sentences")
-    ours_scores, ours_timed, forward_only = run_gradspace(setup.model_dir, setup.pairs, batch_size)
-    mc_scores, mc_timed = run_minicons(setup.model_dir, setup.pairs, batch_size)
+          f"model {setup.model_dir}, batch {batch_size} sentences, on {device}")
+    ours_scores, ours_timed, forward_only = run_gradspace(setup.model_dir, setup.pairs, batch_size, device)
+    mc_scores, mc_timed = run_minicons(setup.model_dir, setup.pairs, batch_size, device)
     with tempfile.TemporaryDirectory(dir=BENCH_DIR) as data_dir:
-        lme_run, lme_warm = run_lm_eval(setup.model_dir, setup.pairs, batch_size, Path(data_dir))
+        lme_run, lme_warm = run_lm_eval(setup.model_dir, setup.pairs, batch_size, Path(data_dir), device)
         ours, mc = ours_scores(), mc_scores()
         # Throughput: gradspace and minicons alternate (warm-up first), then one full lm-eval run.
-        seconds = interleaved_medians({"gradspace": ours_timed, "minicons": mc_timed, "forward": forward_only}, repeats=repeats)
+        timed = {"gradspace": ours_timed, "minicons": mc_timed, "forward": forward_only}
+        seconds = interleaved_medians({name: synchronized(fn, device) for name, fn in timed.items()}, repeats=repeats)
         lme_warm()
         lme, lme_model_pps, lme_task_acc = lme_run()
 
@@ -293,6 +295,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per forward pass, all tools")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default=default_device(), help="cpu or cuda, the same for all tools")
     args = parser.parse_args()
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
@@ -303,7 +306,7 @@ def main() -> None:
         setups.append(synth_setup(args.synth_pairs_per_task))
     if args.suite in ("blimp", "both"):
         setups.append(blimp_setup(args.blimp_dir, args.blimp_pairs_per_task, args.bpe_vocab_size))
-    goals = [goal for setup in setups for goal in compare(setup, args.batch_size, args.repeats)]
+    goals = [goal for setup in setups for goal in compare(setup, args.batch_size, args.repeats, args.device)]
     print("summary: " + "; ".join(f"{g.name} {'MET' if g.met else 'NOT MET'}" for g in goals))
 
 

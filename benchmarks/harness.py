@@ -44,6 +44,23 @@ def pin_threads(threads: int) -> None:
     torch.set_num_threads(max(1, threads))
 
 
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def synchronized(fn: Callable[[], object], device: str | torch.device) -> Callable[[], object]:
+    """`fn` followed by a wait for the GPU's queued work, so that a timer around it measures the work itself."""
+    if torch.device(device).type != "cuda":
+        return fn
+
+    def call() -> object:
+        result = fn()
+        torch.cuda.synchronize(device)
+        return result
+
+    return call
+
+
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
     """Median seconds per call of each function, calls alternating A B A B ... so load changes hit all sides."""
     for _ in range(warmup):

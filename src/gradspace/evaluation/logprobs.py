@@ -18,7 +18,13 @@ def prefix_token_id(tokenizer) -> int:
 def encode_with_prefix(tokenizer, sentences: list[str]) -> list[list[int]]:
     """Token ids of each sentence with the prefix token in front and no other special tokens."""
     prefix = prefix_token_id(tokenizer)
-    encoded = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # The Rust tokenizer directly: the same ids without one Python BatchEncoding per sentence, which took
+        # as long as a tenth of the forward passes of scoring a BLiMP suite.
+        encoded = [encoding.ids for encoding in backend.encode_batch(list(sentences), add_special_tokens=False)]
+    else:
+        encoded = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
     return [[prefix, *ids] for ids in encoded]
 
 
