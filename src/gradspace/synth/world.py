@@ -16,7 +16,7 @@ from gradspace.synth.grammar import SYNTH_TASKS, Grammar
 from gradspace.utils.io import atomic_write_text
 
 # Bump when the grammar changes what it generates, so cached worlds of the old grammar are not reused.
-GRAMMAR_VERSION = 1
+GRAMMAR_VERSION = 2
 
 
 @dataclass
