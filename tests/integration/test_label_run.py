@@ -96,7 +96,7 @@ def test_discrete_step_recovers_the_planted_label(question_model, tmp_path):
     assert baseline["label"] in CATEGORIES["mammal"] and baseline["heldout_accuracy"] < 1.0
     assert feature["example_prompt"].endswith("a mammal ?")
     assert results["steps"] == 30 and results["trajectory"]
-    assert feature["selection"]["found_by"] in ("visited", "soft_label_top", "gradient_swap")
+    assert feature["selection"]["found_by"] in ("visited", "soft_label_top", "lm_prior", "gradient_swap")
 
 
 def test_gradient_swaps_reach_the_label_from_a_wrong_start(question_model, one_thread):
@@ -117,11 +117,39 @@ def test_gradient_swaps_reach_the_label_from_a_wrong_start(question_model, one_t
     # A soft label sure of a wrong word: its candidates alone keep the wrong word; the swaps walk to "mammal".
     p = torch.zeros(1, 1, len(tokenizer))
     p[0, 0, token("the")] = 1.0
-    stuck = select_label(scorer, p, top=1, swap_rounds=0)
+    stuck = select_label(scorer, p, top=1, swap_rounds=0, prior_top=0)
     assert tokenizer.decode(stuck.best.label_ids).strip() == "the"
-    found = select_label(scorer, p, top=1, swap_rounds=3, swap_top=8, swap_beam=2)
+    found = select_label(scorer, p, top=1, swap_rounds=3, swap_top=8, swap_beam=2, prior_top=0)
     assert tokenizer.decode(found.best.label_ids).strip() == "mammal" and found.best.balanced_accuracy == 1.0
     assert found.found_by[found.best.label_ids] == "gradient_swap" and stuck.found_by[stuck.best.label_ids] == "soft_label_top"
+
+
+def test_lm_prior_proposes_the_word_the_model_expects_at_the_label_slot(one_thread):
+    """A model that has read "is a dog a mammal ? yes" more often than "is a dog a bird ? no" expects "mammal"
+    after "is a dog a": the prior's candidates contain it before any optimisation."""
+    tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "the", *CATEGORIES, *WORDS], model_max_length=64)
+    model = tiny_model(tokenizer)
+    texts = [f"is a {w} a {c} ? {'yes' if w in CATEGORIES[c] else 'no'}" for w in WORDS for c in CATEGORIES
+             for _ in range(3 if w in CATEGORIES[c] else 1)]
+    ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer.encode(t)] for t in texts])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(200):
+        loss = model(input_ids=ids, labels=ids).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    builder = PromptBuilder(PromptSpec("synth", "is a {word} a {label} ?", ("yes", "no")), tokenizer, label_length=1)
+    token = tokenizer.convert_tokens_to_ids
+    allowed = torch.ones(len(tokenizer), dtype=torch.bool)
+    allowed[tokenizer.all_special_ids] = False
+    scorer = HardLabelScorer(Discriminator(model.eval(), builder), [Example(token(w)) for w in CATEGORIES["mammal"]],
+                             [Example(token(w)) for c in ("bird", "fish") for w in CATEGORIES[c]], tokenizer.pad_token_id, allowed)
+    candidates = scorer.prior_candidates(top=1)
+    assert token("mammal") in candidates and len(candidates) <= 2
+    p = torch.zeros(1, 1, len(tokenizer))
+    p[0, 0, token("the")] = 1.0
+    chosen = select_label(scorer, p, top=1, swap_rounds=0, prior_top=1)
+    assert chosen.best.label_ids == (token("mammal"),) and chosen.found_by[chosen.best.label_ids] == "lm_prior"
 
 
 def test_many_features_in_one_batch_with_multi_token_labels(question_model, tmp_path):

@@ -5,6 +5,9 @@ Single-token labels: the union of every restart's top candidates (and of the arg
 is scored. Multi-token labels: from each restart's argmax sequence, coordinate ascent replaces one position at a
 time with that position's top candidates.
 
+The LM's own prediction at the label slot proposes candidates too: the words it expects there for the active
+examples rather than for the inactive ones ("is a forest a ..." → "place"), which no optimisation has to find.
+
 Then a gradient-guided swap search (HotFlip, Ebrahimi et al. 2018; GCG, Zou et al. 2023) walks on from the best
 labels found: the gradient of the objective with respect to the label's embeddings ranks every token of the
 vocabulary by the first-order change a swap would make, and the best-ranked swaps are scored exactly. It reaches
@@ -41,7 +44,7 @@ class LabelScore:
 class DiscreteResult:
     best: LabelScore
     scored: list[LabelScore] = field(default_factory=list)
-    # label -> the first stage that scored it: visited, soft_label_top, coordinate_ascent or gradient_swap
+    # label -> the first stage that scored it: visited, soft_label_top, coordinate_ascent, lm_prior or gradient_swap
     found_by: dict[tuple[int, ...], str] = field(default_factory=dict)
 
 
@@ -115,6 +118,32 @@ class HardLabelScorer:
         return results
 
 
+    @torch.no_grad()
+    def prior_candidates(self, top: int) -> list[int]:
+        """First-token candidates from the LM's own next-token distribution q at the label slot: the `top` tokens
+        most probable on the active examples, and the `top` most probable there relative to the inactive ones
+        (mean log q over active minus over inactive examples). Each token is read under its own article."""
+        device = self.discriminator.embedding.device
+        prompts = self.prompts.to(device)
+        targets = self.targets.to(device).bool()
+        allowed = self.allowed.to(device)
+        rows = torch.zeros(prompts.input_ids.shape[0], dtype=torch.long, device=device)
+        placeholder = self.discriminator.embedding[torch.zeros(1, prompts.label_positions.shape[1], dtype=torch.long, device=device)]
+        # The first slot's prediction does not depend on the label, except through its article ("a" or "an").
+        articles = (None,) if prompts.label_article_positions is None else (0.0, 1.0)
+        log_q = []
+        for an in articles:
+            an_weights = None if an is None else torch.full((1,), an, device=device)
+            logits = self.discriminator(prompts, placeholder, rows, with_slot_logits=True, an_weights=an_weights).slot_logits[:, 0]
+            log_q.append(torch.log_softmax(logits.float().masked_fill(~allowed, float("-inf")), dim=-1))
+        if len(log_q) == 2:
+            log_q = [torch.where(self.takes_an.to(device), log_q[1], log_q[0])]
+        active, inactive = log_q[0][targets].mean(0), log_q[0][~targets].mean(0)
+        k = min(top, int(allowed.sum()))
+        picks = active.masked_fill(~allowed, float("-inf")).topk(k).indices.tolist()
+        picks += (active - inactive).masked_fill(~allowed, float("-inf")).topk(k).indices.tolist()
+        return list(dict.fromkeys(int(t) for t in picks))
+
     def swap_candidates(self, label: Sequence[int], top: int) -> list[tuple[int, ...]]:
         """The `top` single-token swaps per position of `label` that the objective's linearisation at the label
         ranks best: (E_t − E_label)·∇ for the readout loss, plus the exact −log q(t) for the naturalness term."""
@@ -145,10 +174,12 @@ class HardLabelScorer:
 
 def select_label(scorer: HardLabelScorer, p: torch.Tensor, top: int, sweeps: int = 2,
                  visited: Sequence[tuple[int, ...]] = (), swap_rounds: int = 3, swap_top: int = 16,
-                 swap_beam: int = 4) -> DiscreteResult:
+                 swap_beam: int = 4, prior_top: int = 10) -> DiscreteResult:
     """Best hard label among the top candidates of the soft labels `p` [R, L, V] (one feature's restarts), the
-    labels the soft labels' argmax `visited` during training, and up to `swap_rounds` rounds of gradient-guided
-    swaps from the `swap_beam` best labels so far (each round starts only from labels not yet expanded)."""
+    labels the soft labels' argmax `visited` during training, the LM prior's `prior_top` candidates for the
+    first token (the rest of the best label so far after it), and up to `swap_rounds` rounds of
+    gradient-guided swaps from the `swap_beam` best labels so far (each round starts only from labels not yet
+    expanded)."""
     candidates_per_position = p.topk(min(top, p.shape[-1]), dim=-1).indices  # [R, L, top]
     scored: dict[tuple[int, ...], LabelScore] = {}
     found_by: dict[tuple[int, ...], str] = {}
@@ -171,6 +202,9 @@ def select_label(scorer: HardLabelScorer, p: torch.Tensor, top: int, sweeps: int
                     options = [current[:position] + (int(t),) + current[position + 1 :] for t in candidates_per_position[restart, position].tolist()]
                     evaluate(options, "coordinate_ascent")
                     current = max((scored[o] for o in options + [current]), key=LabelScore.key).label_ids
+    if prior_top > 0:
+        tail = max(scored.values(), key=LabelScore.key).label_ids[1:]
+        evaluate([(token, *tail) for token in scorer.prior_candidates(prior_top)], "lm_prior")
     expanded: set[tuple[int, ...]] = set()
     for _ in range(swap_rounds):
         beam = [s.label_ids for s in sorted(scored.values(), key=LabelScore.key, reverse=True)[:swap_beam]]

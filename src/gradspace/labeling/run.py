@@ -137,7 +137,7 @@ def run(cfg: DictConfig) -> dict:
                                     allowed, label_cfg.kl_weight)
         visited = sorted(set().union(*module.visited[index * restarts : (index + 1) * restarts]))
         chosen = select_label(selection, p, int(cfg.discrete.top), int(cfg.discrete.sweeps), visited, int(cfg.discrete.swap_rounds),
-                              int(cfg.discrete.swap_top), int(cfg.discrete.swap_beam))
+                              int(cfg.discrete.swap_top), int(cfg.discrete.swap_beam), int(cfg.discrete.prior_top))
         heldout_limit = int(cfg.evaluation.max_examples)
         heldout = HardLabelScorer(discriminator, feature.heldout_positive[:heldout_limit], feature.heldout_negative[:heldout_limit],
                                   tokenizer.pad_token_id, allowed)
