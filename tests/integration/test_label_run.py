@@ -18,6 +18,7 @@ from gradspace.labeling.discrete import HardLabelScorer, select_label
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
 from gradspace.labeling.run import run
+from gradspace.labeling.soft_label import allowed_label_tokens
 from gradspace.synth.tokenizer import build_word_tokenizer
 
 pytestmark = pytest.mark.integration
@@ -46,22 +47,32 @@ def tiny_model(tokenizer, hidden=32, layers=2, seed=0):
     ))
 
 
-@pytest.fixture(scope="module")
-def question_model(tmp_path_factory, one_thread):
-    """Knows every answer of "is a W a C ?" (loss on the answer token only, full batch)."""
-    tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "the", "big", *CATEGORIES, *WORDS], model_max_length=64)
+def train_on_questions(tokenizer, steps: int, true_repeats: int = 1, answer_only: bool = True):
+    """A tiny model trained full-batch on "is a W a C ? yes|no" for every word and category, each true question
+    `true_repeats` times; the loss on the answer token only, or on every token. Returns (model, final loss)."""
     model = tiny_model(tokenizer)
-    texts = [f"is a {w} a {c} ? {'yes' if w in CATEGORIES[c] else 'no'}" for w in WORDS for c in CATEGORIES]
+    texts = [f"is a {w} a {c} ? {'yes' if w in CATEGORIES[c] else 'no'}" for w in WORDS for c in CATEGORIES
+             for _ in range(true_repeats if w in CATEGORIES[c] else 1)]
     ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer.encode(t)] for t in texts])
-    labels = torch.full_like(ids, -100)
-    labels[:, -1] = ids[:, -1]
+    labels = ids
+    if answer_only:
+        labels = torch.full_like(ids, -100)
+        labels[:, -1] = ids[:, -1]
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(300):
+    for _ in range(steps):
         loss = model(input_ids=ids, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert loss.item() < 0.05, "the tiny model did not learn the questions; the test's premise fails"
+    return model, loss.item()
+
+
+@pytest.fixture(scope="module")
+def question_model(tmp_path_factory, one_thread):
+    """Knows every answer of "is a W a C ?" (loss on the answer token only, full batch)."""
+    tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "the", "big", *CATEGORIES, *WORDS], model_max_length=64)
+    model, loss = train_on_questions(tokenizer, steps=300)
+    assert loss < 0.05, "the tiny model did not learn the questions; the test's premise fails"
     directory = tmp_path_factory.mktemp("question_model")
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -109,8 +120,7 @@ def test_gradient_swaps_reach_the_label_from_a_wrong_start(question_model, one_t
     token = tokenizer.convert_tokens_to_ids
     positives = [Example(token(w)) for w in CATEGORIES["mammal"]]
     negatives = [Example(token(w)) for c in ("bird", "fish") for w in CATEGORIES[c]]
-    allowed = torch.ones(len(tokenizer), dtype=torch.bool)
-    allowed[tokenizer.all_special_ids] = False
+    allowed = allowed_label_tokens(tokenizer, builder, len(tokenizer), "all")
     scorer = HardLabelScorer(discriminator, positives, negatives, tokenizer.pad_token_id, allowed)
 
     swaps = scorer.swap_candidates([token("the")], top=5)
@@ -129,22 +139,12 @@ def test_lm_prior_proposes_the_word_the_model_expects_at_the_label_slot(one_thre
     """A model that has read "is a dog a mammal ? yes" more often than "is a dog a bird ? no" expects "mammal"
     after "is a dog a": the prior's candidates contain it before any optimisation."""
     tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "the", *CATEGORIES, *WORDS], model_max_length=64)
-    model = tiny_model(tokenizer)
-    texts = [f"is a {w} a {c} ? {'yes' if w in CATEGORIES[c] else 'no'}" for w in WORDS for c in CATEGORIES
-             for _ in range(3 if w in CATEGORIES[c] else 1)]
-    ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer.encode(t)] for t in texts])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(200):
-        loss = model(input_ids=ids, labels=ids).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    model, _ = train_on_questions(tokenizer, steps=200, true_repeats=3, answer_only=False)
     builder = PromptBuilder(PromptSpec("synth", "is a {word} a {label} ?", ("yes", "no")), tokenizer, label_length=1)
     token = tokenizer.convert_tokens_to_ids
-    allowed = torch.ones(len(tokenizer), dtype=torch.bool)
-    allowed[tokenizer.all_special_ids] = False
     scorer = HardLabelScorer(Discriminator(model.eval(), builder), [Example(token(w)) for w in CATEGORIES["mammal"]],
-                             [Example(token(w)) for c in ("bird", "fish") for w in CATEGORIES[c]], tokenizer.pad_token_id, allowed)
+                             [Example(token(w)) for c in ("bird", "fish") for w in CATEGORIES[c]], tokenizer.pad_token_id,
+                             allowed_label_tokens(tokenizer, builder, len(tokenizer), "all"))
     candidates = scorer.prior_candidates(top=1)
     assert token("mammal") in candidates and len(candidates) <= 2
     p = torch.zeros(1, 1, len(tokenizer))

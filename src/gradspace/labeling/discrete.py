@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torchmetrics.functional.classification import binary_auroc
 
-from gradspace.labeling.discriminator import Discriminator
+from gradspace.labeling.discriminator import Discriminator, slot_log_prior
 from gradspace.labeling.prompts import Example
+from gradspace.labeling.soft_label import balanced_bce
 
 
 @dataclass
@@ -54,13 +54,18 @@ def balanced_mean(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return 0.5 * (values[positive].mean(0) + values[~positive].mean(0))
 
 
+def readout_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The training loss of one label: the soft label's balanced cross-entropy with a single group."""
+    return balanced_bce(scores, targets.float(), torch.zeros_like(targets, dtype=torch.long), 1)
+
+
 def classification_metrics(scores: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
     """(balanced accuracy at the yes/no boundary, AUROC, balanced cross-entropy)."""
     predictions = scores > 0
     positive, negative = targets.bool(), ~targets.bool()
     tpr = (predictions & positive).sum() / positive.sum().clamp(min=1)
     tnr = (~predictions & negative).sum() / negative.sum().clamp(min=1)
-    loss = balanced_mean(F.binary_cross_entropy_with_logits(scores, targets.float(), reduction="none"), targets)
+    loss = readout_loss(scores, targets)
     auroc = binary_auroc(scores, targets.long())
     return float((tpr + tnr) / 2), float(auroc), float(loss)
 
@@ -102,7 +107,7 @@ class HardLabelScorer:
             if out.slot_logits is None:
                 surprisal_rows.append(torch.zeros(c, n))
                 continue
-            log_q = torch.log_softmax(out.slot_logits.float().masked_fill(~allowed, float("-inf")), dim=-1)
+            log_q = slot_log_prior(out.slot_logits, allowed)
             picked = log_q.gather(-1, chunk[rows][..., None]).squeeze(-1)  # [c*n, L]
             surprisal_rows.append(-picked.sum(-1).view(c, n).cpu())
         return torch.cat(score_rows), torch.cat(surprisal_rows)
@@ -129,16 +134,17 @@ class HardLabelScorer:
         allowed = self.allowed.to(device)
         rows = torch.zeros(prompts.input_ids.shape[0], dtype=torch.long, device=device)
         placeholder = self.discriminator.embedding[torch.zeros(1, prompts.label_positions.shape[1], dtype=torch.long, device=device)]
-        # The first slot's prediction does not depend on the label, except through its article ("a" or "an").
-        articles = (None,) if prompts.label_article_positions is None else (0.0, 1.0)
-        log_q = []
-        for an in articles:
+        def first_slot_log_q(an: float | None) -> torch.Tensor:
             an_weights = None if an is None else torch.full((1,), an, device=device)
-            logits = self.discriminator(prompts, placeholder, rows, with_slot_logits=True, an_weights=an_weights).slot_logits[:, 0]
-            log_q.append(torch.log_softmax(logits.float().masked_fill(~allowed, float("-inf")), dim=-1))
-        if len(log_q) == 2:
-            log_q = [torch.where(self.takes_an.to(device), log_q[1], log_q[0])]
-        active, inactive = log_q[0][targets].mean(0), log_q[0][~targets].mean(0)
+            out = self.discriminator(prompts, placeholder, rows, with_slot_logits=True, an_weights=an_weights)
+            return slot_log_prior(out.slot_logits[:, 0], allowed)
+
+        # The first slot's prediction does not depend on the label, except through its article ("a" or "an").
+        if prompts.label_article_positions is None:
+            log_q = first_slot_log_q(None)
+        else:
+            log_q = torch.where(self.takes_an.to(device), first_slot_log_q(1.0), first_slot_log_q(0.0))
+        active, inactive = log_q[targets].mean(0), log_q[~targets].mean(0)
         k = min(top, int(allowed.sum()))
         picks = active.masked_fill(~allowed, float("-inf")).topk(k).indices.tolist()
         picks += (active - inactive).masked_fill(~allowed, float("-inf")).topk(k).indices.tolist()
@@ -157,13 +163,13 @@ class HardLabelScorer:
         with torch.enable_grad():
             out = self.discriminator(prompts, slots, rows, with_slot_logits=self.kl_weight > 0,
                                      an_weights=self.takes_an.to(device)[label_ids[:, 0]].float())
-            loss = balanced_mean(F.binary_cross_entropy_with_logits(out.scores, targets.float(), reduction="none"), targets)
+            loss = readout_loss(out.scores, targets)
             (gradient,) = torch.autograd.grad(loss, slots)
         # The current embedding's term is the same constant for every token of a position, so it drops out.
         change = gradient[0] @ embedding.float().T  # [L, V]
         allowed = self.allowed.to(device)
         if out.slot_logits is not None:
-            log_q = torch.log_softmax(out.slot_logits.detach().float().masked_fill(~allowed, float("-inf")), dim=-1)
+            log_q = slot_log_prior(out.slot_logits, allowed)
             change = change - self.kl_weight * balanced_mean(log_q.masked_fill(~allowed, 0.0), targets)
         change = change.masked_fill(~allowed, float("inf"))
         change[torch.arange(len(label), device=device), label_ids[0]] = float("inf")

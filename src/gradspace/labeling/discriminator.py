@@ -22,6 +22,12 @@ from gradspace.errors import GradspaceError
 from gradspace.labeling.prompts import PromptBatch, PromptBuilder
 
 
+def slot_log_prior(slot_logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """log q over the tokens a label may use (-inf elsewhere), from the slot logits: the naturalness prior,
+    never a training target, so detached."""
+    return torch.log_softmax(slot_logits.detach().float().masked_fill(~allowed, float("-inf")), dim=-1)
+
+
 @dataclass
 class DiscriminatorOutput:
     scores: torch.Tensor  # [N] logit(positive answer) - logit(negative answer)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import IterableDataset
 
 from gradspace.errors import GradspaceError
-from gradspace.labeling.discriminator import Discriminator
+from gradspace.labeling.discriminator import Discriminator, slot_log_prior
 from gradspace.labeling.features import FeatureData
 from gradspace.labeling.prompts import PromptBatch, PromptBuilder
 
@@ -184,7 +184,7 @@ class SoftLabel(L.LightningModule):
         entropy = -(p * log_p).sum(-1).mean()
         kl = torch.zeros((), device=self.device)
         if want_prior:
-            log_q = torch.log_softmax(out.slot_logits.detach().float().masked_fill(~self.allowed, float("-inf")), dim=-1)
+            log_q = slot_log_prior(out.slot_logits, self.allowed)
             p_rows = p[rows]
             kl = (p_rows * (log_p[rows] - log_q.masked_fill(~self.allowed, 0.0))).sum(-1).mean()
         loss = prediction + self.config.entropy_weight * entropy + self.config.kl_weight * kl
