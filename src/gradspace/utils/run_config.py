@@ -32,3 +32,22 @@ def plain_section(section) -> dict:
     if isinstance(section, DictConfig):
         return OmegaConf.to_container(section, resolve=True)
     return dict(section or {})
+
+
+def config_from_section(config_class, section, name: str):
+    """`config_class` built from a config section, refusing keys it does not know (a misspelt key would otherwise be
+    silently ignored) and keys it needs but the section lacks; `name` is the section's path for the message."""
+    from dataclasses import MISSING, fields
+
+    from gradspace.errors import GradspaceError
+
+    values = plain_section(section)
+    known = [field.name for field in fields(config_class)]
+    unknown = [key for key in values if key not in known]
+    if unknown:
+        raise GradspaceError(f"{name}.{unknown[0]} is not a setting of {name}; the known ones are {', '.join(known)}")
+    required = [f.name for f in fields(config_class) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [key for key in required if key not in values]
+    if missing:
+        raise GradspaceError(f"{name} lacks {', '.join(missing)}; add it to the config (the shipped YAML has every key)")
+    return config_class(**values)
