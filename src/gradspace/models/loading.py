@@ -1,4 +1,5 @@
-"""Load a causal LM and its tokenizer from a model config: built-in synthetic, Hugging Face hub, or a local directory."""
+"""Load a causal LM and its tokenizer from a model config: built-in synthetic, Hugging Face hub, a local directory, or a
+GGUF file (from an installed package or a path, dequantized once into the cache)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any, Mapping
 import torch
 
 from gradspace.errors import GradspaceError
+from gradspace.evaluation.logprobs import set_prefix_token
 from gradspace.utils.run_config import plain_section
 
-SOURCES = ("synth", "hf", "local")
+SOURCES = ("synth", "hf", "local", "gguf")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -44,6 +46,10 @@ def resolve_pretrained_path(model_cfg: Mapping, cache_dir: Path | None = None, p
     """
     source = model_cfg.get("source", "hf")
     revision = str(model_cfg.get("revision") or "main")
+    if source in ("local", "gguf") and revision != "main":
+        raise GradspaceError(
+            f"model '{model_cfg.get('name')}' ({source}) has one revision, main, not '{revision}'; drop model.revision"
+        )
     if source == "synth":
         from gradspace.synth.pretrain import PretrainConfig, ensure_synth_model, synth_revisions
         from gradspace.synth.world import WorldConfig
@@ -66,9 +72,28 @@ def resolve_pretrained_path(model_cfg: Mapping, cache_dir: Path | None = None, p
         if not (path / "config.json").is_file():
             raise GradspaceError(f"{path} is not a saved model directory (no config.json); set model.path to a save_pretrained directory")
         return str(path), None
+    if source == "gguf":
+        from gradspace.models.gguf import ensure_gguf_model
+
+        return str(ensure_gguf_model(model_cfg, cache_dir or default_cache_dir(), progress=progress)), None
     if source == "hf":
         return str(_require(model_cfg, "path")), revision
     raise GradspaceError(f"model.source='{source}' is unknown; use one of {', '.join(SOURCES)}")
+
+
+def available_revisions(model_cfg: Mapping, cache_dir: Path | None = None, progress: bool = True) -> list[str] | None:
+    """The revisions a model config can load, or None where only the hub knows them (any branch name may exist).
+
+    A synthetic model has its pretraining checkpoints; a local directory and a converted GGUF file are one model.
+    """
+    source = model_cfg.get("source", "hf")
+    if source == "synth":
+        from gradspace.synth.pretrain import synth_revisions
+
+        return synth_revisions(Path(resolve_pretrained_path({**model_cfg, "revision": "main"}, cache_dir, progress)[0]).parent)
+    if source in ("local", "gguf"):
+        return ["main"]
+    return None
 
 
 def load_model(model_cfg: Mapping, cache_dir: Path | None = None, device: str | torch.device = "cpu", progress: bool = True) -> LoadedModel:
@@ -90,12 +115,17 @@ def load_model(model_cfg: Mapping, cache_dir: Path | None = None, device: str | 
             path, dtype=DTYPES[dtype_name], trust_remote_code=trust_remote_code, use_safetensors=None, **hub_kwargs
         )
     except (OSError, ValueError) as err:
-        where = f"'{path}'" + (f" at revision '{revision}'" if revision else "")
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if revision is None:  # a directory on disk: going online would not help
+            raise GradspaceError(
+                f"could not load the model directory {path} ({first_line}); it needs config.json, the weights "
+                f"(model.safetensors or pytorch_model.bin) and the tokenizer files as save_pretrained writes them"
+            ) from None
         raise GradspaceError(
-            f"could not load model {where} ({first_line}); if it is a hub model, connect to the internet once "
-            f"(or unset HF_HUB_OFFLINE) so it is cached, or point model.source=local model.path=<dir> at a saved copy"
+            f"could not load model '{path}' at revision '{revision}' ({first_line}); connect to the internet once "
+            f"(or unset HF_HUB_OFFLINE) so it is cached, or point model=local model.path=<dir> at a saved copy"
         ) from None
+    set_prefix_token(tokenizer, model_cfg.get("prefix_token"))
     if tokenizer.pad_token_id is None:
         # Padding is masked out everywhere it is used; EOS is a safe filler that needs no new embedding row.
         tokenizer.pad_token = tokenizer.eos_token
