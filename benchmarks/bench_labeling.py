@@ -21,6 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
+import hydra
 import lightning as L
 import torch
 from omegaconf import OmegaConf
@@ -28,12 +29,14 @@ from torch.utils.data import DataLoader
 
 from harness import Goal, default_device, pin_threads, print_header
 
+from gradspace.labeling.config import SoftLabelConfig, prompt_config
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import category_features
 from gradspace.labeling.prompts import PromptBuilder, resolve_prompt_spec
-from gradspace.labeling.soft_label import BalancedExamples, SoftLabel, SoftLabelConfig, allowed_label_tokens
+from gradspace.labeling.soft_label import BalancedExamples, SoftLabel, allowed_label_tokens
 from gradspace.models.loading import default_cache_dir, load_model
 from gradspace.synth.grammar import CATEGORIES
+from gradspace.utils.run_config import config_from_section
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -56,10 +59,10 @@ class StepTimer(L.Callback):
 
 
 def step_seconds(loaded, builder, features, label_cfg: dict, steps: int, warmup: int, device: str) -> float:
-    config = SoftLabelConfig(**{f.name: label_cfg[f.name] for f in dataclasses.fields(SoftLabelConfig) if f.name in label_cfg})
+    config = config_from_section(SoftLabelConfig, label_cfg, "label")
     discriminator = Discriminator(loaded.model, builder)
     allowed = allowed_label_tokens(loaded.tokenizer, builder, discriminator.embedding.shape[0], config.vocabulary)
-    optimizer = lambda params: torch.optim.Adam(params, lr=float(label_cfg["optimizer"]["lr"]))  # noqa: E731
+    optimizer = hydra.utils.instantiate(config.optimizer)
     module = SoftLabel(discriminator, allowed, [f.name for f in features], config, optimizer, total_steps=steps + warmup)
     timer = StepTimer()
     trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_steps=steps + warmup + 1, max_epochs=-1, logger=False, enable_checkpointing=False,
@@ -88,11 +91,11 @@ def main() -> None:
     label_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "label.yaml").label, resolve=True)
     if args.restarts:
         label_cfg["restarts"] = args.restarts
-    prompt_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "prompt" / "default.yaml"), resolve=True)
+    prompt = prompt_config(OmegaConf.load(CONF / "prompt" / "default.yaml"))
     model_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "synth-1m.yaml"), resolve=True)
     loaded = load_model(model_cfg, default_cache_dir(), device=args.device, progress=False)
-    spec = resolve_prompt_spec(prompt_cfg, loaded.tokenizer, "synth")
-    builder = PromptBuilder(spec, loaded.tokenizer, int(label_cfg["length"]), add_bos=bool(prompt_cfg.get("add_bos", True)))
+    spec = resolve_prompt_spec(prompt, loaded.tokenizer, "synth")
+    builder = PromptBuilder(spec, loaded.tokenizer, int(label_cfg["length"]), add_bos=prompt.add_bos)
     categories = category_features(list(CATEGORIES), loaded.tokenizer, 0.3, 0, None)
     many = [dataclasses.replace(categories[i % len(categories)], name=f"{categories[i % len(categories)].name}#{i}")
             for i in range(args.features)]

@@ -14,7 +14,8 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from gradspace.errors import GradspaceError
 from gradspace.utils.io import split_timings
-from gradspace.labeling.discrete import HardLabelScorer, select_label
+from gradspace.labeling.config import DiscreteConfig, LabelingConfig
+from gradspace.labeling.discrete import SOFT_LABEL_STAGES, HardLabelScorer, select_label
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
 from gradspace.labeling.run import run
@@ -27,6 +28,13 @@ ROOT = Path(__file__).resolve().parents[2]
 CATEGORIES = {"mammal": ["dog", "cat", "cow", "pig", "horse", "goat"], "bird": ["owl", "crow", "robin", "duck", "hen", "swan"],
               "fish": ["eel", "cod", "shark", "trout", "tuna", "carp"]}
 WORDS = [w for words in CATEGORIES.values() for w in words]
+
+
+def discrete(**changes) -> DiscreteConfig:
+    """The shipped discrete step with `changes`."""
+    from omegaconf import OmegaConf
+
+    return DiscreteConfig(**{**OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "label.yaml").discrete), **changes})
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +102,14 @@ def label_cfg(model_dir: Path, out: Path, *overrides: str, word_lists: bool = Tr
         ])
 
 
-def test_discrete_step_recovers_the_planted_label(question_model, tmp_path):
+# The soft label alone must find the label: the discrete step only reads each restart's argmax (top=1) and adds no
+# candidates of its own (no LM-prior words, no swaps), so with the optimiser off (label.steps=1) the test fails.
+SOFT_LABEL_ONLY = ("discrete.top=1", "discrete.prior_top=0", "discrete.swap_rounds=0")
+
+
+def test_soft_label_recovers_the_planted_label(question_model, tmp_path):
     # The model was trained on the answers only: its prediction at the label slot, the naturalness prior, is noise.
-    summary = run(label_cfg(question_model, tmp_path, "label.kl_weight=0"))
+    summary = run(label_cfg(question_model, tmp_path, "label.kl_weight=0", "label.steps=60", *SOFT_LABEL_ONLY))
     results = json.loads((tmp_path / "results.json").read_text())
     assert results == split_timings(json.loads(json.dumps(summary)))[0]
     (feature,) = results["features"]
@@ -107,8 +120,8 @@ def test_discrete_step_recovers_the_planted_label(question_model, tmp_path):
     baseline = feature["baselines"]["most_frequent_top_activating"]
     assert baseline["label"] in CATEGORIES["mammal"] and baseline["heldout_accuracy"] < 1.0
     assert feature["example_prompt"].endswith("a mammal ?")
-    assert results["steps"] == 30 and results["trajectory"]
-    assert feature["selection"]["found_by"] in ("visited", "soft_label_top", "lm_prior", "gradient_swap")
+    assert results["steps"] == 60 and results["trajectory"]
+    assert feature["selection"]["found_by"] in SOFT_LABEL_STAGES
 
 
 def test_gradient_swaps_reach_the_label_from_a_wrong_start(question_model, one_thread):
@@ -128,9 +141,9 @@ def test_gradient_swaps_reach_the_label_from_a_wrong_start(question_model, one_t
     # A soft label sure of a wrong word: its candidates alone keep the wrong word; the swaps walk to "mammal".
     p = torch.zeros(1, 1, len(tokenizer))
     p[0, 0, token("the")] = 1.0
-    stuck = select_label(scorer, p, top=1, swap_rounds=0, prior_top=0)
+    stuck = select_label(scorer, p, discrete(top=1, swap_rounds=0, prior_top=0))
     assert tokenizer.decode(stuck.best.label_ids).strip() == "the"
-    found = select_label(scorer, p, top=1, swap_rounds=3, swap_top=8, swap_beam=2, prior_top=0)
+    found = select_label(scorer, p, discrete(top=1, swap_rounds=3, swap_top=8, swap_beam=2, prior_top=0))
     assert tokenizer.decode(found.best.label_ids).strip() == "mammal" and found.best.balanced_accuracy == 1.0
     assert found.found_by[found.best.label_ids] == "gradient_swap" and stuck.found_by[stuck.best.label_ids] == "soft_label_top"
 
@@ -149,7 +162,7 @@ def test_lm_prior_proposes_the_word_the_model_expects_at_the_label_slot(one_thre
     assert token("mammal") in candidates and len(candidates) <= 2
     p = torch.zeros(1, 1, len(tokenizer))
     p[0, 0, token("the")] = 1.0
-    chosen = select_label(scorer, p, top=1, swap_rounds=0, prior_top=1)
+    chosen = select_label(scorer, p, discrete(top=1, swap_rounds=0, prior_top=1))
     assert chosen.best.label_ids == (token("mammal"),) and chosen.found_by[chosen.best.label_ids] == "lm_prior"
 
 
@@ -181,10 +194,10 @@ def test_sae_latent_is_labelled_end_to_end(question_model, tmp_path):
     from gradspace.labeling.sae_training import BuiltinSAEConfig, ensure_builtin_sae
 
     model, tokenizer = AutoModelForCausalLM.from_pretrained(question_model), AutoTokenizer.from_pretrained(question_model)
-    corpus = load_corpus(cfg.feature, cfg.model, tmp_path / "cache")
+    corpus = load_corpus(LabelingConfig.from_config(cfg).feature, cfg.model, tmp_path / "cache")
     config = BuiltinSAEConfig(hook_name="blocks.1.hook_resid_post", d_sae=16, k=2, steps=30, batch_size=64)
-    sae = ensure_builtin_sae(config, model, tokenizer, corpus.train, True, f"{question_model}@main", tmp_path / "cache")
-    rates = [torch.cat([acts for _, acts in latent_activations(model, tokenizer, sae, texts, range(16), True)]).gt(0).float().mean(0)
+    sae = ensure_builtin_sae(config, model, tokenizer, corpus.train, f"{question_model}@main", tmp_path / "cache")
+    rates = [torch.cat([acts for _, acts in latent_activations(model, tokenizer, sae, texts, range(16))]).gt(0).float().mean(0)
              for texts in (corpus.train, corpus.heldout)]
     firing = [i for i in range(16) if all(0 < float(rate[i]) < 1 for rate in rates)][:2]
     assert firing, "no latent of the tiny SAE fires on part of both splits"
@@ -193,10 +206,28 @@ def test_sae_latent_is_labelled_end_to_end(question_model, tmp_path):
                             "label.steps=2", "label.restarts=1", word_lists=False))
     assert results["sae"]["hook_name"] == "blocks.1.hook_resid_post" and results["sae"]["d_sae"] == 16
     assert [f["feature"] for f in results["features"]] == [f"latent{i}" for i in firing]
-    for feature in results["features"]:
-        projection = feature["baselines"]["vocabulary_projection"]
+    # The held-out AUROC of each label, recomputed independently: every held-out prompt written out as text and run
+    # by one plain forward, AUROC as the share of (active, inactive) pairs the yes-no logit difference orders right.
+    from gradspace.labeling.features import sae_latent_features
+    from gradspace.labeling.prompts import Example
+
+    builder = PromptBuilder(PromptSpec("synth", cfg.prompt.families.synth.template, ("yes", "no")), tokenizer, label_length=1)
+    yes, no = tokenizer.convert_tokens_to_ids(["yes", "no"])
+    latents = sae_latent_features(firing, model, tokenizer, sae, corpus, 0.0, int(cfg.feature.max_examples), 0)
+    for feature, result in zip(latents, results["features"]):
+        projection = result["baselines"]["vocabulary_projection"]
         assert len(projection["top10"]) == 10 and projection["heldout_auroc"] is not None
-        assert 0.0 <= feature["heldout_auroc"] <= 1.0
+
+        def readout(example: Example) -> float:
+            text = builder.render_text(example, result["label_token_ids"])
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([tokenizer.encode(text, add_special_tokens=False)])).logits[0, -1]
+            return float(logits[yes] - logits[no])
+
+        active = [readout(e) for e in feature.heldout_positive[:500]]
+        inactive = [readout(e) for e in feature.heldout_negative[:500]]
+        ordered = sum((a > b) + 0.5 * (a == b) for a in active for b in inactive) / (len(active) * len(inactive))
+        assert result["heldout_auroc"] == pytest.approx(ordered, abs=1e-6)
 
 
 @pytest.mark.parametrize("template", ["the big is a the big {word} a {label} ?", "the big {label} is a {word} ?"])

@@ -29,14 +29,14 @@ def model_and_tokenizer():
 def test_builtin_sae_is_trained_once_and_cached(model_and_tokenizer, tmp_path):
     model, tokenizer = model_and_tokenizer
     config = BuiltinSAEConfig(hook_name="blocks.0.hook_resid_post", d_sae=24, k=3, steps=60, batch_size=64, lr=3e-3)
-    sae = ensure_builtin_sae(config, model, tokenizer, TEXTS, True, "tiny@main", tmp_path)
+    sae = ensure_builtin_sae(config, model, tokenizer, TEXTS, "tiny@main", tmp_path)
     (directory,) = (tmp_path / "saes").iterdir()
     reloaded = load_local_sae(directory)
     assert reloaded.architecture == "topk" and reloaded.k == 3 and reloaded.hook_name == "blocks.0.hook_resid_post"
     assert reloaded.extra_cfg["training"]["fraction_variance_explained"] > 0.3  # it learned to reconstruct
-    x = collect_activations(model, tokenizer, TEXTS[:5], config.hook_name, bos=True)
+    x = collect_activations(model, tokenizer, TEXTS[:5], config.hook_name)
     assert torch.equal(reloaded.encode(x), sae.encode(x))
-    again = ensure_builtin_sae(config, model, tokenizer, [], True, "tiny@main", tmp_path)  # no texts needed: cached
+    again = ensure_builtin_sae(config, model, tokenizer, [], "tiny@main", tmp_path)  # no texts needed: cached
     assert torch.equal(again.W_dec, reloaded.W_dec)
 
 
@@ -48,11 +48,11 @@ def test_latents_read_the_residual_stream_at_the_hook(model_and_tokenizer, tmp_p
         hidden = model(input_ids=torch.tensor([full]), output_hidden_states=True).hidden_states
     for layer in (0, 1):
         hook = f"blocks.{layer}.hook_resid_post"
-        stream = collect_activations(model, tokenizer, [text], hook, bos=True)
+        stream = collect_activations(model, tokenizer, [text], hook)
         # hidden_states[layer + 1] is block `layer`'s output, except after the last block, where HF has already
         # applied the final layer norm: the SAE must see the raw residual stream.
         assert torch.allclose(stream, hidden[layer + 1][0, 1:], atol=1e-5) == (layer == 0)
         sae = ensure_builtin_sae(BuiltinSAEConfig(hook_name=hook, d_sae=8, k=2, steps=2, batch_size=16), model, tokenizer,
-                                 TEXTS, True, "tiny@main", tmp_path)
-        ((tokens, acts),) = latent_activations(model, tokenizer, sae, [text], range(8), bos=True)
+                                 TEXTS, "tiny@main", tmp_path)
+        ((tokens, acts),) = latent_activations(model, tokenizer, sae, [text], range(8))
         assert tokens == full[1:] and torch.allclose(acts, sae.encode(stream), atol=1e-6)

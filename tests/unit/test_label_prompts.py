@@ -3,6 +3,7 @@
 import pytest
 
 from gradspace.errors import GradspaceError
+from gradspace.labeling.config import prompt_config
 from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec, resolve_prompt_spec
 from gradspace.synth.tokenizer import build_word_tokenizer
 
@@ -69,7 +70,7 @@ def test_label_length_must_be_positive(tokenizer):
 
 
 def test_auto_style_follows_the_model_family(tokenizer):
-    cfg = {"style": "auto", "families": FAMILIES}
+    cfg = prompt_config({"style": "auto", "add_bos": True, "families": FAMILIES})
     assert resolve_prompt_spec(cfg, tokenizer, "synth").style == "synth"
     assert resolve_prompt_spec(cfg, tokenizer, "local").style == "plain"
     tokenizer.chat_template = "{% for m in messages %}<|endoftext|>{{ m['content'] }}{% endfor %}"
@@ -85,7 +86,7 @@ def test_auto_style_follows_the_model_family(tokenizer):
 
 def test_unknown_style_is_an_error(tokenizer):
     with pytest.raises(GradspaceError, match="prompt.style"):
-        resolve_prompt_spec({"style": "poem", "families": FAMILIES}, tokenizer, "synth")
+        prompt_config({"style": "poem", "add_bos": True, "families": FAMILIES})
 
 
 def test_article_slot_realises_the_corpus_question_per_word():

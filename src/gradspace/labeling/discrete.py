@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
+from gradspace.labeling.config import DiscreteConfig
 from gradspace.labeling.discriminator import Discriminator, slot_log_prior
 from gradspace.labeling.prompts import Example
 from gradspace.labeling.soft_label import balanced_bce
@@ -36,15 +37,21 @@ class LabelScore:
     naturalness: float = 0.0  # balanced mean of -log q(label) under the LM's own prediction at the label slots
     objective: float = 0.0  # the training objective at this hard label: loss + kl_weight * naturalness
 
-    def key(self) -> tuple[float, float]:
+    def ranking_key(self) -> tuple[float, float]:
+        """Larger is better: the lower objective, then the higher accuracy."""
         return (-self.objective, self.balanced_accuracy)
+
+
+# The stages of the discrete step, in order; the first two are the soft label's own result.
+SOFT_LABEL_STAGES = ("soft_label_visited", "soft_label_top")
+STAGES = (*SOFT_LABEL_STAGES, "coordinate_ascent", "lm_prior", "gradient_swap")
 
 
 @dataclass
 class DiscreteResult:
     best: LabelScore
     scored: list[LabelScore] = field(default_factory=list)
-    # label -> the first stage that scored it: visited, soft_label_top, coordinate_ascent, lm_prior or gradient_swap
+    # label -> the first stage that scored it: one of STAGES
     found_by: dict[tuple[int, ...], str] = field(default_factory=dict)
 
 
@@ -86,7 +93,7 @@ class HardLabelScorer:
         self.takes_an = discriminator.builder.takes_an(discriminator.embedding.shape[0])
 
     @torch.no_grad()
-    def scores(self, labels: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def per_example_outputs(self, labels: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Readout scores [n_labels, n_examples] and -log q(label) [n_labels, n_examples]."""
         device = self.discriminator.embedding.device
         prompts = self.prompts.to(device)
@@ -112,8 +119,9 @@ class HardLabelScorer:
             surprisal_rows.append(-picked.sum(-1).view(c, n).cpu())
         return torch.cat(score_rows), torch.cat(surprisal_rows)
 
-    def score(self, labels: Sequence[Sequence[int]]) -> list[LabelScore]:
-        all_scores, surprisal = self.scores(labels)
+    def score_labels(self, labels: Sequence[Sequence[int]]) -> list[LabelScore]:
+        """Each label's metrics and objective over all examples."""
+        all_scores, surprisal = self.per_example_outputs(labels)
         results = []
         for label, s, nll in zip(labels, all_scores, surprisal):
             accuracy, auroc, loss = classification_metrics(s, self.targets)
@@ -121,7 +129,6 @@ class HardLabelScorer:
             results.append(LabelScore(tuple(int(t) for t in label), accuracy, auroc, loss, naturalness,
                                       loss + self.kl_weight * naturalness))
         return results
-
 
     @torch.no_grad()
     def prior_candidates(self, top: int) -> list[int]:
@@ -178,47 +185,46 @@ class HardLabelScorer:
         return [label[:position] + (int(t),) + label[position + 1 :] for position, tokens in enumerate(picks) for t in tokens]
 
 
-def select_label(scorer: HardLabelScorer, p: torch.Tensor, top: int, sweeps: int = 2,
-                 visited: Sequence[tuple[int, ...]] = (), swap_rounds: int = 3, swap_top: int = 16,
-                 swap_beam: int = 4, prior_top: int = 10) -> DiscreteResult:
-    """Best hard label among the top candidates of the soft labels `p` [R, L, V] (one feature's restarts), the
-    labels the soft labels' argmax `visited` during training, the LM prior's `prior_top` candidates for the
-    first token (the rest of the best label so far after it), and up to `swap_rounds` rounds of
-    gradient-guided swaps from the `swap_beam` best labels so far (each round starts only from labels not yet
-    expanded)."""
-    candidates_per_position = p.topk(min(top, p.shape[-1]), dim=-1).indices  # [R, L, top]
+def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfig,
+                 visited: Sequence[tuple[int, ...]] = ()) -> DiscreteResult:
+    """Best hard label among the `config.top` candidates of the soft labels `p` [R, L, V] (one feature's restarts),
+    the labels the soft labels' argmax `visited` during training, the LM prior's `config.prior_top` candidates for
+    the first token (the rest of the best label so far after it), and up to `config.swap_rounds` rounds of
+    gradient-guided swaps from the `config.swap_beam` best labels so far (each round starts only from labels not
+    yet expanded)."""
+    candidates_per_position = p.topk(min(config.top, p.shape[-1]), dim=-1).indices  # [R, L, top]
     scored: dict[tuple[int, ...], LabelScore] = {}
     found_by: dict[tuple[int, ...], str] = {}
 
     def evaluate(labels: list[tuple[int, ...]], source: str) -> None:
         new = [label for label in dict.fromkeys(labels) if label not in scored]
-        for result in scorer.score(new) if new else []:
+        for result in scorer.score_labels(new) if new else []:
             scored[result.label_ids] = result
             found_by[result.label_ids] = source
 
-    evaluate([tuple(label) for label in visited], "visited")
+    evaluate([tuple(label) for label in visited], "soft_label_visited")
     if p.shape[1] == 1:
         evaluate([(int(t),) for t in candidates_per_position[:, 0].flatten().tolist()], "soft_label_top")
     else:
         for restart in range(p.shape[0]):
             current = tuple(int(t) for t in p[restart].argmax(-1).tolist())
             evaluate([current], "soft_label_top")
-            for _ in range(sweeps):
+            for _ in range(config.sweeps):
                 for position in range(p.shape[1]):
                     options = [current[:position] + (int(t),) + current[position + 1 :] for t in candidates_per_position[restart, position].tolist()]
                     evaluate(options, "coordinate_ascent")
-                    current = max((scored[o] for o in options + [current]), key=LabelScore.key).label_ids
-    if prior_top > 0:
-        tail = max(scored.values(), key=LabelScore.key).label_ids[1:]
-        evaluate([(token, *tail) for token in scorer.prior_candidates(prior_top)], "lm_prior")
+                    current = max((scored[o] for o in options + [current]), key=LabelScore.ranking_key).label_ids
+    if config.prior_top > 0:
+        tail = max(scored.values(), key=LabelScore.ranking_key).label_ids[1:]
+        evaluate([(token, *tail) for token in scorer.prior_candidates(config.prior_top)], "lm_prior")
     expanded: set[tuple[int, ...]] = set()
-    for _ in range(swap_rounds):
-        beam = [s.label_ids for s in sorted(scored.values(), key=LabelScore.key, reverse=True)[:swap_beam]]
+    for _ in range(config.swap_rounds):
+        beam = [s.label_ids for s in sorted(scored.values(), key=LabelScore.ranking_key, reverse=True)[:config.swap_beam]]
         starts = [label for label in beam if label not in expanded]
         if not starts:
             break  # the beam is made of labels whose swaps were all scored: a local optimum
         for label in starts:
             expanded.add(label)
-            evaluate(scorer.swap_candidates(label, swap_top), "gradient_swap")
-    ranked = sorted(scored.values(), key=LabelScore.key, reverse=True)
+            evaluate(scorer.swap_candidates(label, config.swap_top), "gradient_swap")
+    ranked = sorted(scored.values(), key=LabelScore.ranking_key, reverse=True)
     return DiscreteResult(best=ranked[0], scored=ranked, found_by=found_by)

@@ -15,6 +15,8 @@ from typing import Mapping, Sequence
 import torch
 
 from gradspace.errors import GradspaceError
+from gradspace.labeling.activations import token_activations
+from gradspace.labeling.config import FeatureConfig
 from gradspace.labeling.prompts import Example, word_token_id
 from gradspace.labeling.sae import SparseAutoencoder
 
@@ -45,28 +47,26 @@ class FeatureData:
 class Corpus:
     train: list[str]
     heldout: list[str]
-    bos: bool  # texts start with the BOS token, as the synthetic model saw them in pretraining
 
 
-def load_corpus(feature_cfg: Mapping, model_cfg: Mapping, cache_dir) -> Corpus | None:
+def load_corpus(feature: FeatureConfig, model_cfg: Mapping, cache_dir) -> Corpus | None:
     """Texts to find feature activations and word frequencies in: the synthetic world's corpora for synthetic
     models, or `feature.corpus_path` (one text per line; the last `heldout_fraction` of lines held out)."""
-    path = feature_cfg.get("corpus_path")
-    limit = int(feature_cfg.get("max_texts", 4000))
-    if path:
+    limit = feature.max_texts
+    if feature.corpus_path:
         from pathlib import Path
 
-        file = Path(str(path)).expanduser()
+        file = Path(str(feature.corpus_path)).expanduser()
         if not file.is_file():
             raise GradspaceError(f"feature.corpus_path={file} does not exist; point it at a text file with one text per line")
         lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        cut = max(1, int(len(lines) * (1 - float(feature_cfg.get("heldout_fraction", 0.3)))))
-        return Corpus(lines[:cut][:limit], lines[cut:][:limit], bos=True)
+        cut = max(1, int(len(lines) * (1 - feature.heldout_fraction)))
+        return Corpus(lines[:cut][:limit], lines[cut:][:limit])
     if model_cfg.get("source") == "synth":
         from gradspace.synth.world import WorldConfig, load_or_build_world
 
         world = load_or_build_world(WorldConfig(**dict(model_cfg.get("world") or {})), cache_dir)
-        return Corpus(world.train_corpus[:limit], world.heldout_corpus[:limit], bos=True)
+        return Corpus(world.train_corpus[:limit], world.heldout_corpus[:limit])
     return None
 
 
@@ -169,30 +169,13 @@ def word_list_features(sets: Mapping[str, Sequence[str]], ids: Sequence[str], ne
 
 
 @torch.no_grad()
-def latent_activations(lm, tokenizer, sae: SparseAutoencoder, texts: Sequence[str], latents: Sequence[int], bos: bool,
-                       batch_size: int = 64, max_length: int = 64) -> list[tuple[list[int], torch.Tensor]]:
-    """Per text: (token ids without BOS, activations [n_tokens, len(latents)]) at the SAE's hook point."""
-    from gradspace.models.hooks import capture_activations
-
-    device = next(lm.parameters()).device
-    index = torch.tensor(list(latents), device=device)
-    results = []
-    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    prefix = [tokenizer.bos_token_id] if bos and tokenizer.bos_token_id is not None else []
-    for start in range(0, len(encoded), batch_size):
-        chunk = [(prefix + ids)[:max_length] for ids in encoded[start : start + batch_size]]
-        width = max(len(ids) for ids in chunk)
-        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        for row, ids in enumerate(chunk):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
-        with capture_activations(lm, [sae.hook_name]) as captured:
-            lm(input_ids=input_ids.to(device), attention_mask=attention.to(device))
-        acts = sae.encode(captured[sae.hook_name].float())[..., index].cpu()
-        for row, ids in enumerate(chunk):
-            results.append((ids[len(prefix):], acts[row, len(prefix) : len(ids)]))
-    return results
+def latent_activations(lm, tokenizer, sae: SparseAutoencoder, texts: Sequence[str], latents: Sequence[int]
+                       ) -> list[tuple[list[int], torch.Tensor]]:
+    """Per text: (token ids, activations [n_tokens, len(latents)] of the SAE's `latents` at its hook point)."""
+    index = torch.tensor(list(latents))
+    device = sae.W_dec.device
+    return [(ids, sae.encode(acts.to(device))[..., index.to(device)].cpu())
+            for ids, acts in token_activations(lm, tokenizer, texts, sae.hook_name)]
 
 
 def sae_latent_features(ids: Sequence[int], lm, tokenizer, sae: SparseAutoencoder, corpus: Corpus, threshold: float,
@@ -203,7 +186,7 @@ def sae_latent_features(ids: Sequence[int], lm, tokenizer, sae: SparseAutoencode
     if bad:
         raise GradspaceError(f"SAE latent ids {bad} are out of range; this SAE has {sae.d_sae} latents (0..{sae.d_sae - 1})")
     splits = {
-        part: latent_activations(lm, tokenizer, sae, texts, latents, corpus.bos)
+        part: latent_activations(lm, tokenizer, sae, texts, latents)
         for part, texts in (("train", corpus.train), ("heldout", corpus.heldout))
     }
     features = []

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import torch
 
 from gradspace.errors import GradspaceError
+from gradspace.evaluation.logprobs import prefix_token_id
+from gradspace.labeling.articles import article_rule
+from gradspace.labeling.config import PromptConfig
 
 SLOT_PATTERN = re.compile(r"\{(word|label|context|article|label_article)\}")
-STYLES = ("auto", "synth", "plain", "chat")
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,10 @@ class PromptBatch:
         return PromptBatch(self.input_ids.to(device), self.label_positions.to(device), self.readout_positions.to(device), articles)
 
 
-def resolve_prompt_spec(prompt_cfg: Mapping, tokenizer, model_source: str) -> PromptSpec:
+def resolve_prompt_spec(prompt: PromptConfig, tokenizer, model_source: str) -> PromptSpec:
     """Pick the template for this model: `style=auto` means synth for synthetic models, chat where the tokenizer
     has a chat template, plain otherwise."""
-    style = str(prompt_cfg.get("style", "auto"))
-    if style not in STYLES:
-        raise GradspaceError(f"prompt.style='{style}' is unknown; use one of {', '.join(STYLES)}")
+    style = prompt.style
     if style == "auto":
         if model_source == "synth":
             style = "synth"
@@ -65,25 +65,14 @@ def resolve_prompt_spec(prompt_cfg: Mapping, tokenizer, model_source: str) -> Pr
             style = "chat"
         else:
             style = "plain"
-    families = prompt_cfg.get("families") or {}
-    if style not in families:
+    if style not in prompt.families:
         raise GradspaceError(f"prompt style '{style}' has no entry under prompt.families; add prompt.families.{style}.template")
-    family = families[style]
-    answers = tuple(family.get("answers") or ())
+    family = prompt.families[style]
+    answers = tuple(family.answers or ())
     if len(answers) != 2:
         raise GradspaceError(f"prompt.families.{style}.answers must be [positive, negative], got {list(answers)}")
-    return PromptSpec(style=style, template=str(family["template"]), answers=(str(answers[0]), str(answers[1])),
-                      system=family.get("system"))
-
-
-def indefinite_article(word: str) -> str:
-    """The article the synthetic corpus writes before `word` in a category question: none before a numeral
-    ("is seven a number ?"), "an" before a vowel ("is an eagle a bird ?"), "a" otherwise."""
-    from gradspace.synth.grammar import DIGITS, NUMBER_WORDS, realize
-
-    if word in NUMBER_WORDS or word in DIGITS:
-        return ""
-    return realize(["a", word]).split()[0]
+    return PromptSpec(style=style, template=str(family.template), answers=(str(answers[0]), str(answers[1])),
+                      system=family.system)
 
 
 def is_space_sensitive(tokenizer) -> bool:
@@ -136,9 +125,11 @@ class PromptBuilder:
                 self.space_before[parts[index + 1]] = True
                 part = part.rstrip(" ")
             pieces.append(tokenizer.encode(part, add_special_tokens=False) if part else [])
-        bos = [tokenizer.bos_token_id] if add_bos and spec.style != "chat" and tokenizer.bos_token_id is not None else []
+        # The document-start token evaluation conditions on too (chat templates bring their own).
+        start = [prefix_token_id(tokenizer)] if add_bos and spec.style != "chat" else []
         # The literal tokens before the first slot are the same for every prompt: the shared (cacheable) prefix.
-        self.prefix_ids: list[int] = bos + list(pieces[0])
+        self.prefix_ids: list[int] = start + list(pieces[0])
+        self.article = article_rule(spec.style)
         self.pieces = pieces[1:]
         self.answer_ids = tuple(self._single_token(answer) for answer in spec.answers)
         # A vocabulary without "an" (a model trained on "is a eel ...") gets "a" before vowels too.
@@ -149,13 +140,14 @@ class PromptBuilder:
             raise GradspaceError(f"{{label_article}} needs 'a' and 'an' to be single tokens; remove it from {spec.template!r}")
 
     def takes_an(self, vocabulary_size: int) -> torch.Tensor:
-        """[V] bool: tokens whose word takes "an" (the label article a soft label mixes in by its probability)."""
+        """[V] bool: tokens whose word takes "an" (the label article a soft label mixes in by its probability); all
+        False where the template has no {label_article}."""
         mask = torch.zeros(vocabulary_size, dtype=torch.bool)
-        if self.article_ids["an"] == self.article_ids["a"]:
+        if not self.uses_label_article or self.article_ids["an"] == self.article_ids["a"]:
             return mask
         for token in range(vocabulary_size):
             word = self.tokenizer.decode([token]).strip()
-            mask[token] = bool(word) and word.isalpha() and indefinite_article(word) == "an"
+            mask[token] = bool(word) and word.isalpha() and self.article(word) == "an"
         return mask
 
     @staticmethod
@@ -185,7 +177,7 @@ class PromptBuilder:
         # The word is re-spelled from its text so that it reads as a word after the template's quote or space.
         word = self.tokenizer.decode([example.token]).strip()
         if slot == "article":
-            return list(self.article_ids[indefinite_article(word)])
+            return list(self.article_ids[self.article(word)])
         return self._spell(word, "word")
 
     def _spell(self, word: str, slot: str) -> list[int]:
@@ -230,5 +222,5 @@ class PromptBuilder:
             ids[position] = token
         if article_position >= 0:
             word = self.tokenizer.decode([label_ids[0]]).strip()
-            ids[article_position] = self.article_ids[indefinite_article(word) or "a"][0]
+            ids[article_position] = self.article_ids[self.article(word) or "a"][0]
         return self.tokenizer.decode(self.prefix_ids + ids)

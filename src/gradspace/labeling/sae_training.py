@@ -14,7 +14,7 @@ import torch
 
 from gradspace.errors import GradspaceError
 from gradspace.labeling.sae import CFG_FILE, SparseAutoencoder, load_local_sae, save_sae
-from gradspace.models.hooks import capture_activations
+from gradspace.labeling.activations import token_activations
 
 TRAINABLE = ("topk", "standard")
 
@@ -39,27 +39,9 @@ class BuiltinSAEConfig:
             raise GradspaceError(f"sae.k={self.k} must be in 1..sae.d_sae={self.d_sae}")
 
 
-@torch.no_grad()
-def collect_activations(lm, tokenizer, texts: Sequence[str], hook_name: str, bos: bool, batch_size: int = 256, max_length: int = 64) -> torch.Tensor:
-    """Activations [n_tokens, d] at `hook_name` for every non-padding, non-BOS token of `texts`."""
-    device = next(lm.parameters()).device
-    prefix = [tokenizer.bos_token_id] if bos and tokenizer.bos_token_id is not None else []
-    encoded = [(prefix + ids)[:max_length] for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    rows = []
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start : start + batch_size]
-        width = max(len(ids) for ids in chunk)
-        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        keep = torch.zeros_like(input_ids, dtype=torch.bool)
-        for row, ids in enumerate(chunk):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
-            keep[row, len(prefix) : len(ids)] = True
-        with capture_activations(lm, [hook_name]) as captured:
-            lm(input_ids=input_ids.to(device), attention_mask=attention.to(device))
-        rows.append(captured[hook_name][keep.to(device)].float().cpu())
-    return torch.cat(rows)
+def collect_activations(lm, tokenizer, texts: Sequence[str], hook_name: str) -> torch.Tensor:
+    """Activations [n_tokens, d] at `hook_name` for every token of `texts` (not the document-start token)."""
+    return torch.cat([acts for _, acts in token_activations(lm, tokenizer, texts, hook_name, batch_size=256)])
 
 
 def train_sae(activations: torch.Tensor, config: BuiltinSAEConfig, hook_name: str, extra_cfg: dict | None = None) -> SparseAutoencoder:
@@ -87,13 +69,13 @@ def train_sae(activations: torch.Tensor, config: BuiltinSAEConfig, hook_name: st
     return sae
 
 
-def ensure_builtin_sae(config: BuiltinSAEConfig, lm, tokenizer, texts: Sequence[str], bos: bool, model_id: str, cache_dir: str | Path) -> SparseAutoencoder:
+def ensure_builtin_sae(config: BuiltinSAEConfig, lm, tokenizer, texts: Sequence[str], model_id: str, cache_dir: str | Path) -> SparseAutoencoder:
     """The cached SAE for (model, config), trained on `texts` the first time."""
     key = hashlib.sha256(json.dumps({"model": model_id, **asdict(config)}, sort_keys=True).encode()).hexdigest()[:12]
     directory = Path(cache_dir).expanduser() / "saes" / f"{config.architecture}-{config.d_sae}-{config.hook_name}-{key}"
     if (directory / CFG_FILE).is_file():
         return load_local_sae(directory)
-    activations = collect_activations(lm, tokenizer, list(texts)[: config.n_texts], config.hook_name, bos)
+    activations = collect_activations(lm, tokenizer, list(texts)[: config.n_texts], config.hook_name)
     sae = train_sae(activations, config, config.hook_name, extra_cfg={"model_name": model_id, "training": asdict(config)})
     with torch.no_grad():
         recon = sae(activations[:4096])

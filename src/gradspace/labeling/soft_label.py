@@ -11,7 +11,6 @@ flows to p) keep p from settling on an off-vocabulary mixture that no single wor
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import lightning as L
@@ -21,36 +20,10 @@ from torch import nn
 from torch.utils.data import IterableDataset
 
 from gradspace.errors import GradspaceError
+from gradspace.labeling.config import SoftLabelConfig
 from gradspace.labeling.discriminator import Discriminator, slot_log_prior
 from gradspace.labeling.features import FeatureData
 from gradspace.labeling.prompts import PromptBatch, PromptBuilder
-
-VOCABULARIES = ("words", "all")
-
-
-@dataclass
-class SoftLabelConfig:
-    length: int = 1
-    restarts: int = 4
-    batch_size: int = 32  # examples per feature and step, half positive and half negative
-    init_scale: float = 1.0  # std of the random initial logits v; restarts differ by their draw
-    temperature_start: float = 1.0
-    temperature_end: float = 0.1  # geometric annealing over the run
-    # Fraction of the run after which the forward sees the argmax token (straight-through); 1.0 = never.
-    # Soft mixtures explore early; the hard forward at the end makes the label work as the token it will be.
-    straight_through_from: float = 0.7
-    entropy_weight: float = 0.0
-    kl_weight: float = 0.0
-    vocabulary: str = "words"  # words: whole-word tokens only; all: every non-special token
-
-    def __post_init__(self) -> None:
-        if self.vocabulary not in VOCABULARIES:
-            raise GradspaceError(f"label.vocabulary='{self.vocabulary}' is unknown; use one of {', '.join(VOCABULARIES)}")
-        if self.restarts < 1 or self.batch_size < 2 or self.length < 1:
-            raise GradspaceError("label.restarts, label.length must be >= 1 and label.batch_size >= 2; fix the label config")
-        if self.temperature_start <= 0 or self.temperature_end <= 0:
-            raise GradspaceError("label.temperature_start and temperature_end must be positive")
-
 
 def allowed_label_tokens(tokenizer, builder: PromptBuilder, vocabulary_size: int, vocabulary: str) -> torch.Tensor:
     """Tokens a label may use: never special tokens or embedding rows beyond the tokenizer; with `words`, only

@@ -1,0 +1,189 @@
+"""The settings `label.py` reads, one dataclass per config section: label (the soft label), discrete (the discrete
+step), evaluation, feature (one class per feature kind), prompt and sae (one class per source).
+
+The shipped YAML is the only source of defaults: no field here has one, so a key missing from a section fails at
+once, and a key no field knows (a misspelling) is refused with its name (`config_from_section`). The built-in SAE's
+settings keep their defaults for the library callers of `ensure_builtin_sae`; a unit test holds them equal to
+`conf/sae/builtin.yaml`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from gradspace.errors import GradspaceError
+from gradspace.labeling.sae_training import BuiltinSAEConfig
+from gradspace.utils.run_config import config_from_section, plain_section
+
+VOCABULARIES = ("words", "all")
+STYLES = ("auto", "synth", "plain", "chat")
+
+
+@dataclass
+class SoftLabelConfig:
+    """The `label` section: the soft label and its optimisation."""
+
+    steps: int  # optimisation steps; the trainer's max_steps follows them (label.yaml)
+    length: int  # tokens per label
+    restarts: int  # soft labels per feature, trained side by side; they differ by their random initial logits
+    batch_size: int  # examples per feature and step, half positive and half negative
+    init_scale: float  # std of the random initial logits v
+    temperature_start: float
+    temperature_end: float  # geometric annealing over the run
+    # Fraction of the run after which the forward sees the argmax token (straight-through); 1.0 = never.
+    # Soft mixtures explore early; the hard forward at the end makes the label work as the token it will be.
+    straight_through_from: float
+    entropy_weight: float
+    kl_weight: float
+    vocabulary: str  # words: whole-word tokens only; all: every non-special token
+    optimizer: dict  # a `_target_` node with `_partial_: true`, called with the soft label's parameters
+
+    def __post_init__(self) -> None:
+        if self.vocabulary not in VOCABULARIES:
+            raise GradspaceError(f"label.vocabulary='{self.vocabulary}' is unknown; use one of {', '.join(VOCABULARIES)}")
+        if self.restarts < 1 or self.batch_size < 2 or self.length < 1:
+            raise GradspaceError("label.restarts, label.length must be >= 1 and label.batch_size >= 2; fix the label config")
+        if self.temperature_start <= 0 or self.temperature_end <= 0:
+            raise GradspaceError("label.temperature_start and temperature_end must be positive")
+        if self.steps <= 0:
+            raise GradspaceError(f"label.steps={self.steps} must be positive (the example stream is endless)")
+
+
+@dataclass(frozen=True)
+class DiscreteConfig:
+    """The `discrete` section: which candidates the discrete step scores as hard tokens."""
+
+    top: int  # candidates per restart (and position) from the soft label
+    sweeps: int  # coordinate-ascent sweeps for multi-token labels
+    prior_top: int  # candidates from the LM's own prediction at the label slot; 0 = none
+    swap_rounds: int  # rounds of gradient-guided swaps; 0 = none
+    swap_top: int  # swaps per label position a round scores exactly
+    swap_beam: int  # labels each round starts from
+    max_examples: int  # per class: training examples the candidates are scored on
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    max_examples: int  # per class: held-out examples the hard label and the baselines are scored on
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """What every feature kind has: which features, how their examples split, and the corpus to count words in."""
+
+    kind: str
+    ids: list
+    heldout_fraction: float
+    split_seed: int
+    corpus_path: str | None  # a text file, one text per line; None = the synthetic world's corpora (synthetic models)
+    max_texts: int
+
+
+@dataclass(frozen=True)
+class CategoryFeatureConfig(FeatureConfig):
+    """`kind: category`: categories of the synthetic world."""
+
+
+@dataclass(frozen=True)
+class WordsFeatureConfig(FeatureConfig):
+    """`kind: words`: a word list per feature name."""
+
+    sets: dict
+    negatives: list | None  # None = every whole-word token not in the set
+
+
+@dataclass(frozen=True)
+class SAEFeatureConfig(FeatureConfig):
+    """`kind: sae`: SAE latents, active where their activation exceeds `threshold`."""
+
+    threshold: float
+    max_examples: int  # per class and split
+    top_n: int  # strongest occurrences behind the most-frequent-token baseline
+
+
+FEATURE_KINDS = {"words": WordsFeatureConfig, "category": CategoryFeatureConfig, "sae": SAEFeatureConfig}
+
+
+@dataclass(frozen=True)
+class PromptFamily:
+    template: str
+    answers: list  # [positive, negative], each one token
+    system: str | None = None  # chat only: the system turn
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    style: str  # auto | synth | plain | chat
+    add_bos: bool  # plain/synth: start with the model's document-start token (chat templates bring their own)
+    families: dict[str, PromptFamily]
+
+    def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise GradspaceError(f"prompt.style='{self.style}' is unknown; use one of {', '.join(STYLES)}")
+
+
+@dataclass(frozen=True)
+class LocalSAEConfig:
+    path: str  # a directory in SAELens format
+
+
+@dataclass(frozen=True)
+class SAELensConfig:
+    release: str
+    id: str
+
+
+SAE_SOURCES = {"builtin": BuiltinSAEConfig, "local": LocalSAEConfig, "saelens": SAELensConfig}
+
+
+def feature_config(section: Any) -> FeatureConfig:
+    values = plain_section(section)
+    kind = values.get("kind")
+    if kind not in FEATURE_KINDS:
+        raise GradspaceError(f"feature.kind='{kind}' is unknown; use one of {', '.join(FEATURE_KINDS)}")
+    config = config_from_section(FEATURE_KINDS[kind], values, "feature")
+    if not config.ids:
+        raise GradspaceError("feature.ids is empty; name at least one feature, e.g. feature.ids=[mammal]")
+    return config
+
+
+def prompt_config(section: Any) -> PromptConfig:
+    values = plain_section(section)
+    families = {name: config_from_section(PromptFamily, family, f"prompt.families.{name}")
+                for name, family in (values.pop("families", None) or {}).items()}
+    return config_from_section(PromptConfig, {**values, "families": families}, "prompt")
+
+
+def sae_config(section: Any) -> BuiltinSAEConfig | LocalSAEConfig | SAELensConfig | None:
+    """The `sae` section without its `source` key, as the source's dataclass; None for `sae: null`."""
+    if not section:
+        return None
+    values = plain_section(section)
+    source = values.pop("source", None)
+    if source not in SAE_SOURCES:
+        raise GradspaceError(f"sae.source='{source}' is unknown; use one of {', '.join(SAE_SOURCES)}")
+    return config_from_section(SAE_SOURCES[source], values, "sae")
+
+
+@dataclass(frozen=True)
+class LabelingConfig:
+    """Every labeling section of a `label.py` config, checked before any model is loaded."""
+
+    label: SoftLabelConfig
+    discrete: DiscreteConfig
+    evaluation: EvaluationConfig
+    feature: FeatureConfig
+    prompt: PromptConfig
+    sae: BuiltinSAEConfig | LocalSAEConfig | SAELensConfig | None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> "LabelingConfig":
+        return cls(
+            label=config_from_section(SoftLabelConfig, cfg["label"], "label"),
+            discrete=config_from_section(DiscreteConfig, cfg["discrete"], "discrete"),
+            evaluation=config_from_section(EvaluationConfig, cfg["evaluation"], "evaluation"),
+            feature=feature_config(cfg["feature"]),
+            prompt=prompt_config(cfg["prompt"]),
+            sae=sae_config(cfg.get("sae")),
+        )
