@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+RESULTS_FILE = "results.json"  # what every entry point writes into its output directory; sweeps are read by it
+
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     path = Path(path)
@@ -54,4 +56,4 @@ def write_results(output_dir: str | os.PathLike, results: dict) -> Path:
     """Write `results.json` (reproducible) and `timings.json` (wall-clock times), each atomically."""
     kept, timed = split_timings(results)
     atomic_write_json(Path(output_dir) / "timings.json", timed or {})
-    return atomic_write_json(Path(output_dir) / "results.json", kept)
+    return atomic_write_json(Path(output_dir) / RESULTS_FILE, kept)
