@@ -60,25 +60,34 @@ def test_rows_are_good_then_bad():
     assert good[-1] == "runs" and bad[-1] == "run" and batch.batch.input_ids.shape[0] == 8
 
 
-def task_data():
-    from gradspace.data.suite import TaskData, TaskSuite
+def task_data(pairs: list[MinimalPair], reserve_fraction: float = 0.3):
+    from gradspace.data.suite import TaskData, TaskSuite, split_pairs
 
-    npi = [MinimalPair(f"no dog ever w{i}", f"the dog ever w{i}", "npi", "npi", str(i)) for i in range(3)]
-    suite = TaskSuite("jsonl", PAIRS + npi)
-    return TaskData(suite=suite, tasks=["sva"], train=PAIRS[:8], eval=PAIRS[8:], eval_all=PAIRS[8:] + npi)
+    split = split_pairs(pairs, 0.3, reserve_fraction=reserve_fraction)
+    return TaskData(suite=TaskSuite("jsonl", pairs), tasks=["sva"], train=[p for p in split.train if p.task == "sva"],
+                    eval=[p for p in split.eval if p.task == "sva"], eval_all=split.eval, split=split)
 
 
-def test_heldout_text_defaults_to_the_untrained_tasks_good_sentences(tmp_path):
+def test_heldout_text_defaults_to_reserved_sentences_that_no_used_pair_contains(tmp_path):
     from gradspace.ftgd.datamodule import heldout_sentences
 
-    data = task_data()
+    npi = [MinimalPair(f"no dog ever w{i}", f"the dog ever w{i}", "npi", "npi", str(i)) for i in range(40)]
+    # Every sva good sentence also stands in a second pair, as BLiMP repeats sentences across pairs.
+    shared = [MinimalPair(p.good, p.good + " again", "sva_copy", "agreement", str(i)) for i, p in enumerate(PAIRS)]
+    data = task_data(PAIRS + npi + shared)
     local = {"source": "local"}
-    assert heldout_sentences({"source": "auto"}, local, data, tmp_path) == [f"no dog ever w{i}" for i in range(3)]
-    assert heldout_sentences({"source": "auto", "max_sentences": 2}, local, data, tmp_path) == ["no dog ever w0", "no dog ever w1"]
+    sentences = heldout_sentences({"source": "auto"}, local, data, tmp_path)
+    used = {s for p in data.split.train + data.split.eval for s in (p.good, p.bad)}
+    reserved_good = {p.good for p in data.split.reserved}
+    assert sentences and not set(sentences) & used and set(sentences) <= reserved_good
+    assert len(sentences) == len(set(sentences))
+    assert heldout_sentences({"source": "auto", "max_sentences": 2}, local, data, tmp_path) == sentences[:2]
+    with pytest.raises(GradspaceError, match="raise data.reserve_fraction"):
+        heldout_sentences({"source": "auto"}, local, task_data(PAIRS, reserve_fraction=0.0), tmp_path)
     text = tmp_path / "general.txt"
     text.write_text("a first line\n\n  a second line \n")
-    assert heldout_sentences({"source": "auto", "path": str(text)}, local, data, tmp_path) == ["a first line", "a second line"]
+    assert heldout_sentences({"source": "auto", "path": str(text)}, local, task_data(PAIRS), tmp_path) == ["a first line", "a second line"]
     with pytest.raises(GradspaceError, match="heldout.source=synth needs a synthetic model"):
-        heldout_sentences({"source": "synth"}, local, data, tmp_path)
+        heldout_sentences({"source": "synth"}, local, task_data(PAIRS), tmp_path)
     with pytest.raises(GradspaceError, match="heldout.source='web' is unknown"):
-        heldout_sentences({"source": "web"}, local, data, tmp_path)
+        heldout_sentences({"source": "web"}, local, task_data(PAIRS), tmp_path)

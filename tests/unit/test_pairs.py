@@ -71,11 +71,15 @@ def test_select_by_task_group_and_all():
 
 def test_split_is_deterministic_disjoint_and_complete():
     pairs = make_suite().pairs
-    train, evaluation = split_pairs(pairs, 0.2)
-    assert (train, evaluation) == split_pairs(list(pairs), 0.2)
-    assert not set(train) & set(evaluation) and len(train) + len(evaluation) == len(pairs)
-    assert 10 <= len(evaluation) <= 50
-    assert split_pairs(pairs, 0.2, seed=1) != (train, evaluation)
+    split = split_pairs(pairs, 0.2, reserve_fraction=0.1)
+    assert split == split_pairs(list(pairs), 0.2, reserve_fraction=0.1)
+    parts = [set(split.train), set(split.eval), set(split.reserved)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert sum(map(len, parts)) == len(pairs)
+    assert 10 <= len(split.eval) <= 50 and 3 <= len(split.reserved) <= 30
+    assert split_pairs(pairs, 0.2, seed=1) != split_pairs(pairs, 0.2)
+    # Reserving pairs takes them from training only: the eval pairs stay the same.
+    assert split_pairs(pairs, 0.2).eval == split.eval
 
 
 def test_blimp_groups_are_known_without_data():

@@ -10,6 +10,7 @@ A task name selects a paradigm, a phenomenon group (all its paradigms) or `all`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -17,7 +18,6 @@ from typing import Iterable, Mapping
 from gradspace.data.blimp_paradigms import BLIMP_PARADIGMS
 from gradspace.data.pairs import MinimalPair, read_pairs_jsonl
 from gradspace.errors import GradspaceError
-from gradspace.utils.run_config import plain_section
 
 SUITE_KINDS = ("synth", "blimp", "jsonl")
 HF_BLIMP = "nyu-mll/blimp"
@@ -64,19 +64,31 @@ class TaskSuite:
         return [pair for pair in self.pairs if pair.task in wanted]
 
 
-def is_eval_pair(pair: MinimalPair, eval_fraction: float, seed: int = 0) -> bool:
-    """Deterministic split by a hash of the sentence, so duplicates land on the same side and eval never leaks into training."""
+def split_position(pair: MinimalPair, seed: int = 0) -> float:
+    """Where a pair falls in [0, 1), from a hash of its sentences: duplicates land on the same side of every split."""
     digest = hashlib.sha256(f"{seed}\x00{pair.task}\x00{pair.good}\x00{pair.bad}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split_pairs(pairs: list[MinimalPair], eval_fraction: float, seed: int = 0) -> tuple[list[MinimalPair], list[MinimalPair]]:
+@dataclass
+class PairSplit:
+    train: list[MinimalPair]
+    eval: list[MinimalPair]
+    reserved: list[MinimalPair]  # never trained or evaluated on: the source of held-out text for real LMs
+
+
+def split_pairs(pairs: list[MinimalPair], eval_fraction: float, seed: int = 0, reserve_fraction: float = 0.0) -> PairSplit:
+    """Eval pairs are the lowest `eval_fraction` of hash positions, reserved ones the next `reserve_fraction`."""
     if not 0.0 < eval_fraction < 1.0:
         raise GradspaceError(f"data.eval_fraction={eval_fraction} must lie strictly between 0 and 1")
-    train, evaluation = [], []
+    if not 0.0 <= reserve_fraction < 1.0 - eval_fraction:
+        raise GradspaceError(f"data.reserve_fraction={reserve_fraction} must lie in [0, 1 - eval_fraction)")
+    split = PairSplit([], [], [])
     for pair in pairs:
-        (evaluation if is_eval_pair(pair, eval_fraction, seed) else train).append(pair)
-    return train, evaluation
+        position = split_position(pair, seed)
+        part = split.eval if position < eval_fraction else split.reserved if position < eval_fraction + reserve_fraction else split.train
+        part.append(pair)
+    return split
 
 
 def read_pairs_dir(directory: str | Path) -> list[MinimalPair]:
@@ -124,10 +136,9 @@ def load_suite(data_cfg: Mapping, model_cfg: Mapping, cache_dir: Path, blimp_dir
     """Read the suite named by `data.source`. Reading BLiMP from the hub is limited to `hf_paradigms` when given."""
     kind = suite_kind(data_cfg, model_cfg)
     if kind == "synth":
-        from gradspace.synth.world import WorldConfig, load_or_build_world
+        from gradspace.synth.world import world_for_model
 
-        world_cfg = plain_section(model_cfg.get("world")) if model_cfg.get("source") == "synth" else {}
-        return TaskSuite("synth", load_or_build_world(WorldConfig(**world_cfg), cache_dir).pairs)
+        return TaskSuite("synth", world_for_model(model_cfg, cache_dir).pairs)
     if kind == "blimp":
         if blimp_dir:
             return TaskSuite("blimp", read_pairs_dir(blimp_dir))
@@ -162,7 +173,21 @@ class TaskData:
     tasks: list[str]
     train: list[MinimalPair]
     eval: list[MinimalPair]
-    eval_all: list[MinimalPair]  # eval pairs of every task in the suite, for transfer rows
+    eval_all: list[MinimalPair]  # eval pairs of every evaluated task (all of the suite's unless eval_all_tasks=false)
+    split: PairSplit  # the whole suite's split, reserved pairs included
+
+    def heldout_pair_sentences(self, limit: int | None) -> list[str]:
+        """Good sentences of reserved pairs, taken from every task in turn, that occur in no trained or evaluated
+        pair of the suite: text no run of this split trains or evaluates on, even where pairs repeat a sentence."""
+        used = {sentence for pair in self.split.train + self.split.eval for sentence in (pair.good, pair.bad)}
+        by_task: dict[str, list[str]] = {}
+        for pair in self.split.reserved:
+            if pair.good not in used:
+                by_task.setdefault(pair.task, [])
+                if pair.good not in by_task[pair.task]:
+                    by_task[pair.task].append(pair.good)
+        interleaved = [sentence for row in itertools.zip_longest(*by_task.values()) for sentence in row if sentence is not None]
+        return list(dict.fromkeys(interleaved))[:limit]
 
 
 def prepare_task_data(task_cfg: Mapping, data_cfg: Mapping, model_cfg: Mapping, cache_dir: Path,
@@ -175,26 +200,26 @@ def prepare_task_data(task_cfg: Mapping, data_cfg: Mapping, model_cfg: Mapping, 
             f"task '{task_cfg.get('name')}' names nothing for the {kind} suite; add task.select.{kind}=[...] "
             f"or pick a task config that covers it"
         )
+    eval_all_tasks = bool(data_cfg.get("eval_all_tasks", True))
     hf_paradigms = None
     if kind == "blimp" and not blimp_dir:
         # Online BLiMP: fetch what the run evaluates; transfer rows over all tasks need all paradigms.
-        hf_paradigms = list(BLIMP_PARADIGMS) if data_cfg.get("eval_all_tasks", True) else blimp_paradigms_for(names)
+        hf_paradigms = list(BLIMP_PARADIGMS) if eval_all_tasks else blimp_paradigms_for(names)
     suite = load_suite(data_cfg, model_cfg, cache_dir, blimp_dir=blimp_dir, hf_paradigms=hf_paradigms)
     tasks = suite.select(names)
-    eval_fraction = float(data_cfg.get("eval_fraction", 0.2))
-    seed = int(data_cfg.get("split_seed", 0))
-    train_all, eval_all = split_pairs(suite.pairs, eval_fraction, seed)
     chosen = set(tasks)
-    max_eval = data_cfg.get("max_eval_pairs_per_task")
-    eval_all = _cap_per_task(eval_all, max_eval)
-    train = _cap_per_task([pair for pair in train_all if pair.task in chosen], data_cfg.get("max_train_pairs_per_task"))
+    split = split_pairs(suite.pairs, float(data_cfg.get("eval_fraction", 0.2)), int(data_cfg.get("split_seed", 0)),
+                        float(data_cfg.get("reserve_fraction", 0.0)))
+    evaluated = split.eval if eval_all_tasks else [pair for pair in split.eval if pair.task in chosen]
+    eval_all = _cap_per_task(evaluated, data_cfg.get("max_eval_pairs_per_task"))
+    train = _cap_per_task([pair for pair in split.train if pair.task in chosen], data_cfg.get("max_train_pairs_per_task"))
     evaluation = [pair for pair in eval_all if pair.task in chosen]
     if not train or not evaluation:
         raise GradspaceError(
             f"task '{task_cfg.get('name')}' has {len(train)} training and {len(evaluation)} eval pairs after the split; "
             f"it needs both: add pairs or change data.eval_fraction"
         )
-    return TaskData(suite=suite, tasks=tasks, train=train, eval=evaluation, eval_all=eval_all)
+    return TaskData(suite=suite, tasks=tasks, train=train, eval=evaluation, eval_all=eval_all, split=split)
 
 
 def _cap_per_task(pairs: list[MinimalPair], cap: int | None) -> list[MinimalPair]:

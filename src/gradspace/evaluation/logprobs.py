@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
+from tqdm.auto import tqdm
 
 from gradspace.errors import GradspaceError
 
@@ -132,3 +134,22 @@ def token_logprobs(model, batch: PaddedBatch) -> torch.Tensor:
 def sequence_logprobs(model, batch: PaddedBatch) -> torch.Tensor:
     """Sum of scored token log-probabilities per sequence. Shape [B]."""
     return token_logprobs(model, batch).sum(dim=-1)
+
+
+@torch.no_grad()
+def scored_batches(model, tokenizer, sentences: list[str], batch_size: int = 64, desc: str | None = None
+                   ) -> Iterator[tuple[list[int], torch.Tensor, PaddedBatch]]:
+    """(sentence indices, token log-probabilities [B, T], padded batch) over length-sorted batches of the sentences.
+
+    With `desc`, a progress bar counts sentences; it appears only when scoring takes more than two seconds.
+    """
+    encoded = encode_with_prefix(tokenizer, sentences)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
+    device = next(model.parameters()).device
+    pad_id = pad_token_id(tokenizer)
+    with tqdm(total=len(order), desc=desc, unit="sent", disable=desc is None, delay=2.0, leave=False, dynamic_ncols=True) as bar:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = pad_sequences([encoded[i] for i in chunk], pad_id).to(device)
+            yield chunk, token_logprobs(model, batch), batch
+            bar.update(len(chunk))

@@ -1,7 +1,7 @@
 """Batched, length-sorted minimal-pair evaluation.
 
-A sentence's score is the sum of its token log-probabilities given a BOS (or EOS) prefix, the
-lm-evaluation-harness convention for BLiMP; a pair is right when the good sentence scores higher.
+A sentence's score is the sum of its token log-probabilities given the model's document-start token
+(`prefix_token_id`), the lm-evaluation-harness convention for BLiMP; a pair is right when the good sentence scores higher.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from gradspace.data.pairs import MinimalPair
-from gradspace.evaluation.logprobs import encode_with_prefix, pad_sequences, pad_token_id, sequence_logprobs
+from gradspace.evaluation.logprobs import scored_batches
 from gradspace.evaluation.metrics import MinimalPairScore
 
 
@@ -56,28 +56,21 @@ class EvaluationResult:
         }
 
 
-@torch.no_grad()
-def score_sentences(model, tokenizer, sentences: list[str], batch_size: int = 64) -> torch.Tensor:
+def score_sentences(model, tokenizer, sentences: list[str], batch_size: int = 64, desc: str | None = None) -> torch.Tensor:
     """Summed log-probability of every sentence, computed in length-sorted batches (little padding)."""
-    encoded = encode_with_prefix(tokenizer, sentences)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
-    device = next(model.parameters()).device
-    pad_id = pad_token_id(tokenizer)
-    scores = torch.empty(len(encoded), dtype=torch.float64)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = pad_sequences([encoded[i] for i in chunk], pad_id).to(device)
-        scores[chunk] = sequence_logprobs(model, batch).double().cpu()
+    scores = torch.empty(len(sentences), dtype=torch.float64)
+    for chunk, logprobs, _ in scored_batches(model, tokenizer, sentences, batch_size, desc):
+        scores[chunk] = logprobs.sum(dim=-1).double().cpu()
     return scores
 
 
-def evaluate_pairs(model, tokenizer, pairs: list[MinimalPair], batch_size: int = 64) -> EvaluationResult:
+def evaluate_pairs(model, tokenizer, pairs: list[MinimalPair], batch_size: int = 64, desc: str | None = None) -> EvaluationResult:
     """Accuracy and mean margin per task; the model is put in eval mode and restored afterwards."""
     was_training = model.training
     model.eval()
     start = time.perf_counter()
     sentences = [pair.good for pair in pairs] + [pair.bad for pair in pairs]
-    scores = score_sentences(model, tokenizer, sentences, batch_size=batch_size)
+    scores = score_sentences(model, tokenizer, sentences, batch_size=batch_size, desc=desc)
     elapsed = time.perf_counter() - start
     model.train(was_training)
 

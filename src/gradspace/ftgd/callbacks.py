@@ -16,7 +16,7 @@ import lightning as L
 import torch
 
 from gradspace.errors import GradspaceError
-from gradspace.evaluation.logprobs import encode_with_prefix, pad_sequences, pad_token_id, token_logprobs
+from gradspace.evaluation.logprobs import scored_batches
 from gradspace.evaluation.minimal_pairs import EvaluationResult, evaluate_pairs
 
 
@@ -49,7 +49,8 @@ class TransferEvaluation(L.Callback):
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str) -> dict[str, dict[str, float]]:
         datamodule = trainer.datamodule
-        result = evaluate_pairs(pl_module.model, datamodule.tokenizer, datamodule.eval_pairs, self.batch_size)
+        result = evaluate_pairs(pl_module.model, datamodule.tokenizer, datamodule.eval_pairs, self.batch_size,
+                                desc=f"{prefix.replace('_', ' ')} ({len(datamodule.eval_pairs)} pairs)")
         metrics = result.as_metrics(prefix)
         _require_finite(metrics, f"{prefix} scores")
         self.phenomena = dict(result.phenomena)
@@ -84,17 +85,13 @@ class TransferEvaluation(L.Callback):
         self.phenomena = state_dict["phenomena"]
 
 
-@torch.no_grad()
-def heldout_lm_loss(model, tokenizer, sentences: list[str], batch_size: int = 64) -> float:
-    """Token-mean negative log-likelihood (nats) of the sentences, each scored after the BOS/EOS prefix."""
+def heldout_lm_loss(model, tokenizer, sentences: list[str], batch_size: int = 64, desc: str | None = None) -> float:
+    """Token-mean negative log-likelihood (nats) of the sentences, each scored after the document-start token."""
     was_training = model.training
     model.eval()
-    encoded = sorted(encode_with_prefix(tokenizer, sentences), key=len, reverse=True)
-    device = next(model.parameters()).device
     total, tokens = 0.0, 0
-    for start in range(0, len(encoded), batch_size):
-        batch = pad_sequences(encoded[start : start + batch_size], pad_token_id(tokenizer)).to(device)
-        total -= float(token_logprobs(model, batch).double().sum())
+    for _, logprobs, batch in scored_batches(model, tokenizer, sentences, batch_size, desc):
+        total -= float(logprobs.double().sum())
         tokens += int(batch.score_mask.sum())
     model.train(was_training)
     return total / max(tokens, 1)
@@ -110,7 +107,8 @@ class HeldoutLoss(L.Callback):
 
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule, when: str) -> float:
         datamodule = trainer.datamodule
-        loss = heldout_lm_loss(pl_module.model, datamodule.tokenizer, datamodule.heldout_sentences, self.batch_size)
+        loss = heldout_lm_loss(pl_module.model, datamodule.tokenizer, datamodule.heldout_sentences, self.batch_size,
+                               desc=f"held-out loss {when}")
         _require_finite({f"heldout/lm_loss_{when}": loss}, "held-out LM loss")
         _log(trainer, {f"heldout/lm_loss_{when}": loss, f"heldout/perplexity_{when}": math.exp(min(loss, 700.0))})
         return loss

@@ -17,6 +17,7 @@ from gradspace.data.pairs import MinimalPair
 from gradspace.data.suite import TaskData
 from gradspace.errors import GradspaceError
 from gradspace.ftgd.objectives import PairBatch, check_objective, collate_pairs
+from gradspace.synth.world import world_for_model
 
 HELDOUT_SOURCES = ("auto", "synth", "text", "pairs")
 
@@ -96,32 +97,29 @@ def heldout_sentences(heldout_cfg: Mapping, model_cfg: Mapping, task_data: TaskD
     """General text to measure side effects on: the LM loss on it before and after fine-tuning.
 
     `auto` is the synthetic world's held-out corpus for synthetic models (text from the pretraining distribution
-    the model never saw), else `text` when `heldout.path` is set, else `pairs`: the good sentences of the eval
-    split of the tasks that are not trained (all tasks when every task is trained).
+    the model never saw), else `text` when `heldout.path` is set, else `pairs`: good sentences of the reserved
+    pairs of every task (`data.reserve_fraction`), none of which occurs in a pair that is trained or evaluated on.
     """
     source = heldout_cfg.get("source", "auto")
     if source not in HELDOUT_SOURCES:
         raise GradspaceError(f"heldout.source='{source}' is unknown; use one of {', '.join(HELDOUT_SOURCES)}")
     if source == "auto":
         source = "synth" if model_cfg.get("source") == "synth" else ("text" if heldout_cfg.get("path") else "pairs")
+    limit = heldout_cfg.get("max_sentences")
+    limit = int(limit) if limit is not None else None
     if source == "synth":
         if model_cfg.get("source") != "synth":
             raise GradspaceError("heldout.source=synth needs a synthetic model; use heldout.source=text or pairs")
-        from gradspace.synth.world import WorldConfig, load_or_build_world
-
-        sentences = load_or_build_world(WorldConfig(**dict(model_cfg.get("world") or {})), cache_dir).heldout_corpus
+        sentences = world_for_model(model_cfg, cache_dir).heldout_corpus[:limit]
     elif source == "text":
         path = heldout_cfg.get("path")
         if not path or not Path(path).expanduser().is_file():
             raise GradspaceError(f"heldout.path={path!r} is not a file; give a text file with one sentence per line")
         lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
-        sentences = [line.strip() for line in lines if line.strip()]
+        sentences = [line.strip() for line in lines if line.strip()][:limit]
     else:
-        trained = set(task_data.tasks)
-        untrained = [pair.good for pair in task_data.eval_all if pair.task not in trained]
-        sentences = untrained or [pair.good for pair in task_data.eval_all]
-    limit = heldout_cfg.get("max_sentences")
-    sentences = list(sentences[: int(limit)] if limit is not None else sentences)
+        sentences = task_data.heldout_pair_sentences(limit)
     if not sentences:
-        raise GradspaceError(f"the held-out text ({source}) is empty; give heldout.path=<text file> or raise heldout.max_sentences")
+        hint = "raise data.reserve_fraction" if source == "pairs" else "raise heldout.max_sentences"
+        raise GradspaceError(f"the held-out text ({source}) is empty; give heldout.path=<text file> or {hint}")
     return sentences

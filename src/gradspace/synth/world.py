@@ -9,9 +9,11 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Mapping
 
 from gradspace.data.pairs import MinimalPair, read_pairs_jsonl, write_pairs_jsonl
 from gradspace.errors import GradspaceError
+from gradspace.utils.run_config import plain_section
 from gradspace.synth.grammar import SYNTH_TASKS, Grammar
 from gradspace.utils.io import atomic_write_text
 
@@ -139,3 +141,9 @@ def load_or_build_world(config: WorldConfig, cache_dir: str | Path) -> SynthWorl
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return world
+
+
+def world_for_model(model_cfg: Mapping, cache_dir: str | Path) -> SynthWorld:
+    """The synthetic world a model config speaks: its `world` section, or the default world for other models."""
+    world_cfg = plain_section(model_cfg.get("world")) if model_cfg.get("source") == "synth" else {}
+    return load_or_build_world(WorldConfig(**world_cfg), cache_dir)
