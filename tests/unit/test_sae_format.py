@@ -1,4 +1,5 @@
-"""SAELens disk format without SAELens: round trips and the encoding rules of ReLU, JumpReLU and TopK SAEs."""
+"""SAELens disk format without SAELens: round trips, the encoding rules of ReLU, JumpReLU and TopK SAEs, the older flat
+cfg.json, and one-line errors for damaged files. Directories written by SAELens itself: test_saelens_compat.py."""
 
 import json
 
@@ -35,7 +36,7 @@ def test_round_trip_preserves_encoding(tmp_path, architecture):
     sae = SAES[architecture]()
     save_sae(sae, tmp_path / "sae")
     cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
-    assert cfg["hook_name"] == cfg["meta"]["hook_name"] == "blocks.1.hook_resid_post" and cfg["architecture"] == architecture
+    assert cfg["hook_name"] == cfg["metadata"]["hook_name"] == "blocks.1.hook_resid_post" and cfg["architecture"] == architecture
     loaded = load_local_sae(tmp_path / "sae")
     x = torch.randn(4, 5, D_IN, generator=torch.Generator().manual_seed(1))
     assert loaded.architecture == architecture and loaded.hook_name == sae.hook_name
@@ -56,12 +57,13 @@ def test_encoding_rules():
 
 
 def test_reads_older_saelens_cfg_and_log_threshold(tmp_path):
+    """SAELens < 6 wrote a flat cfg.json (hook_point, activation_fn_str, a normalize_activations flag) and log_threshold."""
     sae = SAES["topk"]()
     tensors = {n: getattr(sae, n).detach() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
     save_file(tensors, str(tmp_path / "sae_weights.safetensors"))
     (tmp_path / "cfg.json").write_text(json.dumps({
         "architecture": "standard", "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 3},
-        "hook_point": "blocks.1.hook_resid_post", "d_in": D_IN, "d_sae": D_SAE,
+        "hook_point": "blocks.1.hook_resid_post", "d_in": D_IN, "d_sae": D_SAE, "normalize_activations": False,
     }))
     loaded = load_local_sae(tmp_path)
     assert loaded.architecture == "topk" and loaded.k == 3
@@ -71,7 +73,7 @@ def test_reads_older_saelens_cfg_and_log_threshold(tmp_path):
     jump = tmp_path / "jump"
     jump.mkdir()
     save_file({**tensors, "log_threshold": torch.zeros(D_SAE)}, str(jump / "sae_weights.safetensors"))
-    (jump / "cfg.json").write_text(json.dumps({"architecture": "jumprelu", "meta": {"hook_name": "blocks.0.hook_resid_pre"}}))
+    (jump / "cfg.json").write_text(json.dumps({"architecture": "jumprelu", "hook_name": "blocks.0.hook_resid_pre"}))
     loaded = load_local_sae(jump)
     assert loaded.hook_name == "blocks.0.hook_resid_pre" and torch.allclose(loaded.threshold, torch.ones(D_SAE))
 
@@ -85,6 +87,46 @@ def test_format_errors(tmp_path):
         random_sae("gated")
     with pytest.raises(GradspaceError, match="normalize_activations"):
         random_sae("standard", normalize_activations="expected_average_only_in")
+
+
+def test_decoding_a_normalized_sae_needs_its_inputs():
+    sae = random_sae("standard", normalize_activations="layer_norm")
+    x = torch.randn(4, D_IN, generator=torch.Generator().manual_seed(3)) * 5 + 2
+    with pytest.raises(ValueError, match="pass them to decode"):
+        sae.decode(sae.encode(x))
+    reconstruction = sae(x)  # on the inputs' own scale: SAELens maps it back with their mean and std
+    centered = x - x.mean(-1, keepdim=True)
+    normalized_reconstruction = sae.encode(x) @ sae.W_dec + sae.b_dec
+    assert torch.allclose(reconstruction, normalized_reconstruction * centered.std(-1, keepdim=True) + x.mean(-1, keepdim=True))
+
+
+def saved_sae(directory):
+    save_sae(SAES["standard"](), directory)
+    return directory
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "cfg.json").write_text('{"architecture": "standard",'), r"cfg.json cannot be read as JSON \(.*\); restore it or save the SAE again"),
+    (lambda d: (d / "cfg.json").write_bytes(b"\xff\xfe{}"), r"cfg.json cannot be read as JSON"),
+    (lambda d: (d / "cfg.json").write_text("[1, 2]"), r"cfg.json holds a JSON list, not the object of an SAE config"),
+    (lambda d: (d / "sae_weights.safetensors").write_bytes((d / "sae_weights.safetensors").read_bytes()[:200]),
+     r"sae_weights.safetensors cannot be read \(.*\); the file is truncated or damaged: download or save the SAE again"),
+    (lambda d: (d / "sae_weights.safetensors").write_bytes(b""), r"sae_weights.safetensors cannot be read"),
+])
+def test_damaged_files_are_one_line_errors(tmp_path, damage, message):
+    directory = saved_sae(tmp_path / "sae")
+    damage(directory)
+    with pytest.raises(GradspaceError, match=message) as raised:
+        load_local_sae(directory)
+    assert "\n" not in str(raised.value) and str(directory) in str(raised.value)
+
+
+def test_cfg_sizes_must_match_the_weights(tmp_path):
+    directory = saved_sae(tmp_path / "sae")
+    cfg = json.loads((directory / "cfg.json").read_text())
+    (directory / "cfg.json").write_text(json.dumps({**cfg, "d_sae": D_SAE + 1}))
+    with pytest.raises(GradspaceError, match=rf"cfg.json says d_sae={D_SAE + 1} but the weights have d_sae={D_SAE}"):
+        load_local_sae(directory)
 
 
 def test_latent_index_out_of_range_is_an_error():
