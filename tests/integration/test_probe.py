@@ -50,7 +50,7 @@ def test_results_cover_every_checkpoint_and_space(probed):
     tmp_path, results = probed
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["status"] == "ok" and saved["tasks"] == TASKS
-    assert [entry["label"] for entry in saved["checkpoints"]] == ["synth-tiny@step10", "synth-tiny@main"]
+    assert [entry["checkpoint"] for entry in saved["checkpoints"]] == ["synth-tiny@step10", "synth-tiny@main"]
     assert [entry["step"] for entry in saved["checkpoints"]] == [10, 20]
     for entry in saved["checkpoints"]:
         assert {"transfer_accuracy", "transfer_margin", "gradient_diff_cosine", "gradient_diff_jaccard",
@@ -111,7 +111,7 @@ def test_sweep_directory_gives_the_same_numbers_and_marks_the_missing_job(probed
     from_sweep = run(cfg)
     assert from_sweep["problems"] == ["job 2: no results.json (failed or unfinished)"]
     [entry] = from_sweep["checkpoints"]
-    assert entry["label"] == "synth-tiny@main" and entry["transfer"]["missing_rows"] == ["det_noun"]
+    assert entry["checkpoint"] == "synth-tiny@main" and entry["transfer"]["missing_rows"] == ["det_noun"]
     got = np.array(entry["spaces"]["transfer_accuracy"]["matrix"], dtype=float)
     expected = np.array(results["checkpoints"][1]["spaces"]["transfer_accuracy"]["matrix"], dtype=float)
     assert np.isnan(got[2]).all()

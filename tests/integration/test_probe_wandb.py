@@ -4,7 +4,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from gradspace.probing.plots import heatmap
-from gradspace.probing.run import log_to_wandb
+from gradspace.probing.report import log_to_wandb
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +16,7 @@ def test_images_and_tables_are_logged_offline(tmp_path, monkeypatch):
     png = heatmap([[1.0, 0.2], [0.2, 1.0]], tasks, phenomena, "t", tmp_path / "h.png")
     results = {
         "config": {"model": {"name": "m"}},
-        "checkpoints": [{"label": "m@main", "tasks": tasks,
+        "checkpoints": [{"checkpoint": "m@main", "tasks": tasks,
                          "spaces": {"gradient_diff_cosine": {"matrix": [[1.0, 0.2], [0.2, None]]}}}],
         "summary": [{"checkpoint": "m@main", "space": "gradient_diff_cosine", "within": None, "across": 0.2}],
     }

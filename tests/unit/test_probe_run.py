@@ -5,7 +5,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from gradspace.errors import GradspaceError
-from gradspace.probing.run import display_name, plan_checkpoints, requested_revisions, train_config, trends
+from gradspace.probing.report import display_name
+from gradspace.probing.run import plan_checkpoints, requested_revisions, train_config, trends
 from gradspace.probing.transfer import SweepRecords
 
 pytestmark = pytest.mark.unit
@@ -53,15 +54,15 @@ def test_checkpoints_from_a_sweep_follow_its_records_and_objective():
     cfg = probe_cfg()
     read = SweepRecords([record("step100"), record("main"), record("main", "lm")], [])
     checkpoints = plan_checkpoints(cfg, read)
-    assert [c.label for c in checkpoints] == ["synth-1m@step100", "synth-1m@main"]
+    assert [c.name for c in checkpoints] == ["synth-1m@step100", "synth-1m@main"]
     assert all(len(c.records) == 1 for c in checkpoints)
     with pytest.raises(GradspaceError, match="not transfer.objective=diff"):
         plan_checkpoints(probe_cfg("transfer.objective=diff"), read)
 
 
 def test_trends_and_names():
-    rows = [{"model": "m", "space": "gradient_diff_cosine", "revision": r, "within": w, "across": 0.1, "spearman": s}
-            for r, w, s in (("step200", 0.6, 0.5), ("main", 0.5, 0.6))]
+    rows = [{"model": "m", "space": "gradient_diff_cosine", "revision": r, "within": w, "across": 0.1, "within_minus_across": w - 0.1,
+             "spearman": s} for r, w, s in (("step200", 0.6, 0.5), ("main", 0.5, 0.6))]
     [trend] = trends(rows)
     assert trend["revisions"] == ["step200", "main"] and trend["within_minus_across"] == pytest.approx([0.5, 0.4])
     assert display_name("gradient_diff_cosine") == "diff cosine"

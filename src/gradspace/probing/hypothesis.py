@@ -19,13 +19,23 @@ from scipy.stats import rankdata
 from gradspace.errors import GradspaceError
 
 
-def hypothesis_matrix(tasks: Sequence[str], phenomena: Mapping[str, str]) -> np.ndarray:
-    """1.0 where two tasks belong to the same phenomenon, else 0.0 (the diagonal is 1)."""
+def phenomenon_of_each(tasks: Sequence[str], phenomena: Mapping[str, str]) -> np.ndarray:
+    """The phenomenon of every task, in order; a task without one is a user error."""
     missing = [task for task in tasks if task not in phenomena]
     if missing:
         raise GradspaceError(f"no phenomenon known for task(s) {', '.join(missing)}; every task needs a phenomenon label")
-    labels = np.array([phenomena[task] for task in tasks], dtype=object)
+    return np.array([phenomena[task] for task in tasks], dtype=object)
+
+
+def hypothesis_matrix(tasks: Sequence[str], phenomena: Mapping[str, str]) -> np.ndarray:
+    """1.0 where two tasks belong to the same phenomenon, else 0.0 (the diagonal is 1)."""
+    labels = phenomenon_of_each(tasks, phenomena)
     return (labels[:, None] == labels[None, :]).astype(float)
+
+
+def within_minus_across(within: float | None, across: float | None) -> float | None:
+    """How much more similar same-phenomenon tasks are than others; None where either mean is undefined."""
+    return None if within is None or across is None else within - across
 
 
 def offdiagonal_mask(n: int, symmetric: bool) -> np.ndarray:
@@ -83,11 +93,11 @@ def compare_with_hypothesis(
         raise ValueError(f"matrix of shape {matrix.shape} does not match {n} tasks")
     if n < 2:
         raise GradspaceError(f"a task space needs at least 2 tasks, got {n}; select more tasks")
-    labels = np.array([phenomena[task] for task in tasks], dtype=object)
+    labels = phenomenon_of_each(tasks, phenomena)
     usable = offdiagonal_mask(n, symmetric) & np.isfinite(matrix)
     rows, cols = np.nonzero(usable)
     values = matrix[rows, cols]
-    same = (labels[rows] == labels[cols]).astype(float)
+    same = hypothesis_matrix(tasks, phenomena)[rows, cols]
     n_within, n_across = int(same.sum()), int(len(same) - same.sum())
     within_mean = float(values[same == 1].mean()) if n_within else None
     across_mean = float(values[same == 0].mean()) if n_across else None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import re
 import time
 import warnings
@@ -32,12 +31,11 @@ from gradspace.errors import GradspaceError
 from gradspace.evaluation.minimal_pairs import evaluate_pairs
 from gradspace.ftgd.objectives import check_objective
 from gradspace.models.loading import load_model, resolve_pretrained_path
-from gradspace.probing import plots
 from gradspace.probing.gradient_similarity import OVERALL, GradientSpace, GradientSpaceConfig
-from gradspace.probing.hypothesis import compare_with_hypothesis
+from gradspace.probing.hypothesis import compare_with_hypothesis, within_minus_across
+from gradspace.probing.report import log_to_wandb, make_plots, print_summary
 from gradspace.probing.task_gradients import add_task_gradients
 from gradspace.probing.transfer import (
-    RESULTS_FILE,
     SweepRecords,
     TransferMatrix,
     assemble_transfer,
@@ -45,14 +43,15 @@ from gradspace.probing.transfer import (
     matrix_to_json,
     read_multirun_dir,
     read_wandb_group,
+    trained_task,
 )
-from gradspace.utils.io import write_results
+from gradspace.utils.io import RESULTS_FILE, write_results
 from gradspace.utils.run_config import loggable_config, plain_section
 from gradspace.utils.seeding import seed_everything
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
-# The spaces every checkpoint gets a heatmap of; all but the Jaccard overlaps also get a dendrogram.
-HEATMAP_SPACES = ("transfer_accuracy", "transfer_margin", "gradient_{objective}_cosine", "gradient_{objective}_jaccard")
+# Only for library calls outside a Hydra app (probe.py's run() composes on the app's own search path): the conf/ of
+# the checkout this package is installed from in editable mode.
+CHECKOUT_CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 @dataclass
@@ -61,23 +60,35 @@ class Checkpoint:
     records: list[dict] | None = None  # transfer results read from a sweep or W&B; None: fine-tune here or skip
 
     @property
-    def label(self) -> str:
+    def name(self) -> str:
+        """`model@revision`."""
         return f"{self.model_cfg['name']}@{self.model_cfg['revision']}"
 
 
 # --------------------------------------------------------------------------------------------- configuration
 
 
-def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
-    """Compose a primary config of this repository: inside a Hydra app with its search path, else from conf/."""
-    from hydra import compose, initialize_config_dir
+@contextlib.contextmanager
+def hydra_search_path():
+    """Inside a Hydra app (probe.py), the app's own config search path; else (a library call) the checkout's conf/."""
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():
-        return compose(config_name=config_name, overrides=overrides)
-    if not CONF_DIR.is_dir():
-        raise GradspaceError(f"cannot find the config directory {CONF_DIR}; run probe.py from the repository")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield GlobalHydra.instance()
+        return
+    if not CHECKOUT_CONF_DIR.is_dir():
+        raise GradspaceError(f"no Hydra app is running and {CHECKOUT_CONF_DIR} does not exist; call run() from probe.py "
+                             f"(or inside hydra.initialize_config_dir(<the repository's conf/>))")
+    with initialize_config_dir(config_dir=str(CHECKOUT_CONF_DIR), version_base="1.3"):
+        yield GlobalHydra.instance()
+
+
+def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose a primary config of this repository (train, probe) on the current search path."""
+    from hydra import compose
+
+    with hydra_search_path():
         return compose(config_name=config_name, overrides=overrides)
 
 
@@ -109,7 +120,8 @@ def model_configs(cfg: DictConfig) -> list[dict]:
             configs.append(plain_section(compose_config("probe", [f"model={name}"]).model))
         except Exception as err:  # hydra's MissingConfigException and friends
             if "Could not find" in str(err) or "MissingConfig" in type(err).__name__:
-                known = sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
+                with hydra_search_path() as hydra:
+                    known = sorted(hydra.config_loader().get_group_options("model"))
                 raise GradspaceError(f"models: no model config '{name}'; choose from {', '.join(known)}") from None
             raise
     return configs
@@ -233,7 +245,7 @@ def finetune_rows(cfg: DictConfig, checkpoint: Checkpoint, tasks: list[str], out
     records = []
     for task in tasks:
         bar.set_postfix_str(f"fine-tune {task}", refresh=False)
-        job_dir = output_dir / "transfer" / checkpoint.label.replace("/", "_") / task
+        job_dir = output_dir / "transfer" / checkpoint.name.replace("/", "_") / task
         with quiet_lightning():
             record = run_ftgd(train_config(cfg, checkpoint.model_cfg, task, job_dir))
         record["_source"] = str(job_dir / RESULTS_FILE)
@@ -295,17 +307,13 @@ def probe_checkpoint(cfg: DictConfig, checkpoint: Checkpoint, source: str, cache
         spaces["transfer_accuracy"] = space_entry(matrix.accuracy, tasks, phenomena, False, cfg)
         spaces["transfer_margin"] = space_entry(matrix.margin, tasks, phenomena, False, cfg)
         transfer_info.update(missing_rows=matrix.missing_rows, results_files=[str(r.get("_source")) for r in records],
-                             heldout_lm_loss_delta={trained(r): r.get("heldout_lm_loss", {}).get("delta") for r in records})
+                             heldout_lm_loss_delta={trained_task(r): r.get("heldout_lm_loss", {}).get("delta") for r in records})
     return {"model": checkpoint.model_cfg["name"], "revision": checkpoint.model_cfg["revision"], "step": step,
-            "label": checkpoint.label, "tasks": list(tasks), "evaluation": evaluation.to_dict(), "spaces": spaces, "gradient": gradient_info, "transfer": transfer_info,
+            "checkpoint": checkpoint.name, "tasks": list(tasks), "evaluation": evaluation.to_dict(), "spaces": spaces, "gradient": gradient_info, "transfer": transfer_info,
             "seconds": round(time.perf_counter() - start, 2)}
 
 
-def trained(record: dict) -> str:
-    return (record.get("tasks_trained") or [record.get("task")])[0]
-
-
-# --------------------------------------------------------------------------------------------- reporting
+# --------------------------------------------------------------------------------------------- summaries
 
 
 def summary_rows(checkpoints: list[dict]) -> list[dict]:
@@ -313,136 +321,23 @@ def summary_rows(checkpoints: list[dict]) -> list[dict]:
     for entry in checkpoints:
         for name, space in entry["spaces"].items():
             h = space["hypothesis"]
-            rows.append({"checkpoint": entry["label"], "model": entry["model"], "revision": entry["revision"], "step": entry["step"],
+            rows.append({"checkpoint": entry["checkpoint"], "model": entry["model"], "revision": entry["revision"], "step": entry["step"],
                          "space": name, "within": h["within_mean"], "across": h["across_mean"],
+                         "within_minus_across": within_minus_across(h["within_mean"], h["across_mean"]),
                          "spearman": h["spearman"], "p_value": h["p_value"]})
     return rows
 
 
-def trend_series(rows: list[dict]) -> dict[str, dict[str, list]]:
-    """Within − across per panel (transfer accuracy, transfer margin, gradient cosine, top-k overlap) and line
-    (a model, and for gradient spaces its objective: FTGD differential vs LM baseline) over checkpoints."""
-    series: dict[str, dict[str, list]] = {}
-    for row in rows:
-        match = re.fullmatch(r"gradient_(.+)_(cosine|jaccard)", row["space"])
-        if match:
-            panel = "gradient cosine" if match.group(2) == "cosine" else "top-k overlap (Jaccard)"
-            line = f"{row['model']} {match.group(1)}"
-        else:
-            panel, line = display_name(row["space"]), row["model"]
-        gap = None if row["within"] is None or row["across"] is None else row["within"] - row["across"]
-        series.setdefault(f"{panel}: within − across", {}).setdefault(line, []).append((row["revision"], gap))
-    return series
-
-
-def make_plots(results: dict, output_dir: Path, objective: str) -> dict[str, str]:
-    files: dict[str, str] = {}
-    phenomena = results["phenomena"]
-    wanted = [name.format(objective=objective) for name in HEATMAP_SPACES]
-    for entry in results["checkpoints"]:
-        tasks = entry["tasks"]
-        slug = entry["label"].replace("/", "_").replace("@", "_")
-        for name in wanted:
-            space = entry["spaces"].get(name)
-            if space is None:
-                continue
-            matrix = np.array([[np.nan if v is None else v for v in row] for row in space["matrix"]], dtype=float)
-            h = space["hypothesis"]
-            rho = "n/a" if h["spearman"] is None else f"{h['spearman']:.2f} (p={h['p_value']:.3f})"
-            title = f"{entry['label']} {name}\nSpearman with same-phenomenon: {rho}"
-            files[f"heatmap/{entry['label']}/{name}"] = str(plots.heatmap(
-                matrix, tasks, phenomena, title, output_dir / "plots" / f"heatmap_{slug}_{name}.png",
-                diverging=not name.endswith("jaccard"), value_label=name))
-            if not name.endswith("jaccard"):
-                files[f"dendrogram/{entry['label']}/{name}"] = str(plots.dendrogram(
-                    matrix, tasks, phenomena, f"{entry['label']} {name}", output_dir / "plots" / f"dendrogram_{slug}_{name}.png"))
-    series = trend_series(results["summary"])
-    files["checkpoints"] = str(plots.checkpoint_lines(series, "task-space structure over checkpoints", output_dir / "plots" / "checkpoints.png"))
-    return files
-
-
-def log_to_wandb(cfg: DictConfig, results: dict, files: dict[str, str]) -> str | None:
-    """Images and tables into one W&B run (offline unless credentials); returns the run directory."""
-    from gradspace.utils.wandb_setup import finish_wandb, logger_from_config
-
-    logger = logger_from_config(cfg, default_name=f"probe-{cfg.model.name}", tags=["probe", str(cfg.model.name)])
-    if logger is None:
-        return None
-    import wandb
-
-    run = logger.experiment
-    payload: dict[str, Any] = {f"probe/{key}": wandb.Image(path) for key, path in files.items()}
-    for entry in results["checkpoints"]:
-        for name, space in entry["spaces"].items():
-            table = wandb.Table(columns=["task", *entry["tasks"]],
-                                data=[[task, *row] for task, row in zip(entry["tasks"], space["matrix"])])
-            payload[f"probe/matrix/{entry['label']}/{name}"] = table
-    summary = results["summary"]
-    payload["probe/summary"] = wandb.Table(columns=list(summary[0]), data=[list(row.values()) for row in summary])
-    run.log(payload)
-    directory = getattr(run, "dir", None)
-    finish_wandb()
-    return directory
-
-
-def display_name(space: str) -> str:
-    """`gradient_diff_cosine` -> `diff cosine`, `transfer_accuracy` -> `transfer accuracy`."""
-    return space.removeprefix("gradient_").replace("_", " ")
-
-
 def trends(rows: list[dict]) -> list[dict]:
-    """Per model and space: within − across and Spearman at its first and last checkpoint."""
+    """Per model and space: within − across and Spearman at each of its checkpoints."""
     out = []
     for model in dict.fromkeys(row["model"] for row in rows):
         for space in dict.fromkeys(row["space"] for row in rows if row["model"] == model):
             points = [row for row in rows if row["model"] == model and row["space"] == space]
-            gaps = [None if r["within"] is None or r["across"] is None else r["within"] - r["across"] for r in points]
             out.append({"model": model, "space": space, "revisions": [r["revision"] for r in points],
-                        "within_minus_across": gaps, "within": [r["within"] for r in points],
+                        "within_minus_across": [r["within_minus_across"] for r in points], "within": [r["within"] for r in points],
                         "spearman": [r["spearman"] for r in points]})
     return out
-
-
-def print_summary(results: dict, files: dict[str, str], results_path: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    def fmt(value, spec=".3f"):
-        return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
-
-    console = Console(width=max(Console().width, 110))
-    accuracy = Table(title="minimal-pair accuracy of each checkpoint (held-out pairs)")
-    accuracy.add_column("task", no_wrap=True)
-    for entry in results["checkpoints"]:
-        accuracy.add_column(entry["label"], justify="right")
-    for task in results["tasks"]:
-        accuracy.add_row(task, *(fmt(entry["evaluation"]["tasks"][task]["accuracy"]) for entry in results["checkpoints"]))
-    accuracy.add_row("all", *(fmt(entry["evaluation"]["overall"]["accuracy"]) for entry in results["checkpoints"]))
-    accuracy.add_row("pairs/s", *(fmt(entry["evaluation"]["pairs_per_second"], ".0f") for entry in results["checkpoints"]))
-    console.print(accuracy)
-    table = Table(title=f"task space vs same-phenomenon hypothesis ({len(results['tasks'])} tasks, "
-                        f"{len(set(results['phenomena'].values()))} phenomena)")
-    for column in ("checkpoint", "space", "within", "across", "within−across", "Spearman", "p"):
-        table.add_column(column, justify="left" if column in ("checkpoint", "space") else "right", no_wrap=True)
-    for row in results["summary"]:
-        gap = None if row["within"] is None or row["across"] is None else row["within"] - row["across"]
-        table.add_row(row["checkpoint"], display_name(row["space"]), fmt(row["within"]), fmt(row["across"]),
-                      fmt(gap, "+.3f"), fmt(row["spearman"], "+.2f"), fmt(row["p_value"]))
-    console.print(table)
-    if any(len(trend["revisions"]) > 1 for trend in results["trends"]):
-        change = Table(title="change over checkpoints (within − across; Spearman)")
-        for column in ("model", "space", "revisions", "within−across", "Spearman"):
-            change.add_column(column, no_wrap=True)
-        for trend in results["trends"]:
-            change.add_row(trend["model"], display_name(trend["space"]), " → ".join(trend["revisions"]),
-                           " → ".join(fmt(v, "+.3f") for v in trend["within_minus_across"]),
-                           " → ".join(fmt(v, "+.2f") for v in trend["spearman"]))
-        console.print(change)
-    for problem in results["problems"]:
-        console.print(f"[yellow]missing:[/yellow] {problem}")
-    console.print(f"results: {results_path}")
-    for key, path in files.items():
-        console.print(f"{key}: {path}", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------------- entry point
@@ -482,7 +377,7 @@ def run(cfg: DictConfig) -> dict:
     entries = []
     with quiet_transformers():
         for checkpoint in checkpoints:
-            bar.set_description(f"probe {checkpoint.label}")
+            bar.set_description(f"probe {checkpoint.name}")
             task_data = task_data_by_model[checkpoint.model_cfg["name"]]
             entries.append(probe_checkpoint(cfg, checkpoint, source, cache_dir, output_dir, task_data, bar))
     bar.close()

@@ -18,8 +18,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from gradspace.errors import GradspaceError, job_failure
-
-RESULTS_FILE = "results.json"
+from gradspace.utils.io import RESULTS_FILE
 
 
 @dataclass
@@ -111,9 +110,9 @@ class SweepRecords:
     problems: list[str]  # one line per missing or failed job
 
 
-def _job_label(job_dir: Path) -> str:
+def _job_description(job_dir: Path) -> str:
     """`job 3 (task sva_pp, synth-1m@main)` from Hydra's saved job config, when it is there."""
-    label = f"job {job_dir.name}"
+    description = f"job {job_dir.name}"
     config_path = job_dir / ".hydra" / "config.yaml"
     if config_path.is_file():
         from omegaconf import OmegaConf
@@ -123,10 +122,10 @@ def _job_label(job_dir: Path) -> str:
             task = OmegaConf.select(config, "task.name", default=None)
             model = OmegaConf.select(config, "model.name", default=None)
             revision = OmegaConf.select(config, "model.revision", default=None)
-            label += f" (task {task}, {model}@{revision})"
-        except Exception:  # a damaged config only costs the label its details
+            description += f" (task {task}, {model}@{revision})"
+        except Exception:  # a damaged config only costs the description its details
             pass
-    return label
+    return description
 
 
 def expected_job_count(sweep_dir: Path) -> int | None:
@@ -168,15 +167,15 @@ def read_multirun_dir(path: str | Path) -> SweepRecords:
         results_path = job_dir / RESULTS_FILE
         if not results_path.is_file():
             failure = job_failure(job_dir)
-            problems.append(f"{_job_label(job_dir)}: " + (f"failed ({failure})" if failure else f"no {RESULTS_FILE} (failed or unfinished)"))
+            problems.append(f"{_job_description(job_dir)}: " + (f"failed ({failure})" if failure else f"no {RESULTS_FILE} (failed or unfinished)"))
             continue
         try:
             record = json.loads(results_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
-            problems.append(f"{_job_label(job_dir)}: unreadable {RESULTS_FILE} ({type(err).__name__})")
+            problems.append(f"{_job_description(job_dir)}: unreadable {RESULTS_FILE} ({type(err).__name__})")
             continue
         if record.get("status") != "ok":
-            problems.append(f"{_job_label(job_dir)}: status={record.get('status')!r}")
+            problems.append(f"{_job_description(job_dir)}: status={record.get('status')!r}")
             continue
         record["_source"] = f"job {job_dir.name}"
         records.append(record)
@@ -207,20 +206,20 @@ def read_wandb_group(group: str, project: str, entity: str | None = None, mode: 
     records, problems = [], []
     with tempfile.TemporaryDirectory() as scratch:
         for run in runs:
-            label = f"W&B run {run.name} ({run.id})"
+            description = f"W&B run {run.name} ({run.id})"
             if run.state != "finished":
-                problems.append(f"{label}: state={run.state}")
+                problems.append(f"{description}: state={run.state}")
                 continue
             try:
                 downloaded = run.file(RESULTS_FILE).download(root=str(Path(scratch) / run.id), replace=True)
                 record = json.loads(Path(downloaded.name).read_text(encoding="utf-8"))
             except Exception as err:
-                problems.append(f"{label}: no {RESULTS_FILE} uploaded ({type(err).__name__})")
+                problems.append(f"{description}: no {RESULTS_FILE} uploaded ({type(err).__name__})")
                 continue
             if record.get("status") != "ok":
-                problems.append(f"{label}: status={record.get('status')!r}")
+                problems.append(f"{description}: status={record.get('status')!r}")
                 continue
-            record["_source"] = label
+            record["_source"] = description
             records.append(record)
     if not records:
         raise GradspaceError(f"no run of W&B group '{group}' has a finished results.json ({problems[0]})")
