@@ -66,3 +66,43 @@ def test_every_shipped_yaml_is_composed_somewhere():
         if path.parent != CONF and path.parent.relative_to(CONF).parts[0] not in {"hydra"}
     }
     assert shipped - covered == set()
+
+
+def target_nodes(node, path=""):
+    """(path, node) of every `_target_` node in a resolved config."""
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield path, node
+            return
+        for key, value in node.items():
+            yield from target_nodes(value, f"{path}.{key}" if path else str(key))
+
+
+def instantiate_cases():
+    for primary in PRIMARY:
+        for group in ("trainer", "callbacks", "logger"):
+            if group in groups_used(primary):
+                for option in options(group):
+                    yield pytest.param(primary, group, option, id=f"{primary}-{group}={option}")
+
+
+@pytest.mark.parametrize("primary, group, option", list(instantiate_cases()))
+def test_target_nodes_instantiate(primary, group, option, tmp_path):
+    """Every `_target_` node of the composed config builds its object (lightning-hydra-template style): a class path
+    or argument that no longer exists fails here, not at the end of a run. GPU trainers are built where a GPU is."""
+    import torch
+    from hydra.utils import instantiate
+
+    overrides = [f"{group}={option}", f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name=primary, overrides=overrides), resolve=True, throw_on_missing=False)
+    nodes = dict(target_nodes(cfg))
+    if group == "trainer":
+        assert "trainer" in nodes
+        if cfg["trainer"].get("accelerator") == "gpu" and not torch.cuda.is_available():
+            nodes.pop("trainer")
+    for path, node in nodes.items():
+        built = instantiate(node)
+        if node.get("_partial_"):  # an optimizer factory: called with the parameters it will train
+            built = built([torch.nn.Parameter(torch.zeros(2))])
+        assert built is not None, path
