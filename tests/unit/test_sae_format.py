@@ -1,10 +1,14 @@
 """SAELens disk format without SAELens: round trips, the encoding rules of ReLU, JumpReLU and TopK SAEs, the older flat
-cfg.json, and one-line errors for damaged files. Directories written by SAELens itself: test_saelens_compat.py."""
+cfg.json, one-line errors for damaged files, and the README's SAE commands. Directories written by SAELens itself:
+test_saelens_compat.py."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from safetensors.torch import save_file
 
 from gradspace.errors import GradspaceError
@@ -14,6 +18,7 @@ from gradspace.labeling.sae import SparseAutoencoder, load_local_sae, save_sae
 pytestmark = pytest.mark.unit
 
 D_IN, D_SAE = 6, 10
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def random_sae(architecture, **kwargs):
@@ -132,3 +137,14 @@ def test_cfg_sizes_must_match_the_weights(tmp_path):
 def test_latent_index_out_of_range_is_an_error():
     with pytest.raises(GradspaceError, match=r"out of range; this SAE has 10 latents"):
         sae_latent_features([3, 10], lm=None, tokenizer=None, sae=SAES["standard"](), corpus=None, threshold=0.0, max_examples=10, seed=0)
+
+
+def test_readme_sae_commands_compose():
+    """Every `python label.py ... sae=...` line of the README composes (it once said sae.sae_id where the key is sae.id)."""
+    lines = [line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+             if line.startswith("python label.py") and " sae=" in line]
+    assert {re.search(r" sae=(\w+)", line).group(1) for line in lines} == {"builtin", "local", "saelens"}
+    for line in lines:
+        overrides = re.sub(r"<[^>]*>", "x", line.split("#")[0]).split()[2:]  # placeholders such as <id> filled in
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            compose(config_name="label", overrides=overrides)
