@@ -20,6 +20,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BLIMP_DIR = REPO_ROOT.parent / "shared" / "data" / "blimp"  # the real BLiMP files, where the checkout has them
+
 TINY_VOCABULARY = (
     "the a dog dogs cat cats bird birds runs run sees see near that . ? yes no is mammal bird fish himself herself"
 ).split()
