@@ -238,11 +238,6 @@ def load_local_sae(directory: str | Path) -> SparseAutoencoder:
     return sae_from_parts(cfg, _read_weights(directory / WEIGHTS_FILE), str(directory))
 
 
-def sae_from_saelens(sae, where: str) -> SparseAutoencoder:
-    """The same SAE as a `sae_lens.SAE` object (SAELens 6)."""
-    return sae_from_parts(sae.cfg.to_dict(), {name: tensor.detach() for name, tensor in sae.state_dict().items()}, where)
-
-
 def load_saelens_sae(release: str, sae_id: str) -> SparseAutoencoder:
     """A pretrained SAE through `sae_lens.SAE.from_pretrained` (needs the `sae` extra and, the first time, the hub)."""
     try:
@@ -257,4 +252,5 @@ def load_saelens_sae(release: str, sae_id: str) -> SparseAutoencoder:
             f"SAELens could not load release '{release}' id '{sae_id}' ({first_line}); check the ids in SAELens's "
             f"pretrained_saes.yaml, connect once to cache it, or save it with sae.save_model(dir) and use sae.source=local"
         ) from None
-    return sae_from_saelens(sae, f"SAELens {release}/{sae_id}")
+    tensors = {name: tensor.detach() for name, tensor in sae.state_dict().items()}
+    return sae_from_parts(sae.cfg.to_dict(), tensors, f"SAELens {release}/{sae_id}")  # SAELens 6: the hook is in metadata
