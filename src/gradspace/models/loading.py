@@ -97,6 +97,7 @@ def available_revisions(model_cfg: Mapping, cache_dir: Path | None = None, progr
 
 
 def load_model(model_cfg: Mapping, cache_dir: Path | None = None, device: str | torch.device = "cpu", progress: bool = True) -> LoadedModel:
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path, revision = resolve_pretrained_path(model_cfg, cache_dir, progress=progress)
@@ -114,6 +115,10 @@ def load_model(model_cfg: Mapping, cache_dir: Path | None = None, device: str | 
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=DTYPES[dtype_name], trust_remote_code=trust_remote_code, use_safetensors=None, **hub_kwargs
         )
+    except SafetensorError as err:  # a truncated or empty weights file: an interrupted copy, save or download
+        raise GradspaceError(
+            f"could not load model {path}: its safetensors weights are damaged or incomplete ({err}); save or download the model again"
+        ) from None
     except (OSError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if revision is None:  # a directory on disk: going online would not help
