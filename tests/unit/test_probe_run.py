@@ -76,3 +76,14 @@ def test_command_line_model_revision_wins_over_the_list(monkeypatch):
     monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
     HydraConfig.instance().set_config(cfg)  # as in a `probe.py -m model.revision=step50,...` job
     assert requested_revisions(cfg) == ["step50"]
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m", "gemma3-270m", "local"])
+def test_single_model_sources_plan_their_one_revision(model):
+    cfg = probe_cfg(f"model={model}", "model.path=/some/dir" if model == "local" else "models=[]")
+    checkpoints = plan_checkpoints(cfg, None)
+    assert [c.model_cfg["revision"] for c in checkpoints] == ["main"]
+
+
+def test_synthetic_models_keep_every_requested_revision():
+    assert [c.model_cfg["revision"] for c in plan_checkpoints(probe_cfg("models=[synth-4m]"), None)] == ["step100", "main"] * 2

@@ -15,6 +15,7 @@ from gradspace.evaluation.logprobs import set_prefix_token
 from gradspace.utils.run_config import plain_section
 
 SOURCES = ("synth", "hf", "local", "gguf")
+SINGLE_REVISION_SOURCES = ("local", "gguf")  # one saved model each: their only revision is `main`
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -46,7 +47,7 @@ def resolve_pretrained_path(model_cfg: Mapping, cache_dir: Path | None = None, p
     """
     source = model_cfg.get("source", "hf")
     revision = str(model_cfg.get("revision") or "main")
-    if source in ("local", "gguf") and revision != "main":
+    if source in SINGLE_REVISION_SOURCES and revision != "main":
         raise GradspaceError(
             f"model '{model_cfg.get('name')}' ({source}) has one revision, main, not '{revision}'; drop model.revision"
         )
@@ -91,7 +92,7 @@ def available_revisions(model_cfg: Mapping, cache_dir: Path | None = None, progr
         from gradspace.synth.pretrain import synth_revisions
 
         return synth_revisions(Path(resolve_pretrained_path({**model_cfg, "revision": "main"}, cache_dir, progress)[0]).parent)
-    if source in ("local", "gguf"):
+    if source in SINGLE_REVISION_SOURCES:
         return ["main"]
     return None
 

@@ -30,7 +30,7 @@ from gradspace.data.suite import TaskData, prepare_task_data
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.minimal_pairs import evaluate_pairs
 from gradspace.ftgd.objectives import check_objective
-from gradspace.models.loading import load_model, resolve_pretrained_path
+from gradspace.models.loading import SINGLE_REVISION_SOURCES, load_model, resolve_pretrained_path
 from gradspace.probing.gradient_similarity import OVERALL, GradientSpace, GradientSpaceConfig
 from gradspace.probing.hypothesis import compare_with_hypothesis, within_minus_across
 from gradspace.probing.report import log_to_wandb, make_plots, print_summary
@@ -48,6 +48,8 @@ from gradspace.probing.transfer import (
 from gradspace.utils.io import RESULTS_FILE, write_results
 from gradspace.utils.run_config import loggable_config, plain_section
 from gradspace.utils.seeding import seed_everything
+
+log = logging.getLogger(__name__)
 
 # Only for library calls outside a Hydra app (probe.py's run() composes on the app's own search path): the conf/ of
 # the checkout this package is installed from in editable mode.
@@ -141,10 +143,20 @@ def transfer_records(cfg: DictConfig) -> tuple[SweepRecords | None, str]:
     return None, "inprocess" if source.get("inprocess", True) else "none"
 
 
+def revisions_of(model_cfg: dict, requested: list[str]) -> list[str]:
+    """The requested revisions a model has: a local directory or a GGUF file is one model, `main`."""
+    if model_cfg.get("source") in SINGLE_REVISION_SOURCES:
+        if requested != ["main"]:
+            log.info("%s is a single saved model (source %s): probing its one revision, main, not %s",
+                     model_cfg.get("name"), model_cfg.get("source"), ", ".join(requested))
+        return ["main"]
+    return requested
+
+
 def plan_checkpoints(cfg: DictConfig, read: SweepRecords | None) -> list[Checkpoint]:
     if read is None:
         return [Checkpoint({**model_cfg, "revision": revision}) for model_cfg in model_configs(cfg)
-                for revision in requested_revisions(cfg)]
+                for revision in revisions_of(model_cfg, requested_revisions(cfg))]
     objective = str(cfg.transfer.objective)
     grouped = group_by_checkpoint(read.records)
     objectives = {key[2] for key in grouped}
