@@ -4,6 +4,7 @@ In-process runs use Hydra's compose API and `gradspace.ftgd.run.run`; what a use
 """
 
 import json
+import math
 import os
 import struct
 import subprocess
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from transformers import GPTNeoXForCausalLM
+from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
+from gradspace.data.suite import prepare_task_data
 from gradspace.errors import GradspaceError
 from gradspace.ftgd import module as ftgd_module
 from gradspace.ftgd.run import RESULTS_FILE, run
@@ -159,20 +161,66 @@ def test_resume_from_checkpoint_gives_the_same_final_metrics(tiny_suite_dir, tmp
     assert outcome(resumed) == outcome(full)
 
 
-def test_topk_mask_leaves_all_other_parameters_untouched(tiny_suite_dir, tmp_path):
+def final_weights(results: dict) -> dict[str, torch.Tensor]:
+    """The fine-tuned model's parameters, by the model's own names, from the run's last checkpoint."""
+    state = torch.load(results["run"]["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    return {name.removeprefix("model."): tensor for name, tensor in state.items() if name.startswith("model.")}
+
+
+@pytest.mark.parametrize("scope", ["global", "per_tensor"])
+def test_topk_mask_updates_exactly_the_masked_entries(tiny_suite_dir, tmp_path, scope):
+    # Weight decay moves every entry the optimizer touches, so an entry that should be held but is not would show.
     results = run_in_process(tiny_suite_dir, tmp_path / "masked", "ftgd.mask.kind=topk", "ftgd.mask.density=0.05",
-                             "ftgd.mask.scope=per_tensor", "ftgd.mask.schedule=recompute", "optimizer.weight_decay=0.1")
-    assert results["mask"]["kind"] == "topk" and 0.05 <= results["mask"]["actual_density"] < 0.07
-    start = GPTNeoXForCausalLM.from_pretrained(tiny_suite_dir / "model")
-    final = torch.load(results["run"]["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
-    changed = total = 0
-    for name, before in start.named_parameters():
-        after = final[f"model.{name}"]
-        changed += int((after != before).sum())
-        total += before.numel()
-    # Recomputed every step, so up to 6 different 5% masks may have moved entries; the rest never moved.
-    assert 0 < changed <= 6 * 0.07 * total
-    assert changed < 0.35 * total
+                             f"ftgd.mask.scope={scope}", "ftgd.mask.schedule=fixed", "optimizer.weight_decay=0.1")
+    masks = torch.load(results["run"]["checkpoint"], map_location="cpu", weights_only=True)["ftgd_mask"]
+    start = dict(GPTNeoXForCausalLM.from_pretrained(tiny_suite_dir / "model").named_parameters())
+    final = final_weights(results)
+    assert set(masks) == set(start)
+    # The mask has the density asked for: ceil(5%) of all entries, or of each tensor.
+    if scope == "global":
+        total = sum(param.numel() for param in start.values())
+        assert sum(int(mask.sum()) for mask in masks.values()) == math.ceil(0.05 * total)
+    else:
+        assert all(int(masks[name].sum()) == math.ceil(0.05 * param.numel()) for name, param in start.items())
+    for name, before in start.items():
+        moved = final[name] != before
+        assert torch.equal(moved, masks[name]), (
+            f"{name}: {int((moved & ~masks[name]).sum())} entries moved outside the mask, "
+            f"{int((masks[name] & ~moved).sum())} masked entries did not move")
+
+
+def train_pair_margins(model: torch.nn.Module, tokenizer, pairs) -> torch.Tensor:
+    """log p(good) − log p(bad) per pair, each sentence scored after the BOS token with a plain forward pass."""
+    margins = []
+    with torch.no_grad():
+        for pair in pairs:
+            logprob = []
+            for sentence in (pair.good, pair.bad):
+                ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer(sentence, add_special_tokens=False).input_ids]])
+                logits = model(ids).logits[0, :-1].log_softmax(-1)
+                logprob.append(logits.gather(1, ids[0, 1:, None]).sum())
+            margins.append(logprob[0] - logprob[1])
+    return torch.stack(margins)
+
+
+def test_ftgd_raises_the_trained_tasks_margin_and_training_another_task_does_not(tiny_suite_dir, tmp_path):
+    cfg = compose_run(tiny_suite_dir, tmp_path / "unused")
+    pairs = prepare_task_data(cfg.task, cfg.data, cfg.model, Path(cfg.paths.cache_dir), None).train  # sva's train split
+    model = GPTNeoXForCausalLM.from_pretrained(tiny_suite_dir / "model").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_suite_dir / "model")
+    before = train_pair_margins(model, tokenizer, pairs)
+
+    def change(name: str, *extra: str) -> torch.Tensor:
+        results = run_in_process(tiny_suite_dir, tmp_path / name, *extra)
+        assert results["steps"] == 6
+        model.load_state_dict(final_weights(results))
+        return train_pair_margins(model, tokenizer, pairs) - before
+
+    sva, npi = change("sva"), change("npi", "task.name=npi")
+    assert {pair.task for pair in pairs} == {"sva"} and len(pairs) > 40
+    # Measured: sva +0.56 nats on average (52 of 55 pairs up); npi (the control) −0.09 (24 of 55 up).
+    assert sva.mean() > 0.3 and (sva > 0).float().mean() > 0.8, f"mean margin change {sva.mean():.3f}"
+    assert npi.mean() < 0.25 * sva.mean(), f"training npi moved the sva margin by {npi.mean():.3f}"
 
 
 def test_non_finite_loss_stops_with_a_clear_error_and_writes_no_results(tiny_suite_dir, tmp_path, monkeypatch):
