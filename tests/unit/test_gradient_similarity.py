@@ -193,3 +193,43 @@ def test_bad_input(model):
     space = GradientSpace.for_model(model)
     with pytest.raises(ValueError, match="no gradient given"):
         space.add("t", [])
+
+
+def brute_force_top(flat: torch.Tensor, k: int) -> np.ndarray:
+    magnitude = flat.abs()
+    order = torch.topk(magnitude, k).indices
+    return np.sort(order[magnitude[order] > 0].numpy())
+
+
+def test_top_sets_on_a_large_tensor_equal_brute_force_also_when_the_sample_misjudges_the_tail():
+    """The top sets are found above a threshold read off a strided sample; they must still be the exact sets, also
+    when the sampled positions hold the large values (the threshold then lets too few through and is lowered)."""
+    n = 1 << 18
+    generator = torch.Generator().manual_seed(0)
+    ordinary = torch.randn(n, generator=generator)
+    misleading = torch.full((n,), 0.5)
+    stride = n // (1 << 16)
+    misleading[::stride] = 1.0 + torch.rand(n // stride, generator=generator)
+    for gradient in (ordinary, misleading):
+        space = GradientSpace([("layers.0.mlp.weight", n)], GradientSpaceConfig(top_fraction=0.01, chunk_size=1 << 14))
+        space.add("t", [("layers.0.mlp.weight", gradient)])
+        k = math.ceil(0.01 * n)
+        assert np.array_equal(space._top_overall[0], brute_force_top(gradient, k))
+        assert np.array_equal(space._top_groups[0]["layer0.mlp"], brute_force_top(gradient, k))
+
+
+def test_a_task_state_round_trips_into_another_space(model):
+    gradients = correlated_gradients(model, n_tasks=3, shared=0.5, seed=4)
+    config = GradientSpaceConfig(sketch_dim=256, top_fraction=0.02)
+    whole, resumed = GradientSpace.for_model(model, config), GradientSpace.for_model(model, config)
+    for index, gradient in enumerate(gradients):
+        whole.add(f"t{index}", gradient.items())
+    resumed.add_state(whole.task_state("t0"))
+    for index, gradient in enumerate(gradients[1:], start=1):
+        resumed.add(f"t{index}", gradient.items())
+    for level in ("overall", "mlp", "layer1"):
+        assert np.allclose(whole.cosine(level), resumed.cosine(level))
+        assert np.array_equal(whole.jaccard(level), resumed.jaccard(level))
+    assert whole.norms() == pytest.approx(resumed.norms())
+    with pytest.raises(ValueError, match="different model"):
+        GradientSpace.for_model(model, GradientSpaceConfig(top_fraction=0.5)).add_state(whole.task_state("t1"))

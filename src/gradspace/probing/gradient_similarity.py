@@ -10,7 +10,8 @@ Each task's gradient is streamed in, one parameter tensor at a time, and reduced
 - exact squared norms per group.
 
 Memory is O(tasks × groups × sketch_dim + tasks × top_fraction × parameters), next to the one gradient the model
-holds while a task is processed.
+holds while a task is processed and the sketch's hashes (4 bytes a parameter, drawn once, shared by all tasks).
+Cost per task is a few passes over the gradient (SmolLM2-135M: about 3 s on one busy CPU thread).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -112,33 +113,56 @@ def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (union - inter)
 
 
-class _RunningTopK:
-    """Indices of the k largest values seen so far, kept on the values' device (only values > 0 count: a zero
-    gradient is no evidence of a parameter's involvement)."""
+class _TopSet:
+    """The indices of the k largest |gradient| values of one set of parameters (the whole model, or one group),
+    found in two passes over its chunks: a strided sample of every chunk gives a threshold that at least k values
+    clear, and only the values above it are ranked. Only values > 0 count: a zero gradient is no evidence of a
+    parameter's involvement. Exact: when fewer than k values clear the threshold (a sample that misjudged the tail),
+    the threshold drops to "any value > 0"."""
 
-    def __init__(self, k: int) -> None:
+    SAMPLE = 1 << 16  # values sampled per set, over all its chunks
+
+    def __init__(self, k: int, size: int) -> None:
         self.k = k
-        self.values: torch.Tensor | None = None
-        self.indices: torch.Tensor | None = None
+        self.stride = max(1, size // self.SAMPLE)
+        self.samples: list[torch.Tensor] = []
+        self.size = size
+        self.threshold = 0.0
+        self.values: list[torch.Tensor] = []
+        self.indices: list[torch.Tensor] = []
 
-    def update(self, values: torch.Tensor, offset: int) -> None:
-        values = values.float()
-        indices = torch.arange(offset, offset + values.numel(), device=values.device)
-        if values.numel() > self.k:
-            values, order = torch.topk(values, self.k, sorted=False)
-            indices = indices[order]
-        if self.values is not None:
-            values = torch.cat([self.values, values.to(self.values.device)])
-            indices = torch.cat([self.indices, indices.to(self.indices.device)])
-            if values.numel() > self.k:
-                values, order = torch.topk(values, self.k, sorted=False)
-                indices = indices[order]
-        self.values, self.indices = values, indices
+    def sample(self, magnitude: torch.Tensor) -> None:
+        self.samples.append(magnitude[:: self.stride].float().cpu())
+
+    def fix_threshold(self) -> None:
+        """The sample value above which about 1.25 k values of the set are expected (plus three standard errors)."""
+        sample = torch.cat(self.samples) if self.samples else torch.empty(0)
+        self.samples = []
+        expected = self.k * sample.numel() / max(1, self.size)
+        rank = math.ceil(1.25 * expected + 3 * math.sqrt(expected) + 1)
+        self.threshold = float(torch.topk(sample, rank).values[-1]) if 0 < rank < sample.numel() else 0.0
+
+    def collect(self, values: torch.Tensor, indices: torch.Tensor) -> None:
+        """Keep the given values (and their indices in the set) that clear this set's threshold."""
+        if self.threshold > 0:
+            keep = values >= self.threshold
+            values, indices = values[keep], indices[keep]
+        self.values.append(values.float())
+        self.indices.append(indices)
+
+    def enough(self) -> bool:
+        return self.threshold == 0.0 or sum(v.numel() for v in self.values) >= self.k
+
+    def restart_below_threshold(self) -> None:
+        self.threshold, self.values, self.indices = 0.0, [], []
 
     def sorted_indices(self) -> np.ndarray:
-        if self.values is None:
+        if not self.values:
             return np.empty(0, dtype=np.int32)
-        kept = self.indices[self.values > 0].cpu().numpy()
+        values, indices = torch.cat(self.values), torch.cat(self.indices)
+        if values.numel() > self.k:
+            indices = indices[torch.topk(values, self.k, sorted=False).indices]
+        kept = indices.cpu().numpy()
         dtype = np.int32 if kept.size == 0 or kept.max() < 2**31 else np.int64
         return np.sort(kept).astype(dtype)
 
@@ -167,55 +191,112 @@ class GradientSpace:
         self._sq_norms: list[np.ndarray] = []  # per task: [groups]
         self._top_overall: list[np.ndarray] = []
         self._top_groups: list[dict[str, np.ndarray]] = []
+        # Per (parameter, chunk): the signed bucket of every coordinate, bucket + sketch_dim where its sign is -1,
+        # drawn once and reused by every task (4 bytes a parameter: drawing them was most of a sketch's cost).
+        self._signed_buckets: dict[tuple[str, int], torch.Tensor] = {}
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, config: GradientSpaceConfig | None = None) -> "GradientSpace":
         return cls([(name, p.numel()) for name, p in model.named_parameters() if p.requires_grad], config)
 
-    def _hashes(self, name: str, chunk: int, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        generator = torch.Generator(device=device).manual_seed(_stable_seed(self.config.seed, name, chunk))
-        buckets = torch.randint(0, self.config.sketch_dim, (n,), generator=generator, device=device)
-        signs = torch.randint(0, 2, (n,), generator=generator, device=device).mul_(2).sub_(1)
-        return buckets, signs
+    def _hashes(self, name: str, chunk: int, n: int, device) -> torch.Tensor:
+        key = (name, chunk)
+        if key not in self._signed_buckets:
+            dim = self.config.sketch_dim
+            generator = torch.Generator(device=device).manual_seed(_stable_seed(self.config.seed, name, chunk))
+            buckets = torch.randint(0, dim, (n,), generator=generator, device=device)
+            signs = torch.randint(0, 2, (n,), generator=generator, device=device)
+            self._signed_buckets[key] = buckets.add_(signs.mul_(dim)).int()
+        return self._signed_buckets[key]
+
+    def _chunks(self, gradients: list[tuple[str, torch.Tensor]]) -> Iterator[tuple[_Parameter, int, int, torch.Tensor]]:
+        """(parameter, chunk number, start, |values| or values) over every given gradient, chunk by chunk."""
+        for name, gradient in gradients:
+            flat = gradient.detach().reshape(-1)
+            for chunk, start in enumerate(range(0, flat.numel(), self.config.chunk_size)):
+                yield self.parameters[name], chunk, start, flat[start : start + self.config.chunk_size]
 
     def add(self, task: str, gradients: Iterable[tuple[str, torch.Tensor | None]]) -> None:
-        """Stream in one task's gradient as (parameter name, gradient) pairs; a None gradient counts as zero."""
+        """Stream in one task's gradient as (parameter name, gradient) pairs; a None gradient counts as zero.
+
+        The gradients are read twice (sketch, norms and a sample of magnitudes; then the top sets), so they must
+        stay unchanged until this returns.
+        """
         if task in self.tasks:
             raise ValueError(f"task {task} was already added")
-        group_index = {group: i for i, group in enumerate(self.groups)}
-        sketch = torch.zeros(len(self.groups), self.config.sketch_dim, dtype=torch.float64)
-        sq_norms = np.zeros(len(self.groups))
-        fraction = self.top_fraction
-        top_overall = _RunningTopK(max(1, math.ceil(fraction * self.total)))
-        top_groups = {group: _RunningTopK(max(1, math.ceil(fraction * size))) for group, size in self.group_sizes.items()}
-        seen = set()
-        for name, gradient in gradients:
-            if name not in self.parameters:
-                raise ValueError(f"gradient for unknown parameter {name}")
-            seen.add(name)
-            if gradient is None:
-                continue
-            parameter = self.parameters[name]
-            flat = gradient.detach().reshape(-1)
-            row = group_index[parameter.group]
-            group_sketch = torch.zeros(self.config.sketch_dim, dtype=torch.float64, device=flat.device)
-            for chunk, start in enumerate(range(0, flat.numel(), self.config.chunk_size)):
-                values = flat[start : start + self.config.chunk_size].double()
-                buckets, signs = self._hashes(name, chunk, values.numel(), values.device)
-                group_sketch.index_add_(0, buckets, values * signs)
-                magnitude = values.abs()
-                top_overall.update(magnitude, parameter.offset + start)
-                top_groups[parameter.group].update(magnitude, parameter.group_offset + start)
-            sketch[row] += group_sketch.cpu()
-            sq_norms[row] += float(flat.double().pow(2).sum())
-        unseen = set(self.parameters) - seen
+        gradients = list(gradients)
+        unknown = [name for name, _ in gradients if name not in self.parameters]
+        if unknown:
+            raise ValueError(f"gradient for unknown parameter {unknown[0]}")
+        unseen = set(self.parameters) - {name for name, _ in gradients}
         if unseen:
             raise ValueError(f"no gradient given for {len(unseen)} parameter(s), e.g. {sorted(unseen)[0]}")
+        present = [(name, gradient) for name, gradient in gradients if gradient is not None]
+        dim = self.config.sketch_dim
+        group_index = {group: i for i, group in enumerate(self.groups)}
+        sketch = torch.zeros(len(self.groups), dim, dtype=torch.float64)
+        sq_norms = np.zeros(len(self.groups))
+        fraction = self.top_fraction
+        top_overall = _TopSet(max(1, math.ceil(fraction * self.total)), self.total)
+        top_groups = {group: _TopSet(max(1, math.ceil(fraction * size)), size) for group, size in self.group_sizes.items()}
+        for parameter, chunk, start, values in self._chunks(present):
+            row = group_index[parameter.group]
+            # Float32 within a chunk (its sum of squares and bucket sums), float64 across chunks.
+            signed = torch.zeros(2 * dim, dtype=torch.float32, device=values.device)
+            signed.index_add_(0, self._hashes(parameter.name, chunk, values.numel(), values.device), values.float())
+            sketch[row] += (signed[:dim] - signed[dim:]).double().cpu()
+            sq_norms[row] += float(torch.dot(values.float(), values.float()))
+            magnitude = values.abs()
+            top_overall.sample(magnitude)
+            top_groups[parameter.group].sample(magnitude)
+        for top in (top_overall, *top_groups.values()):
+            top.fix_threshold()
+        self._collect(present, top_overall, top_groups)
+        retry = [top for top in (top_overall, *top_groups.values()) if not top.enough()]
+        if retry:
+            for top in retry:
+                top.restart_below_threshold()
+            self._collect(present, top_overall if top_overall in retry else None,
+                          {group: top for group, top in top_groups.items() if top in retry})
         self.tasks.append(task)
         self._sketches.append(sketch.float())  # summed in float64, stored in float32
         self._sq_norms.append(sq_norms)
         self._top_overall.append(top_overall.sorted_indices())
         self._top_groups.append({group: top.sorted_indices() for group, top in top_groups.items()})
+
+    def _collect(self, gradients, top_overall: _TopSet | None, top_groups: dict[str, _TopSet]) -> None:
+        for parameter, _, start, values in self._chunks(gradients):
+            tops = [(top, offset) for top, offset in ((top_overall, parameter.offset), (top_groups.get(parameter.group), parameter.group_offset))
+                    if top is not None]
+            if not tops:
+                continue
+            # One pass over the chunk at the lower threshold; each set then filters the few values that cleared it.
+            magnitude = values.abs()
+            lowest = min(top.threshold for top, _ in tops)
+            where = (magnitude >= lowest if lowest > 0 else magnitude > 0).nonzero().squeeze(1)
+            cleared = magnitude[where]
+            for top, offset in tops:
+                top.collect(cleared, where + (offset + start))
+
+    # --- one task's measurements as plain arrays, so a probe can save each task as it finishes and resume ---------
+
+    def task_state(self, task: str) -> dict:
+        index = self.tasks.index(task)
+        return {"task": task, "groups": list(self.groups), "total": self.total, "top_fraction": self.top_fraction,
+                "sketch": self._sketches[index].numpy(), "sq_norms": self._sq_norms[index],
+                "top_overall": self._top_overall[index], "top_groups": self._top_groups[index]}
+
+    def add_state(self, state: dict) -> None:
+        """Add a task from `task_state` of a space with the same parameters and configuration."""
+        if state["groups"] != list(self.groups) or state["total"] != self.total or state["top_fraction"] != self.top_fraction:
+            raise ValueError("the saved task state comes from a different model or gradient configuration")
+        if state["task"] in self.tasks:
+            raise ValueError(f"task {state['task']} was already added")
+        self.tasks.append(state["task"])
+        self._sketches.append(torch.as_tensor(np.asarray(state["sketch"], dtype=np.float32)))
+        self._sq_norms.append(np.asarray(state["sq_norms"], dtype=float))
+        self._top_overall.append(np.asarray(state["top_overall"]))
+        self._top_groups.append({group: np.asarray(top) for group, top in state["top_groups"].items()})
 
     def levels(self) -> list[str]:
         """`overall`, each module kind present, each layer, each fine group."""
