@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from omegaconf.errors import MissingMandatoryValue
 
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.logprobs import set_prefix_token
@@ -33,10 +34,30 @@ def default_cache_dir() -> Path:
 
 
 def _require(model_cfg: Mapping, key: str):
-    value = model_cfg.get(key)
+    try:
+        value = model_cfg.get(key)
+    except MissingMandatoryValue:  # a DictConfig's `???`
+        value = None
     if value in (None, "", "???"):
         raise GradspaceError(f"model config '{model_cfg.get('name', '?')}' has no {key}; set model.{key}=...")
     return value
+
+
+def check_model_config(model_cfg: Mapping) -> None:
+    """What can be checked about a model config without loading anything: entry points call it before they read
+    data, so a missing model.path is reported as that and not as whatever reading the data failed on."""
+    source = model_cfg.get("source", "hf")
+    if source not in SOURCES:
+        raise GradspaceError(f"model.source='{source}' is unknown; use one of {', '.join(SOURCES)}")
+    if source in ("local", "hf") or (source == "gguf" and not model_cfg.get("package")):
+        _require(model_cfg, "path")
+    revision = str(model_cfg.get("revision") or "main")
+    if source in SINGLE_REVISION_SOURCES and revision != "main":
+        raise GradspaceError(
+            f"model '{model_cfg.get('name')}' ({source}) has one revision, main, not '{revision}'; drop model.revision"
+        )
+    if str(model_cfg.get("dtype", "float32")) not in DTYPES:
+        raise GradspaceError(f"model.dtype='{model_cfg.get('dtype')}' is unknown; use one of {', '.join(DTYPES)}")
 
 
 def resolve_pretrained_path(model_cfg: Mapping, cache_dir: Path | None = None, progress: bool = True) -> tuple[str, str | None]:
@@ -45,12 +66,9 @@ def resolve_pretrained_path(model_cfg: Mapping, cache_dir: Path | None = None, p
     Synthetic models are pretrained once into the cache; their checkpoints are directories named like
     Pythia's revisions (`step100`, ..., `main`), so `model.revision` means the same thing for both.
     """
+    check_model_config(model_cfg)
     source = model_cfg.get("source", "hf")
     revision = str(model_cfg.get("revision") or "main")
-    if source in SINGLE_REVISION_SOURCES and revision != "main":
-        raise GradspaceError(
-            f"model '{model_cfg.get('name')}' ({source}) has one revision, main, not '{revision}'; drop model.revision"
-        )
     if source == "synth":
         from gradspace.synth.pretrain import PretrainConfig, ensure_synth_model, synth_revisions
         from gradspace.synth.world import WorldConfig
@@ -77,9 +95,7 @@ def resolve_pretrained_path(model_cfg: Mapping, cache_dir: Path | None = None, p
         from gradspace.models.gguf import ensure_gguf_model
 
         return str(ensure_gguf_model(model_cfg, cache_dir or default_cache_dir(), progress=progress)), None
-    if source == "hf":
-        return str(_require(model_cfg, "path")), revision
-    raise GradspaceError(f"model.source='{source}' is unknown; use one of {', '.join(SOURCES)}")
+    return str(_require(model_cfg, "path")), revision
 
 
 def available_revisions(model_cfg: Mapping, cache_dir: Path | None = None, progress: bool = True) -> list[str] | None:
@@ -107,8 +123,6 @@ def load_model(model_cfg: Mapping, cache_dir: Path | None = None, device: str | 
 
         transformers_logging.disable_progress_bar()
     dtype_name = str(model_cfg.get("dtype", "float32"))
-    if dtype_name not in DTYPES:
-        raise GradspaceError(f"model.dtype='{dtype_name}' is unknown; use one of {', '.join(DTYPES)}")
     trust_remote_code = bool(model_cfg.get("trust_remote_code", False))
     hub_kwargs = {"revision": revision} if revision is not None else {}
     try:
