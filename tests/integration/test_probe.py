@@ -64,7 +64,7 @@ def test_results_cover_every_checkpoint_and_space(probed):
         assert transfer.shape == (4, 4) and np.isfinite(transfer).all()
         assert entry["transfer"]["missing_rows"] == []
         # The checkpoint's own accuracy equals the "before" evaluation of every fine-tuning run made from it.
-        before = json.loads(Path(entry["transfer"]["results_files"][0]).read_text())["eval_before"]
+        before = json.loads((tmp_path / "out" / entry["transfer"]["results_files"][0]).read_text())["eval_before"]  # paths are relative to the run
         assert set(entry["evaluation"]["tasks"]) == set(TASKS)
         for task in TASKS:
             assert entry["evaluation"]["tasks"][task]["accuracy"] == pytest.approx(before[task]["accuracy"])

@@ -69,3 +69,22 @@ BLIMP_PARADIGMS: dict[str, str] = {
     "regular_plural_subject_verb_agreement_1": "subject_verb_agreement",
     "regular_plural_subject_verb_agreement_2": "subject_verb_agreement",
 }
+
+# BLiMP's `field` of each linguistics_term: the broader category a term-level task space is compared with.
+# Read from the jsonl files' `field`; npi_licensing's paradigms are 5 semantics and 2 syntax_semantics, taken as
+# semantics (the majority), and binding's one `syntax/semantics` paradigm is the same field as its six others.
+BLIMP_TERM_FIELDS: dict[str, str] = {
+    "anaphor_agreement": "morphology",
+    "determiner_noun_agreement": "morphology",
+    "irregular_forms": "morphology",
+    "subject_verb_agreement": "morphology",
+    "argument_structure": "syntax",
+    "ellipsis": "syntax",
+    "filler_gap_dependency": "syntax",
+    "island_effects": "syntax",
+    "s-selection": "syntax",
+    "npi_licensing": "semantics",
+    "quantifiers": "semantics",
+    "binding": "syntax_semantics",
+    "control_raising": "syntax_semantics",
+}

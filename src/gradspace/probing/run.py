@@ -31,9 +31,11 @@ from gradspace.errors import GradspaceError
 from gradspace.evaluation.minimal_pairs import evaluate_pairs
 from gradspace.ftgd.objectives import check_objective
 from gradspace.models.loading import SINGLE_REVISION_SOURCES, load_model, resolve_pretrained_path
+from gradspace.probing.granularity import at_granularity, check_granularity, phenomenon_records
 from gradspace.probing.gradient_similarity import OVERALL, GradientSpace, GradientSpaceConfig
 from gradspace.probing.hypothesis import compare_with_hypothesis, within_minus_across
 from gradspace.probing.report import log_to_wandb, make_plots, print_summary
+from gradspace.probing.resume import ResumeStore, fingerprint, pairs_fingerprint, safe_name
 from gradspace.probing.task_gradients import add_task_gradients
 from gradspace.probing.transfer import (
     SweepRecords,
@@ -54,6 +56,8 @@ log = logging.getLogger(__name__)
 # Only for library calls outside a Hydra app (probe.py's run() composes on the app's own search path): the conf/ of
 # the checkout this package is installed from in editable mode.
 CHECKOUT_CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+# Written beside a fine-tuning job's results.json once it finished: the fingerprint of its config, for resuming.
+JOB_MARKER = "probe_job.json"
 
 
 @dataclass
@@ -187,15 +191,49 @@ def gradient_pairs(task_data: TaskData, max_pairs: int | None) -> dict[str, list
     return by_task
 
 
-def measure_gradients(cfg: DictConfig, loaded, task_data: TaskData, objective: str, bar) -> GradientSpace:
+def stage_bar(cfg: DictConfig, description: str, total: int):
+    """One bar per stage (its tasks cost alike, so its remaining time is meaningful)."""
+    return tqdm(total=total, desc=description, unit="task", disable=not cfg.progress, dynamic_ncols=True)
+
+
+def reused(bar, what: str) -> None:
+    """A piece found in the run directory: out of the bar's total, so its rate and remaining time stay true."""
+    bar.total -= 1
+    bar.set_postfix_str(f"reused {what}", refresh=True)
+
+
+def measure_gradients(cfg: DictConfig, loaded, model_cfg: dict, task_data: TaskData, objective: str,
+                      store: ResumeStore, where: str) -> GradientSpace:
     space = GradientSpace.for_model(loaded.model, GradientSpaceConfig(
         sketch_dim=int(cfg.gradient.sketch_dim), top_fraction=float(cfg.gradient.top_fraction),
         max_top_k=int(cfg.gradient.max_top_k), seed=int(cfg.gradient.seed)))
     pairs = gradient_pairs(task_data, cfg.gradient.get("max_pairs_per_task"))
-    for task in add_task_gradients(space, loaded.model, loaded.tokenizer, pairs, objective, int(cfg.gradient.batch_size)):
-        bar.set_postfix_str(f"gradient {objective} {task}", refresh=False)
-        bar.update(1)
+    settings = {**plain_section(cfg.gradient), "objectives": None}
+    with stage_bar(cfg, f"{where} gradient {objective}", len(pairs)) as bar:
+        for task, task_pairs in pairs.items():
+            relative = f"gradients/{where}/{objective}/{safe_name(task)}.npz"
+            key = fingerprint(model_cfg, objective, settings, pairs_fingerprint(task_pairs))
+            state = store.load_task_state(relative, key)
+            if state is not None:
+                space.add_state(state)
+                reused(bar, task)
+                continue
+            bar.set_postfix_str(task, refresh=False)
+            for _ in add_task_gradients(space, loaded.model, loaded.tokenizer, {task: task_pairs}, objective, int(cfg.gradient.batch_size)):
+                store.save_task_state(relative, key, space.task_state(task))
+            bar.update(1)
     return space
+
+
+def measure_evaluation(cfg: DictConfig, loaded, model_cfg: dict, pairs: list, store: ResumeStore, where: str) -> dict:
+    """The checkpoint's accuracy and margin per task before any fine-tuning."""
+    relative, key = f"evaluation/{where}.json", fingerprint(model_cfg, pairs_fingerprint(pairs))
+    saved = store.load_json(relative, key)
+    if saved is not None:
+        return saved
+    evaluation = evaluate_pairs(loaded.model, loaded.tokenizer, pairs, desc=f"{where} evaluate ({len(pairs)} pairs)").to_dict()
+    store.save_json(relative, key, evaluation)
+    return evaluation
 
 
 @contextlib.contextmanager
@@ -228,15 +266,18 @@ def quiet_lightning():
             logger.setLevel(level)
 
 
-def train_config(cfg: DictConfig, model_cfg: dict, task: str, output_dir: Path) -> DictConfig:
+def train_config(cfg: DictConfig, model_cfg: dict, task: str, output_dir: Path, objective: str | None = None,
+                 own_task_only: bool = False) -> DictConfig:
     """The `train.py` config of one transfer row: this task alone, no tracker, no checkpoints.
 
     The data settings are the probe's (the same split as the gradients), with `data.*` items of
-    `transfer.train_overrides` applied on top.
+    `transfer.train_overrides` applied on top. `own_task_only`: evaluate the tuned task alone (a side-effect copy).
     """
     extra = [str(item) for item in cfg.transfer.get("train_overrides") or []]
+    if own_task_only:
+        extra.append("data.eval_all_tasks=false")
     overrides = [
-        "~model", "task=paradigm", f"task.name={task}", f"objective={cfg.transfer.objective}", "logger=none",
+        "~model", "task=paradigm", f"task.name={task}", f"objective={objective or cfg.transfer.objective}", "logger=none",
         "callbacks.model_checkpoint=null", "trainer.enable_checkpointing=false", f"seed={int(cfg.seed)}",
         "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
         *extra,
@@ -250,20 +291,61 @@ def train_config(cfg: DictConfig, model_cfg: dict, task: str, output_dir: Path) 
     return train_cfg
 
 
-def finetune_rows(cfg: DictConfig, checkpoint: Checkpoint, tasks: list[str], output_dir: Path, bar) -> list[dict]:
-    """One FTGD job per task, in this process; each writes the results.json a sweep job would write."""
+def finetune_rows(cfg: DictConfig, checkpoint: Checkpoint, tasks: list[str], output_dir: Path, store: ResumeStore,
+                  objective: str, own_task_only: bool = False) -> list[dict]:
+    """One FTGD job per task, in this process; each writes the results.json a sweep job would write, and a job whose
+    results.json is already there with the same config (a killed probe rerun in its directory) is not run again."""
     from gradspace.ftgd.run import run as run_ftgd
 
     records = []
-    for task in tasks:
-        bar.set_postfix_str(f"fine-tune {task}", refresh=False)
-        job_dir = output_dir / "transfer" / checkpoint.name.replace("/", "_") / task
-        with quiet_lightning():
-            record = run_ftgd(train_config(cfg, checkpoint.model_cfg, task, job_dir))
-        record["_source"] = str(job_dir / RESULTS_FILE)
-        records.append(record)
-        bar.update(1)
+    folder = "transfer" if not own_task_only else f"side_effects/{objective}"
+    with stage_bar(cfg, f"{checkpoint.name} fine-tune {objective}" + (" (own task only)" if own_task_only else ""), len(tasks)) as bar:
+        for task in tasks:
+            job_dir = output_dir / folder / safe_name(checkpoint.name) / safe_name(task)
+            train_cfg = train_config(cfg, checkpoint.model_cfg, task, job_dir, objective, own_task_only)
+            record = finished_job(store, job_dir, train_cfg)
+            if record is not None:
+                reused(bar, task)
+            else:
+                bar.set_postfix_str(task, refresh=False)
+                with quiet_lightning():
+                    record = run_ftgd(train_cfg)
+                store.save_json(str(job_dir.relative_to(store.root) / JOB_MARKER), job_fingerprint(train_cfg), {"task": task})
+                bar.update(1)
+            record["_source"] = str(job_dir / RESULTS_FILE)
+            records.append(record)
     return records
+
+
+def finished_job(store: ResumeStore, job_dir: Path, train_cfg: DictConfig) -> dict | None:
+    """The results of a fine-tuning job that finished in `job_dir` with this very config, else None."""
+    marker = store.load_json(str(job_dir.relative_to(store.root) / JOB_MARKER), job_fingerprint(train_cfg))
+    path = job_dir / RESULTS_FILE
+    if marker is None or not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if record.get("status") == "ok" else None
+
+
+def job_fingerprint(train_cfg: DictConfig) -> str:
+    return fingerprint(loggable_config(train_cfg))
+
+
+def copy_side_effects(records: list[dict]) -> list[dict]:
+    """Per fine-tuned copy: its held-out LM-loss change and the accuracy and margin change on its own task."""
+    copies = []
+    for record in records:
+        task = trained_task(record)
+        before, after = record["eval_before"].get(task), record["eval_after"].get(task)
+        own = None if before is None or after is None else {
+            f"{key}_{when}": value for key in ("accuracy", "margin")
+            for when, value in (("before", before[key]), ("after", after[key]), ("delta", after[key] - before[key]))}
+        copies.append({"task": task, "objective": record.get("objective"), "steps": record.get("steps"),
+                       "heldout_lm_loss": record.get("heldout_lm_loss"), "own_task": own})
+    return copies
 
 
 def space_entry(matrix: np.ndarray, tasks: list[str], phenomena: dict, symmetric: bool, cfg: DictConfig) -> dict:
@@ -294,34 +376,46 @@ def revision_step(model_cfg: dict, path: str) -> int | None:
 
 
 def probe_checkpoint(cfg: DictConfig, checkpoint: Checkpoint, source: str, cache_dir: Path, output_dir: Path,
-                     task_data: TaskData, bar) -> dict:
+                     task_data: TaskData, store: ResumeStore) -> dict:
     start = time.perf_counter()
+    where = safe_name(checkpoint.name)
+    granularity = str(cfg.granularity)
     loaded = load_model(checkpoint.model_cfg, cache_dir, device=str(cfg.device), progress=bool(cfg.progress))
     tasks, phenomena = task_data.tasks, task_data.suite.phenomena
-    bar.set_postfix_str("evaluate", refresh=False)
-    evaluation = evaluate_pairs(loaded.model, loaded.tokenizer, [p for p in task_data.eval_all if p.task in set(tasks)])
+    evaluation = measure_evaluation(cfg, loaded, checkpoint.model_cfg, [p for p in task_data.eval_all if p.task in set(tasks)], store, where)
     spaces: dict[str, dict] = {}
     gradient_info = {}
     for objective in cfg.gradient.objectives:
         objective_start = time.perf_counter()
-        space = measure_gradients(cfg, loaded, task_data, str(objective), bar)
+        space = measure_gradients(cfg, loaded, checkpoint.model_cfg, task_data, str(objective), store, where)
         spaces.update(gradient_entries(space, str(objective), tasks, phenomena, cfg))
         gradient_info[str(objective)] = {"norms": space.norms(), "state_bytes": space.state_bytes(), "top_fraction": space.top_fraction,
                                          "seconds": round(time.perf_counter() - objective_start, 2)}
+        del space
     step = revision_step(checkpoint.model_cfg, loaded.path)
     del loaded
     transfer_info: dict[str, Any] = {"source": source}
     if source != "none":
         records = checkpoint.records
+        transfer_start = time.perf_counter()
         if records is None:
-            records = finetune_rows(cfg, checkpoint, tasks, output_dir, bar)
+            records = finetune_rows(cfg, checkpoint, tasks, output_dir, store, str(cfg.transfer.objective))
+        if granularity == "phenomenon":
+            records = phenomenon_records(records, phenomena)
         matrix: TransferMatrix = assemble_transfer(records, tasks=tasks, phenomena=phenomena)
         spaces["transfer_accuracy"] = space_entry(matrix.accuracy, tasks, phenomena, False, cfg)
         spaces["transfer_margin"] = space_entry(matrix.margin, tasks, phenomena, False, cfg)
         transfer_info.update(missing_rows=matrix.missing_rows, results_files=[str(r.get("_source")) for r in records],
-                             heldout_lm_loss_delta={trained_task(r): r.get("heldout_lm_loss", {}).get("delta") for r in records})
+                             heldout_lm_loss_delta={trained_task(r): r.get("heldout_lm_loss", {}).get("delta") for r in records},
+                             copies=copy_side_effects(records), seconds=round(time.perf_counter() - transfer_start, 2))
+        if source == "inprocess":
+            for objective in cfg.transfer.get("side_effect_objectives") or []:
+                side = finetune_rows(cfg, checkpoint, tasks, output_dir, store, str(objective), own_task_only=True)
+                if granularity == "phenomenon":
+                    side = phenomenon_records(side, phenomena)
+                transfer_info["copies"].extend(copy_side_effects(side))
     return {"model": checkpoint.model_cfg["name"], "revision": checkpoint.model_cfg["revision"], "step": step,
-            "checkpoint": checkpoint.name, "tasks": list(tasks), "evaluation": evaluation.to_dict(), "spaces": spaces, "gradient": gradient_info, "transfer": transfer_info,
+            "checkpoint": checkpoint.name, "tasks": list(tasks), "evaluation": evaluation, "spaces": spaces, "gradient": gradient_info, "transfer": transfer_info,
             "seconds": round(time.perf_counter() - start, 2)}
 
 
@@ -363,8 +457,9 @@ def run(cfg: DictConfig) -> dict:
     seed_everything(int(cfg.seed))
     if int(cfg.get("torch_threads") or 0) > 0:
         torch.set_num_threads(int(cfg.torch_threads))
-    for objective in cfg.gradient.objectives:
+    for objective in [*cfg.gradient.objectives, cfg.transfer.objective, *(cfg.transfer.get("side_effect_objectives") or [])]:
         check_objective(str(objective))
+    check_granularity(str(cfg.granularity))
 
     read, source = transfer_records(cfg)
     checkpoints = plan_checkpoints(cfg, read)
@@ -374,28 +469,27 @@ def run(cfg: DictConfig) -> dict:
     for checkpoint in checkpoints:
         name = checkpoint.model_cfg["name"]
         if name not in task_data_by_model:
-            task_data_by_model[name] = prepare_task_data(cfg.task, cfg.data, checkpoint.model_cfg, cache_dir, cfg.paths.get("blimp_dir"))
+            task_data = prepare_task_data(cfg.task, cfg.data, checkpoint.model_cfg, cache_dir, cfg.paths.get("blimp_dir"))
+            task_data_by_model[name] = at_granularity(task_data, str(cfg.granularity))
             tasks = task_data_by_model[name].tasks
             if len(tasks) < 2:
-                raise GradspaceError(f"task '{cfg.task.name}' selects {len(tasks)} task ({', '.join(tasks)}); a task space needs at least 2: "
-                                     f"select a phenomenon with several paradigms, or task=all")
+                raise GradspaceError(f"task '{cfg.task.name}' selects {len(tasks)} task ({', '.join(tasks)}) at granularity={cfg.granularity}; "
+                                     f"a task space needs at least 2: select a phenomenon with several paradigms, or task=all")
     # Pretrain a synthetic model that is not cached yet (with its own progress bar) and check every revision exists,
     # before the long loop starts.
     for checkpoint in checkpoints:
         resolve_pretrained_path(checkpoint.model_cfg, cache_dir, progress=bool(cfg.progress))
     first = task_data_by_model[checkpoints[0].model_cfg["name"]]
-    per_checkpoint = len(first.tasks) * (len(cfg.gradient.objectives) + (1 if source == "inprocess" else 0))
-    bar = tqdm(total=per_checkpoint * len(checkpoints), desc="probe", unit="step", disable=not cfg.progress, dynamic_ncols=True)
+    store = ResumeStore(output_dir, enabled=bool(cfg.resume))
     entries = []
     with quiet_transformers():
         for checkpoint in checkpoints:
-            bar.set_description(f"probe {checkpoint.name}")
             task_data = task_data_by_model[checkpoint.model_cfg["name"]]
-            entries.append(probe_checkpoint(cfg, checkpoint, source, cache_dir, output_dir, task_data, bar))
-    bar.close()
+            entries.append(probe_checkpoint(cfg, checkpoint, source, cache_dir, output_dir, task_data, store))
 
     results: dict[str, Any] = {
         "status": "ok",
+        "granularity": str(cfg.granularity),
         "tasks": first.tasks,
         "phenomena": {task: group for data in task_data_by_model.values() for task, group in data.suite.phenomena.items()
                       if task in data.tasks},
