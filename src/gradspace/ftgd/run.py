@@ -16,18 +16,15 @@ from omegaconf import DictConfig
 from gradspace.data.suite import prepare_task_data
 from gradspace.errors import GradspaceError
 from gradspace.ftgd.callbacks import HeldoutLoss, TransferEvaluation
+from gradspace.ftgd.config import TrainSettings, check_train_config
 from gradspace.ftgd.datamodule import FTGDDataModule, heldout_sentences
-from gradspace.ftgd.masks import MaskConfig
 from gradspace.ftgd.module import FTGDModule
 from gradspace.ftgd.objectives import check_objective
 from gradspace.models.loading import load_model
-from gradspace.utils.io import write_results
-from gradspace.utils.run_config import loggable_config, plain_section
+from gradspace.utils.io import RESULTS_FILE, write_results
+from gradspace.utils.run_config import loggable_config
 from gradspace.utils.seeding import seed_everything
 from gradspace.utils.wandb_setup import finish_wandb, logger_from_config
-
-RESULTS_FILE = "results.json"
-
 
 def run_label(cfg: DictConfig) -> str:
     mask = cfg.ftgd.mask
@@ -53,45 +50,91 @@ def build_callbacks(cfg: DictConfig) -> tuple[list[L.Callback], TransferEvaluati
 
 def run(cfg: DictConfig) -> dict:
     """Fine-tune `cfg.model` on `cfg.task` with `cfg.objective`; return (and on rank 0 write) the results."""
+    # Everything that can be checked without data or a model is checked first: a wrong setting is one line at once.
+    settings = check_train_config(cfg)
     objective = str(cfg.objective.name)
     check_objective(objective)
-    mask_config = MaskConfig(**plain_section(cfg.ftgd.mask))
-    if objective == "lm" and mask_config.active:
+    if objective == "lm" and settings.ftgd.mask.active:
         raise GradspaceError("the lm baseline has no gradient differential to mask; use ftgd.mask.kind=none with objective=lm")
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise GradspaceError(f"ckpt_path={ckpt_path} is not a file; point it at a .ckpt from a previous run's checkpoints/")
+    callbacks = build_callbacks(cfg)
+    refuse_used_checkpoint_dirs(callbacks[0])
     output_dir = Path(cfg.paths.output_dir)
     cache_dir = Path(cfg.paths.cache_dir).expanduser()
-    seed_everything(int(cfg.seed))
+    seed_everything(settings.seed)
     threads_before = torch.get_num_threads()
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
     try:
-        return _fit_and_measure(cfg, objective, mask_config, ckpt_path, output_dir, cache_dir)
+        return _fit_and_measure(cfg, settings, objective, callbacks, ckpt_path, output_dir, cache_dir)
     finally:
         finish_wandb()
         torch.set_num_threads(threads_before)
 
 
-def _fit_and_measure(cfg: DictConfig, objective: str, mask_config: MaskConfig, ckpt_path: str | None,
+def refuse_used_checkpoint_dirs(callbacks: list[L.Callback]) -> None:
+    """A rerun into a run directory that holds checkpoints is refused: Lightning would add `last-v1.ckpt` beside the
+    old `last.ckpt`, and resuming from `checkpoints/last.ckpt` would silently pick up the earlier run."""
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath and any(Path(callback.dirpath).glob("*.ckpt")):
+            raise GradspaceError(
+                f"{callback.dirpath} already holds the checkpoints of an earlier run, which this run would mix with "
+                f"its own; nothing was changed: run in a new directory (leave hydra.run.dir at its default) or delete that folder"
+            )
+
+
+def check_sentence_lengths(loaded, task_data, heldout: list[str], max_sentence_tokens: int) -> None:
+    """Refuse any sentence longer than `ftgd.max_sentence_tokens` or the model's context (prefix included) before the
+    first batch: a batch is padded to its longest sentence and scored over the whole vocabulary, so one 10 MB line
+    would ask for tens of GB."""
+    from gradspace.evaluation.logprobs import encode_with_prefix
+
+    tokenizer, context = loaded.tokenizer, getattr(loaded.model.config, "max_position_embeddings", None)
+    max_tokens, limit = max_sentence_tokens, f"ftgd.max_sentence_tokens={max_sentence_tokens}"
+    if context is not None and context < max_sentence_tokens:
+        max_tokens, limit = context, f"the model's context ({context} tokens)"
+
+    pairs = list(dict.fromkeys([*task_data.train, *task_data.eval_all]))
+    for which in ("good", "bad"):
+        lengths = [len(ids) for ids in encode_with_prefix(tokenizer, [getattr(pair, which) for pair in pairs])]
+        for pair, length in zip(pairs, lengths):
+            if length > max_tokens:
+                where = pair.source or f"pair {pair.id} of task {pair.task}"
+                raise GradspaceError(
+                    f"{where}: sentence_{which} has {length} tokens, more than {limit}; "
+                    f"shorten or remove that pair, or raise ftgd.max_sentence_tokens"
+                )
+    for index, length in enumerate(len(ids) for ids in encode_with_prefix(tokenizer, heldout)):
+        if length > max_tokens:
+            raise GradspaceError(
+                f"held-out sentence {index + 1} ('{heldout[index][:40]}...') has {length} tokens, more than "
+                f"{limit}; shorten it (heldout.path) or raise ftgd.max_sentence_tokens"
+            )
+
+
+def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
+                     callbacks: tuple[list[L.Callback], TransferEvaluation, HeldoutLoss], ckpt_path: str | None,
                      output_dir: Path, cache_dir: Path) -> dict:
     # The pairs first: a bad task or data file should fail before minutes of model loading.
     task_data = prepare_task_data(cfg.task, cfg.data, cfg.model, cache_dir, cfg.paths.get("blimp_dir"))
     loaded = load_model(cfg.model, cache_dir, device="cpu")
+    heldout_text = heldout_sentences(cfg.heldout, cfg.model, task_data, cache_dir)
+    check_sentence_lengths(loaded, task_data, heldout_text, settings.ftgd.max_sentence_tokens)
     datamodule = FTGDDataModule(
-        loaded.tokenizer, task_data, heldout_sentences(cfg.heldout, cfg.model, task_data, cache_dir),
-        objective=objective, batch_size=cfg.ftgd.batch_size, seed=int(cfg.seed),
+        loaded.tokenizer, task_data, heldout_text, objective=objective, batch_size=settings.ftgd.batch_size, seed=settings.seed,
     )
-    module = FTGDModule(loaded.model, objective, hydra.utils.instantiate(cfg.optimizer), mask_config)
-    callbacks, transfer, heldout = build_callbacks(cfg)
+    module = FTGDModule(loaded.model, objective, settings.optimizer.factory(), settings.ftgd.mask)
+    callback_list, transfer, heldout = callbacks
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks,
+        cfg.trainer, callbacks=callback_list,
         logger=logger_from_config(cfg, default_name=run_label(cfg), tags=[cfg.model.name, cfg.task.name, cfg.objective.name]) or False,
-        max_steps=int(cfg.ftgd.max_steps), max_epochs=-1,
+        max_steps=settings.ftgd.max_steps, max_epochs=-1,
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path or None, weights_only=True)
+    mask_config = settings.ftgd.mask
     results = {
         "status": "ok",
         "model": {"name": loaded.name, "revision": loaded.revision},
@@ -99,7 +142,7 @@ def _fit_and_measure(cfg: DictConfig, objective: str, mask_config: MaskConfig, c
         "tasks_trained": list(task_data.tasks),
         "objective": objective,
         "mask": {**vars(mask_config), "actual_density": module.mask.density() if mask_config.active else 1.0},
-        "seed": int(cfg.seed),
+        "seed": settings.seed,
         "steps": int(trainer.global_step),
         "train_pairs": len(task_data.train),
         "phenomena": dict(task_data.suite.phenomena),

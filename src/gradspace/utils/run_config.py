@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 # Whole name parts only, so `tokenizer` or `max_tokens` stay while `HF_TOKEN` and `api_key` go.
 SECRET_KEY = re.compile(r"(^|[_\-.])(api[_\-]?key|key|token|secret|password|passwd|credentials?|auth)($|[_\-.])", re.IGNORECASE)
 REDACTED = "<redacted>"
+MIN_SECRET_LENGTH = 4
 
 
 def scrub_secrets(value: Any) -> Any:
@@ -21,10 +22,57 @@ def scrub_secrets(value: Any) -> Any:
     return value
 
 
+def scrub_override(override: str) -> str:
+    """A command-line override (`+my_token=abc`, `logger.wandb.api_key=abc`) with a secret key's value redacted."""
+    key, equals, _ = override.partition("=")
+    return f"{key}={REDACTED}" if equals and SECRET_KEY.search(key.lstrip("+~").rsplit(".", 1)[-1]) else override
+
+
+def secret_values(value: Any) -> set[str]:
+    """Every value of a secret-named key in a config (or list of overrides), as text, to be removed wherever it occurs."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if SECRET_KEY.search(str(key)) and isinstance(item, (str, int, float)):
+                found.add(str(item))
+            else:
+                found |= secret_values(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= secret_values(item)
+    elif isinstance(value, str) and scrub_override(value) != value:
+        found.add(value.partition("=")[2])
+    # Shorter values would redact ordinary text (`+my_token=1` is no secret worth hiding every "1" for).
+    return {secret for secret in found if len(secret) >= MIN_SECRET_LENGTH}
+
+
+def redact_values(value: Any, secrets: set[str]) -> Any:
+    """`value` with each occurrence of a secret inside any string (override lists, directory names) redacted."""
+    if isinstance(value, dict):
+        return {key: redact_values(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_values(item, secrets) for item in value]
+    if isinstance(value, str):
+        for secret in sorted(secrets, key=len, reverse=True):
+            value = value.replace(secret, REDACTED)
+    return value
+
+
 def loggable_config(cfg: DictConfig | dict) -> dict:
     """Fully resolved, secret-free copy of the config for W&B and results files."""
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False) if isinstance(cfg, DictConfig) else cfg
     return scrub_secrets(plain)
+
+
+def missing_values(value: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the values left as Hydra's `???` (must be given), without resolving anything else."""
+    if isinstance(value, DictConfig):
+        value = OmegaConf.to_container(value, resolve=False)
+    if isinstance(value, dict):
+        return [name for key, item in value.items() for name in missing_values(item, f"{prefix}{key}.")]
+    if isinstance(value, list):
+        return [name for index, item in enumerate(value) for name in missing_values(item, f"{prefix}{index}.")]
+    return [prefix.rstrip(".")] if value == "???" else []
 
 
 def plain_section(section) -> dict:
