@@ -4,6 +4,7 @@ and earlier results left as they were."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,30 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def damaged_model(model_dir: Path, scratch: Path, size: int | None) -> Path:
+    """A copy of the model whose model.safetensors is cut to `size` bytes (None: half of it)."""
+    copy = scratch / f"model-{size}"
+    shutil.copytree(model_dir, copy)
+    weights = copy / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2 if size is None else size)
+    return copy
+
+
+def suite_with_a_long_sentence(suite: Path, scratch: Path) -> Path:
+    """The tiny suite plus one pair whose good sentence has 30,000 words (a batch of it would ask for ~8 GB)."""
+    copy = scratch / "long-suite"
+    shutil.copytree(suite / "suite", copy)
+    with (copy / "sva.jsonl").open("a") as handle:
+        handle.write(json.dumps({"sentence_good": " ".join(["the dog runs"] * 10_000), "sentence_bad": "the dog run"}) + "\n")
+    return copy
+
+
 def label_overrides(model_dir: Path) -> list[str]:
     # The tiny model knows "is a dog a mammal ? yes", so the synthetic-language prompt has its answer tokens.
     return ["model=local", f"model.path={model_dir}", "logger=none", f"paths.cache_dir={model_dir.parent / 'cache'}",
@@ -48,7 +73,9 @@ def label_overrides(model_dir: Path) -> list[str]:
 
 def bad_jsonl_cases(tmp: Path):
     good = json.dumps({"sentence_good": "the dog runs", "sentence_bad": "the dog run"})
+    latin1 = '{"sentence_good": "the caf\xe9 runs", "sentence_bad": "the caf\xe9 run"}\n'.encode("latin-1")
     return {
+        "not UTF-8": (write_bytes(tmp / "u" / "sva.jsonl", good.encode() + b"\n" + latin1), r"sva\.jsonl:2: not UTF-8 text \(byte 0xe9 at column 27\); save the file as UTF-8"),
         "malformed line": (write(tmp / "m" / "sva.jsonl", f"{good}\n{{oops\n"), r"sva\.jsonl:2: not valid JSON"),
         "empty file": (write(tmp / "e" / "sva.jsonl", "\n"), r"sva\.jsonl: no minimal pairs"),
         "missing field": (write(tmp / "f" / "sva.jsonl", json.dumps({"sentence_good": "a"}) + "\n"), r"sva\.jsonl:1: missing or empty field\(s\) sentence_bad"),
@@ -68,6 +95,16 @@ CASES = [
     ("template without the label slot", "label", lambda s, t, m: [*label_overrides(m), "feature=animals", "prompt.families.synth.template='is a {word} ok ?'"], r"template .*label"),
     ("SAE directory that is not one", "label", lambda s, t, m: [*label_overrides(m), "feature=sae_latent", "sae=local", f"sae.path={t}"], r"cfg\.json|SAE"),
     ("latent feature without an SAE", "label", lambda s, t, m: [*label_overrides(m), "feature=sae_latent"], r"needs an SAE; add sae=builtin"),
+    ("zero steps", "train", lambda s, t, m: [*local_overrides(s), "ftgd.max_steps=0"], r"^error: ftgd\.max_steps=0 must be at least 1; set ftgd\.max_steps=<integer >= 1>$"),
+    ("negative learning rate", "train", lambda s, t, m: [*local_overrides(s), "optimizer.lr=-1"], r"^error: optimizer\.lr=-1 must be positive"),
+    ("empty batches", "train", lambda s, t, m: [*local_overrides(s), "ftgd.batch_size=0"], r"^error: ftgd\.batch_size=0 must be at least 1"),
+    ("text for a step count", "train", lambda s, t, m: [*local_overrides(s), "ftgd.max_steps=abc"], r"^error: ftgd\.max_steps='abc' is not a whole number"),
+    ("text for the seed", "train", lambda s, t, m: [*local_overrides(s), "seed=x"], r"^error: seed='x' is not a whole number"),
+    ("paradigm without a name", "train", lambda s, t, m: [*local_overrides(s), "task=paradigm"], r"^error: task\.name has no value; set it on the command line"),
+    ("truncated safetensors", "train", lambda s, t, m: [*local_overrides(s), f"model.path={damaged_model(s / 'model', t, None)}"], r"^error: could not load model .*model-None: its safetensors weights are damaged or incomplete \(.*\); save or download the model again$"),
+    ("empty safetensors", "train", lambda s, t, m: [*local_overrides(s), f"model.path={damaged_model(s / 'model', t, 0)}"], r"^error: could not load model .*model-0: its safetensors weights are damaged or incomplete"),
+    ("sentence longer than the cap", "train", lambda s, t, m: [*local_overrides(s), f"data.path={suite_with_a_long_sentence(s, t)}", "ftgd.max_sentence_tokens=32"], r"^error: .*long-suite/sva\.jsonl:73: sentence_good has 30001 tokens, more than ftgd\.max_sentence_tokens=32; shorten or remove that pair"),
+    ("sentence longer than the model's context", "train", lambda s, t, m: [*local_overrides(s), f"data.path={suite_with_a_long_sentence(s, t)}"], r"^error: .*sva\.jsonl:73: sentence_good has 30001 tokens, more than the model's context \(64 tokens\)"),
     ("missing sweep dir", "probe", lambda s, t, m: [*local_overrides(s), f"source.multirun_dir={t / 'nowhere'}"], r"no such directory"),
 ]
 
@@ -91,7 +128,7 @@ def test_bad_config_fails_cleanly(entry, make_overrides, expected, tiny_suite_di
     check_clean_failure(entry, overrides, tmp_path / "out", expected, capsys)
 
 
-@pytest.mark.parametrize("case", ["malformed line", "empty file", "missing field", "directory without data"])
+@pytest.mark.parametrize("case", ["malformed line", "empty file", "missing field", "directory without data", "not UTF-8"])
 def test_bad_pair_files_fail_cleanly(case, tiny_suite_dir, tmp_path, capsys):
     path, expected = bad_jsonl_cases(tmp_path)[case]
     overrides = [*local_overrides(tiny_suite_dir), f"data.path={path}", "task=all"]

@@ -46,6 +46,31 @@ def test_empty_file_and_empty_directory_are_errors(tmp_path):
         read_pairs_dir(tmp_path / "nothing")
 
 
+def test_non_utf8_file_names_the_line_and_byte(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"sentence_good": "a b", "sentence_bad": "b a"}\n{"sentence_good": "caf\xe9 b", "sentence_bad": "b a"}\n')
+    with pytest.raises(GradspaceError, match=r"^.*latin1\.jsonl:2: not UTF-8 text \(byte 0xe9 at column 23\); save the file as UTF-8$"):
+        read_pairs_jsonl(path)
+
+
+def test_pairs_with_identical_sentences_are_left_out_with_their_lines(tmp_path, capsys):
+    rows = [("a b", "b a"), ("c d", "c d"), ("e f", "f e"), ("g h ", " g h")]
+    path = write_lines(tmp_path / "x.jsonl", [json.dumps({"sentence_good": g, "sentence_bad": b}) for g, b in rows])
+    pairs = read_pairs_jsonl(path)
+    assert [(pair.good, pair.bad) for pair in pairs] == [("a b", "b a"), ("e f", "f e")]
+    assert capsys.readouterr().err == (f"warning: {path}: left out line(s) 2, 4, whose sentence_good and sentence_bad "
+                                       f"are the same sentence; fix or remove them\n")
+    only_identical = write_lines(tmp_path / "y.jsonl", [json.dumps({"sentence_good": "a", "sentence_bad": "a"})])
+    with pytest.raises(GradspaceError, match="no minimal pairs in the file; .* whose two sentences differ"):
+        read_pairs_jsonl(only_identical)
+
+
+def test_pairs_remember_their_line_without_it_changing_their_identity(tmp_path):
+    path = write_lines(tmp_path / "x.jsonl", ["", json.dumps({"sentence_good": "a b", "sentence_bad": "b a"})])
+    [pair] = read_pairs_jsonl(path)
+    assert pair.source == f"{path}:2" and pair == MinimalPair("a b", "b a", "x", "x", "1")
+
+
 def test_write_then_read_round_trip(tmp_path):
     pairs = [MinimalPair("the dog runs .", "the dog run .", "sva_simple", "agreement", str(i)) for i in range(3)]
     assert read_pairs_jsonl(write_pairs_jsonl(tmp_path / "sva_simple.jsonl", pairs)) == pairs
@@ -91,9 +116,12 @@ def test_blimp_groups_are_known_without_data():
 
 
 @needs_blimp
-def test_real_blimp_directory_reads_all_paradigms():
+def test_real_blimp_directory_reads_all_paradigms(capsys):
     suite = TaskSuite("blimp", read_pairs_dir(BLIMP_DIR))
-    assert len(suite.tasks) == 67 and len(suite.pairs) == 67_000
+    # BLiMP itself has 7 pairs whose two sentences are the same; they are left out, each line named.
+    assert len(suite.tasks) == 67 and len(suite.pairs) == 67_000 - 7
+    left_out = [line.split(": left out line(s) ")[1].split(", whose")[0] for line in capsys.readouterr().err.splitlines()]
+    assert left_out == ["325, 811", "106, 288, 373, 817, 968"]
     assert suite.phenomena == BLIMP_PARADIGMS
     assert len(suite.select(["subject_verb_agreement"])) == 6
 

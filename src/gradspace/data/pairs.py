@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -24,6 +25,8 @@ class MinimalPair:
     task: str
     phenomenon: str
     id: str
+    # Where the pair was read (`file.jsonl:12`), so that a problem found later can name the line; not part of its identity.
+    source: str = field(default="", compare=False, repr=False)
 
     def to_blimp(self) -> dict:
         """The BLiMP field names, so synthetic suites are readable by BLiMP tooling."""
@@ -48,8 +51,16 @@ def read_pairs_jsonl(path: str | Path, task: str | None = None, phenomenon: str 
     if not path.is_file():
         raise GradspaceError(f"{path}: no such file; give the path of a jsonl file with sentence_good/sentence_bad")
     pairs: list[MinimalPair] = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    identical: list[int] = []  # lines whose two sentences are the same: no minimal pair, scored 0 and trained on for nothing
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise GradspaceError(
+                    f"{path}:{line_number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                    f"save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -61,6 +72,9 @@ def read_pairs_jsonl(path: str | Path, task: str | None = None, phenomenon: str 
             missing = [key for key in ("sentence_good", "sentence_bad") if not isinstance(record.get(key), str) or not record[key].strip()]
             if missing:
                 raise GradspaceError(f"{path}:{line_number}: missing or empty field(s) {', '.join(missing)}; every line needs sentence_good and sentence_bad")
+            if record["sentence_good"].strip() == record["sentence_bad"].strip():
+                identical.append(line_number)
+                continue
             pair_task = task or record.get("UID") or path.stem
             pairs.append(
                 MinimalPair(
@@ -69,10 +83,16 @@ def read_pairs_jsonl(path: str | Path, task: str | None = None, phenomenon: str 
                     task=pair_task,
                     phenomenon=phenomenon or record.get("linguistics_term") or pair_task,
                     id=str(record.get("pairID", line_number - 1)),
+                    source=f"{path}:{line_number}",
                 )
             )
+    if identical:
+        # Not an error: the real BLiMP files have 7 such pairs (passive_1, principle_A_case_2).
+        print(f"warning: {path}: left out line(s) {', '.join(map(str, identical))}, whose sentence_good and "
+              f"sentence_bad are the same sentence; fix or remove them", file=sys.stderr)
     if not pairs:
-        raise GradspaceError(f"{path}: no minimal pairs in the file; it needs one JSON object per line")
+        raise GradspaceError(f"{path}: no minimal pairs in the file; it needs one JSON object per line"
+                             + (" whose two sentences differ" if identical else ""))
     return pairs
 
 
