@@ -52,8 +52,29 @@ def split_timings(value: Any) -> tuple[Any, Any]:
     return value, None
 
 
+def relative_to_run(value: Any, output_dir: str | os.PathLike) -> Any:
+    """`value` with every path inside the run directory written relative to it (`.` for the directory itself).
+
+    The same config and seed must write the same results wherever the run lives; the run directory (and what
+    derives from it: checkpoint paths, Lightning's default_root_dir) is the one thing that differs.
+    """
+    roots = sorted({str(Path(output_dir)), os.path.realpath(output_dir)}, key=len, reverse=True)
+    if isinstance(value, dict):
+        return {key: relative_to_run(item, output_dir) for key, item in value.items()}
+    if isinstance(value, list):
+        return [relative_to_run(item, output_dir) for item in value]
+    if isinstance(value, str):
+        for root in roots:
+            if value == root:
+                return "."
+            if value.startswith(root + os.sep):
+                return value[len(root) + 1 :]
+    return value
+
+
 def write_results(output_dir: str | os.PathLike, results: dict) -> Path:
-    """Write `results.json` (reproducible) and `timings.json` (wall-clock times), each atomically."""
-    kept, timed = split_timings(results)
+    """Write `results.json` (reproducible: paths inside the run directory relative to it) and `timings.json`
+    (wall-clock times), each atomically."""
+    kept, timed = split_timings(relative_to_run(results, output_dir))
     atomic_write_json(Path(output_dir) / "timings.json", timed or {})
     return atomic_write_json(Path(output_dir) / RESULTS_FILE, kept)
