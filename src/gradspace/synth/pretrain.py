@@ -12,16 +12,13 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
-from filelock import FileLock
 from tqdm.auto import tqdm
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 from transformers.utils import logging as transformers_logging
@@ -29,10 +26,10 @@ from transformers.utils import logging as transformers_logging
 from gradspace.errors import GradspaceError
 from gradspace.synth.tokenizer import build_word_tokenizer
 from gradspace.synth.world import SynthWorld, WorldConfig, load_or_build_world
-from gradspace.utils.io import atomic_write_json, atomic_write_text
+from gradspace.utils.cache import COMPLETE_MARKER, build_once  # noqa: F401 (the marker is part of this module's API)
+from gradspace.utils.io import atomic_write_json
 
 CHECKPOINTS_FILE = "checkpoints.json"
-COMPLETE_MARKER = "COMPLETE"  # written last: a root without it is unfinished and is never used
 FINAL_REVISION = "main"
 # Bump when the saved layout or the training procedure changes, so old caches are not mistaken for new ones.
 CACHE_FORMAT = 1
@@ -243,8 +240,8 @@ def pretrain(
 ) -> Path:
     """Train a GPT-NeoX model on `world.train_corpus` and save every checkpoint step under `out_dir`.
 
-    Writes `out_dir/step<N>/` for each checkpoint step, `out_dir/main/` (the final step), `checkpoints.json`
-    and, last, the completion marker. Returns `out_dir`.
+    Writes `out_dir/step<N>/` for each checkpoint step, `out_dir/main/` (the final step) and `checkpoints.json`;
+    returns `out_dir`. (`ensure_synth_model` adds the completion manifest.)
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -325,7 +322,6 @@ def pretrain(
             "pretrain_config": asdict(config),
         },
     )
-    atomic_write_text(out_dir / COMPLETE_MARKER, "complete\n")
     return out_dir
 
 
@@ -333,10 +329,6 @@ def config_hash(world_config: WorldConfig, config: PretrainConfig) -> str:
     # The world's own digest also covers its grammar version, so a changed grammar retrains the model.
     payload = {"format": CACHE_FORMAT, "world": world_config.digest(), "pretrain": asdict(config)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def is_complete(root: Path) -> bool:
-    return (root / COMPLETE_MARKER).is_file() and (root / CHECKPOINTS_FILE).is_file()
 
 
 def ensure_synth_model(
@@ -349,31 +341,17 @@ def ensure_synth_model(
 ) -> Path:
     """The root of the cached model `name` trained with these configs, pretraining it first if needed.
 
-    Training happens in a hidden partial directory that is renamed into place when complete, under a file lock,
-    so concurrent callers (e.g. DDP ranks) train once and an interrupted run never leaves a half cache.
+    `build_once` trains into a hidden partial directory renamed into place when complete, under a file lock, so
+    concurrent callers (e.g. DDP ranks) train once, an interrupted run never leaves a half cache, and a cache whose
+    files no longer match its manifest (a truncated model.safetensors) is trained again instead of failing forever.
     """
     cache_dir = Path(cache_dir).expanduser()
-    root = cache_dir / f"{name}-{config_hash(world_config, config)}"
-    if is_complete(root):
-        return root
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache_dir / f".{root.name}.lock")):
-        if is_complete(root):  # another process finished it while we waited for the lock
-            return root
-        # Holding the lock, any partial directory of this model is left over from a killed run.
-        for stale in cache_dir.glob(f".{root.name}.*.partial"):
-            shutil.rmtree(stale, ignore_errors=True)
+
+    def build(partial: Path) -> None:
         world = load_or_build_world(world_config, cache_dir)
-        partial = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{root.name}.", suffix=".partial"))
-        try:
-            pretrain(world, config, partial, progress=progress, name=name, num_threads=num_threads)
-            if root.exists():  # incomplete (no marker): replace it
-                shutil.rmtree(root)
-            os.replace(partial, root)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-    return root
+        pretrain(world, config, partial, progress=progress, name=name, num_threads=num_threads)
+
+    return build_once(cache_dir / f"{name}-{config_hash(world_config, config)}", build)
 
 
 def synth_revisions(root: Path) -> list[str]:
