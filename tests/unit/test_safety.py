@@ -52,3 +52,67 @@ def test_secrets_never_reach_the_logged_config(monkeypatch):
     assert "sk-live-123" not in str(logged) and "hf_abc" not in str(logged)
     assert logged["logger"]["wandb"]["api_key"] == REDACTED and logged["hub"]["nested"][0] == {"password": REDACTED, "lr": 1}
     assert logged["model"] == {"name": "m", "tokenizer": "kept"}
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("+my_token=abc123", "+my_token=<redacted>"),
+    ("logger.wandb.api_key=abc123", "logger.wandb.api_key=<redacted>"),
+    ("++hub.HF_TOKEN=hf_x", "++hub.HF_TOKEN=<redacted>"),
+    ("model.tokenizer=gpt2", "model.tokenizer=gpt2"),
+    ("task.name=sva", "task.name=sva"),
+    ("~logger", "~logger"),
+])
+def test_overrides_lose_secret_values(override, expected):
+    from gradspace.utils.run_config import scrub_override
+
+    assert scrub_override(override) == expected
+
+
+def test_saved_hydra_files_hold_no_secret(monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from gradspace.utils.hydra_files import safe_config_files
+
+    monkeypatch.setenv("MY_SECRET_ENV", "env-secret-value")
+    overrides = ["+my_token=tok-secret-1", "+logger.wandb.api_key=key-secret-2", "+hub.password=${oc.env:MY_SECRET_ENV}", "task=npi"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    files = safe_config_files(cfg)
+    text = "".join(OmegaConf.to_yaml(OmegaConf.create(content)) for content in files.values())
+    for secret in ("tok-secret-1", "key-secret-2", "env-secret-value"):
+        assert secret not in text
+    assert files["overrides.yaml"] == ["+my_token=<redacted>", "+logger.wandb.api_key=<redacted>", "+hub.password=<redacted>", "task=npi"]
+    assert files["config.yaml"]["my_token"] == REDACTED and files["config.yaml"]["task"]["name"] == "npi"
+    assert files["hydra.yaml"]["hydra"]["overrides"]["task"] == files["overrides.yaml"]
+
+
+def test_secret_values_are_redacted_wherever_they_occur():
+    from gradspace.utils.run_config import redact_values, secret_values
+
+    secrets = secret_values({"a": {"api_key": "abcdef"}, "b": ["+x.token=ghijkl", "+short_token=1"]})
+    assert secrets == {"abcdef", "ghijkl"}  # one character is no secret worth hiding every "1" for
+    assert redact_values({"dir": "runs/+x.token=ghijkl,seed=1", "n": 1}, secrets) == {"dir": "runs/+x.token=<redacted>,seed=1", "n": 1}
+
+
+@pytest.mark.parametrize("env_mode, config_mode, expected", [
+    ("offline", "auto", "offline"), ("dryrun", "auto", "offline"), ("disabled", "auto", "disabled"),
+    (None, "auto", "online"), ("offline", "online", "online"), ("online", "offline", "offline"),
+])
+def test_an_explicit_wandb_mode_wins(monkeypatch, env_mode, config_mode, expected):
+    from gradspace.utils.wandb_setup import resolve_wandb_mode
+
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    if env_mode is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", env_mode)
+    assert resolve_wandb_mode(config_mode) == expected
+
+
+def test_unknown_wandb_mode_in_the_environment_is_one_line(monkeypatch):
+    from gradspace.errors import GradspaceError
+    from gradspace.utils.wandb_setup import resolve_wandb_mode
+
+    monkeypatch.setenv("WANDB_MODE", "sometimes")
+    with pytest.raises(GradspaceError, match=r"^WANDB_MODE='sometimes' is unknown; set it to one of online, run, offline"):
+        resolve_wandb_mode("auto")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import netrc
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from gradspace.errors import GradspaceError
+from gradspace.utils.run_config import scrub_override
 
 MODES = ("auto", "online", "offline", "disabled")
 
@@ -22,34 +26,80 @@ def has_wandb_credentials() -> bool:
         return False
 
 
+# What wandb itself accepts in WANDB_MODE, as the mode it means.
+ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
+
+
 def resolve_wandb_mode(requested: str) -> str:
+    """The mode a run asks for: an explicit `logger.wandb.mode`; for `auto`, the user's WANDB_MODE if set, else
+    online with credentials and offline without."""
     if requested not in MODES:
         raise GradspaceError(f"logger.wandb.mode='{requested}' is unknown; use one of {', '.join(MODES)}")
     if requested == "auto":
+        env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+        if env_mode:
+            if env_mode not in ENV_MODES:
+                raise GradspaceError(f"WANDB_MODE='{env_mode}' is unknown; set it to one of {', '.join(ENV_MODES)} or unset it")
+            return ENV_MODES[env_mode]
         return "online" if has_wandb_credentials() else "offline"
     if requested == "online" and not has_wandb_credentials():
         raise GradspaceError("logger.wandb.mode=online but no W&B credentials were found; run `wandb login` or use mode=offline")
     return requested
 
 
+@functools.lru_cache(maxsize=None)
+def online_login_failure() -> str | None:
+    """Why the W&B server does not accept this machine's credentials (unreachable, rejected), or None if it does.
+
+    wandb gives up on the check after its HTTP timeout (10 s), where a run started online on an offline machine
+    retries for minutes and is then lost. Asked once per process, so a sweep's jobs wait once.
+    """
+    import wandb
+
+    try:
+        wandb.login(verify=True)
+    except wandb.Error as err:
+        return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return None
+
+
 def make_wandb_logger(
     *, project: str, mode: str, save_dir: str | Path, name: str | None, group: str | None,
     tags: list[str] | None, config: dict[str, Any], entity: str | None = None,
 ):
-    """A Lightning `WandbLogger` whose run carries the full resolved (secret-free) config."""
+    """A Lightning `WandbLogger` whose run carries the full resolved (secret-free) config.
+
+    The run is started here, so that a failed online login falls back to offline (with one warning) before any
+    work, and with the command line's secret values masked (wandb records the command line with the run).
+    """
     from lightning.pytorch.loggers import WandbLogger
 
     resolved_mode = resolve_wandb_mode(mode)
-    # The environment variables are read by wandb itself; they stop the login prompt on machines without a TTY.
-    os.environ["WANDB_MODE"] = resolved_mode
+    if resolved_mode == "online" and (failure := online_login_failure()) is not None:
+        print(f"warning: W&B login failed ({failure}); this run logs offline, upload it later with "
+              f"`wandb sync {Path(save_dir) / 'wandb'}/offline-run-*`", file=sys.stderr)
+        resolved_mode = "offline"
+    # Stops the login prompt on machines without a TTY. The mode itself goes to wandb.init, not to WANDB_MODE: the
+    # user's WANDB_MODE is theirs, and the next job of a sweep must see it, not this run's choice.
     os.environ.setdefault("WANDB_SILENT", "true")
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     logger = WandbLogger(
         project=project, entity=entity, name=name, group=group, tags=list(tags or []),
-        save_dir=str(save_dir), offline=resolved_mode == "offline", config=config,
-        **({"mode": "disabled"} if resolved_mode == "disabled" else {}),
+        save_dir=str(save_dir), config=config, mode=resolved_mode,
     )
+    with argv_without_secrets():
+        _ = logger.experiment
     return logger
+
+
+@contextlib.contextmanager
+def argv_without_secrets() -> Iterator[None]:
+    saved = list(sys.argv)
+    sys.argv[:] = [scrub_override(arg) for arg in saved]
+    try:
+        yield
+    finally:
+        sys.argv[:] = saved
 
 
 def logger_from_config(cfg, *, default_name: str, tags: list[str]):
