@@ -87,3 +87,16 @@ def test_single_model_sources_plan_their_one_revision(model):
 
 def test_synthetic_models_keep_every_requested_revision():
     assert [c.model_cfg["revision"] for c in plan_checkpoints(probe_cfg("models=[synth-4m]"), None)] == ["step100", "main"] * 2
+
+
+@pytest.mark.parametrize("experiment, granularity, inprocess", [("probe_blimp_paradigms", "paradigm", False),
+                                                                ("probe_blimp_terms", "phenomenon", True)])
+def test_real_model_experiments_compose_with_their_budgets(experiment, granularity, inprocess):
+    cfg = probe_cfg(f"experiment={experiment}", "models=[gemma3-270m]")
+    assert cfg.model.name == "smollm2-135m" and list(cfg.models) == ["gemma3-270m"]
+    assert cfg.granularity == granularity and cfg.source.inprocess == inprocess and cfg.resume
+    assert cfg.task.name == "all" and requested_revisions(cfg) == ["main"]
+    assert cfg.gradient.max_pairs_per_task <= 16 and cfg.data.max_eval_pairs_per_task <= 4
+    if inprocess:
+        train = train_config(cfg, OmegaConf.to_container(cfg.model, resolve=True), "binding", Path("/tmp/out/binding"))
+        assert train.ftgd.max_steps == 16 and train.ftgd.batch_size == 8 and train.task.name == "binding"
