@@ -114,9 +114,12 @@ def load_hf_blimp(paradigms: Iterable[str]) -> list[MinimalPair]:
                 f"could not load {HF_BLIMP}/{uid} from the hub ({type(err).__name__}); go online once, "
                 f"or set paths.blimp_dir=<folder with the BLiMP jsonl files>"
             ) from None
+        # As from a BLiMP directory: pairs whose two sentences are the same are no minimal pairs (passive_1 and
+        # principle_A_case_2 have some).
         pairs.extend(
-            MinimalPair(row["sentence_good"], row["sentence_bad"], uid, row.get("linguistics_term") or BLIMP_PARADIGMS[uid], str(row.get("pairID", i)))
-            for i, row in enumerate(rows)
+            MinimalPair(row["sentence_good"], row["sentence_bad"], uid, row.get("linguistics_term") or BLIMP_PARADIGMS[uid],
+                        str(row.get("pairID", i)), source=f"{HF_BLIMP}/{uid}:{i}")
+            for i, row in enumerate(rows) if row["sentence_good"].strip() != row["sentence_bad"].strip()
         )
     return pairs
 
