@@ -30,7 +30,7 @@ from gradspace.data.suite import TaskData, prepare_task_data
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.minimal_pairs import evaluate_pairs
 from gradspace.ftgd.objectives import check_objective
-from gradspace.models.loading import SINGLE_REVISION_SOURCES, load_model, resolve_pretrained_path
+from gradspace.models.loading import SINGLE_REVISION_SOURCES, check_model_config, load_model, resolve_pretrained_path
 from gradspace.probing.granularity import at_granularity, check_granularity, phenomenon_records
 from gradspace.probing.gradient_similarity import OVERALL, GradientSpace, GradientSpaceConfig
 from gradspace.probing.hypothesis import compare_with_hypothesis, within_minus_across
@@ -121,9 +121,11 @@ def requested_revisions(cfg: DictConfig) -> list[str]:
 def model_configs(cfg: DictConfig) -> list[dict]:
     """The main model config and those of `models` (config names under conf/model), for size comparisons."""
     configs = [plain_section(cfg.model)]
+    check_model_config(configs[0])
     for name in cfg.get("models") or []:
         try:
             configs.append(plain_section(compose_config("probe", [f"model={name}"]).model))
+            check_model_config(configs[-1])
         except Exception as err:  # hydra's MissingConfigException and friends
             if "Could not find" in str(err) or "MissingConfig" in type(err).__name__:
                 with hydra_search_path() as hydra:
