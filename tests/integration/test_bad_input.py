@@ -56,6 +56,13 @@ def damaged_model(model_dir: Path, scratch: Path, size: int | None) -> Path:
     return copy
 
 
+def weightless_model(model_dir: Path, scratch: Path) -> Path:
+    """A copy of the model directory with its config and tokenizer but no weights file."""
+    copy = scratch / "weightless"
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("*.safetensors"))
+    return copy
+
+
 def suite_with_a_long_sentence(suite: Path, scratch: Path) -> Path:
     """The tiny suite plus one pair whose good sentence has 30,000 words (a batch of it would ask for ~8 GB)."""
     copy = scratch / "long-suite"
@@ -105,6 +112,9 @@ CASES = [
     ("empty safetensors", "train", lambda s, t, m: [*local_overrides(s), f"model.path={damaged_model(s / 'model', t, 0)}"], r"^error: could not load model .*model-0: its safetensors weights are damaged or incomplete"),
     ("sentence longer than the cap", "train", lambda s, t, m: [*local_overrides(s), f"data.path={suite_with_a_long_sentence(s, t)}", "ftgd.max_sentence_tokens=32"], r"^error: .*long-suite/sva\.jsonl:73: sentence_good has 30001 tokens, more than ftgd\.max_sentence_tokens=32; shorten or remove that pair"),
     ("sentence longer than the model's context", "train", lambda s, t, m: [*local_overrides(s), f"data.path={suite_with_a_long_sentence(s, t)}"], r"^error: .*sva\.jsonl:73: sentence_good has 30001 tokens, more than the model's context \(64 tokens\)"),
+    ("local model without a path", "probe", lambda s, t, m: ["model=local", "logger=none"], r"^error: model config 'local' has no path; set model\.path=\.\.\.$"),
+    ("local model without a path", "label", lambda s, t, m: ["model=local", "logger=none"], r"^error: model config 'local' has no path"),
+    ("model directory without weights", "train", lambda s, t, m: [*local_overrides(s), f"model.path={weightless_model(s / 'model', t)}"], r"^error: could not load the model directory (?!.*internet).*it needs config\.json, the weights"),
     ("missing sweep dir", "probe", lambda s, t, m: [*local_overrides(s), f"source.multirun_dir={t / 'nowhere'}"], r"no such directory"),
 ]
 
