@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from gradspace.errors import GradspaceError
-from gradspace.utils.io import split_timings
+from gradspace.utils.io import relative_to_run, split_timings
 from gradspace.labeling.config import DiscreteConfig, LabelingConfig
 from gradspace.labeling.discrete import SOFT_LABEL_STAGES, HardLabelScorer, select_label
 from gradspace.labeling.discriminator import Discriminator
@@ -93,6 +93,7 @@ def label_cfg(model_dir: Path, out: Path, *overrides: str, word_lists: bool = Tr
     features = [
         "feature=animals", f"+feature.sets.mammal=[{','.join(CATEGORIES['mammal'])}]",
         f"+feature.sets.bird=[{','.join(CATEGORIES['bird'])}]", "feature.ids=[mammal]", f"feature.negatives=[{negatives}]",
+        "+feature.labels.mammal=[mammal]", "+feature.labels.bird=[bird]",
     ] if word_lists else []
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("label", overrides=[
@@ -111,7 +112,7 @@ def test_soft_label_recovers_the_planted_label(question_model, tmp_path):
     # The model was trained on the answers only: its prediction at the label slot, the naturalness prior, is noise.
     summary = run(label_cfg(question_model, tmp_path, "label.kl_weight=0", "label.steps=60", *SOFT_LABEL_ONLY))
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results == split_timings(json.loads(json.dumps(summary)))[0]
+    assert results == split_timings(relative_to_run(json.loads(json.dumps(summary)), tmp_path))[0]
     (feature,) = results["features"]
     assert feature["label"] == "mammal"
     assert feature["heldout_accuracy"] == 1.0 and feature["heldout_auroc"] == 1.0
@@ -122,6 +123,18 @@ def test_soft_label_recovers_the_planted_label(question_model, tmp_path):
     assert feature["example_prompt"].endswith("a mammal ?")
     assert results["steps"] == 60 and results["trajectory"]
     assert feature["selection"]["found_by"] in SOFT_LABEL_STAGES
+    # Reported beside the label: the oracle (the category word by hand) and the soft label's own argmax, on held-out words.
+    assert feature["oracle"]["label"] == "mammal" and feature["oracle"]["heldout_auroc"] == 1.0 and feature["accepted"]
+    assert feature["soft_label"]["argmax"] == "mammal" and feature["soft_label"]["heldout_auroc"] == 1.0
+    assert all("heldout_auroc" in entry for entry in feature["top10"])
+
+
+def test_a_feature_its_own_name_cannot_tell_apart_gets_no_label(question_model, tmp_path):
+    """With "fish" written down as the mammals' category word, the oracle is below chance: no label, the reason said."""
+    results = run(label_cfg(question_model, tmp_path, "feature.labels.mammal=[fish]"))
+    (feature,) = results["features"]
+    assert feature["label"] is None and feature["oracle"]["heldout_auroc"] < 0.6 and "near chance" in feature["note"]
+    assert results["steps"] == 0  # nothing optimised for it
 
 
 def test_gradient_swaps_reach_the_label_from_a_wrong_start(question_model, one_thread):
@@ -146,6 +159,9 @@ def test_gradient_swaps_reach_the_label_from_a_wrong_start(question_model, one_t
     found = select_label(scorer, p, discrete(top=1, swap_rounds=3, swap_top=8, swap_beam=2, prior_top=0))
     assert tokenizer.decode(found.best.label_ids).strip() == "mammal" and found.best.balanced_accuracy == 1.0
     assert found.found_by[found.best.label_ids] == "gradient_swap" and stuck.found_by[stuck.best.label_ids] == "soft_label_top"
+    # The discrete step scores a fixed number of candidates at most, whatever its stages would propose.
+    capped = select_label(scorer, p, discrete(top=1, swap_rounds=3, swap_top=8, swap_beam=2, prior_top=0, max_candidates=5))
+    assert len(capped.scored) == 5 and len(found.scored) > 5
 
 
 def test_lm_prior_proposes_the_word_the_model_expects_at_the_label_slot(one_thread):
@@ -199,7 +215,8 @@ def test_sae_latent_is_labelled_end_to_end(question_model, tmp_path):
     sae = ensure_builtin_sae(config, model, tokenizer, corpus.train, f"{question_model}@main", tmp_path / "cache")
     rates = [torch.cat([acts for _, acts in latent_activations(model, tokenizer, sae, texts, range(16))]).gt(0).float().mean(0)
              for texts in (corpus.train, corpus.heldout)]
-    firing = [i for i in range(16) if all(0 < float(rate[i]) < 1 for rate in rates)][:2]
+    # Latents that fire on part of both splits, often enough in training to leave validation occurrences.
+    firing = [i for i in range(16) if all(0 < float(rate[i]) < 1 for rate in rates) and 0.05 < float(rates[0][i]) < 0.95][:2]
     assert firing, "no latent of the tiny SAE fires on part of both splits"
 
     results = run(label_cfg(question_model, tmp_path, "feature=sae_latent", *sae_overrides, f"feature.ids=[{','.join(map(str, firing))}]",
@@ -263,6 +280,90 @@ def test_two_pass_discriminator_matches_one_plain_forward(template, one_thread):
     assert torch.allclose(out.scores, torch.stack(expected_scores).detach(), atol=1e-5)
     assert torch.allclose(out.slot_logits, torch.stack(expected_slots).detach(), atol=1e-4)
     assert torch.allclose(soft.grad, reference.grad, atol=1e-5) and soft.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("readout, template, neutral", [
+    ("example_likelihood", "the big {label} is a {word}", "the big {word}"),
+    ("label_likelihood", "is a {word} a {label} ?", None),
+])
+def test_likelihood_readouts_match_one_plain_forward(readout, template, neutral, one_thread):
+    """The likelihood readouts through the two passes equal their definitions computed by plain forwards: the word's
+    log-probability after the label minus in the label-free prompt, or the label's expected log-probability p·log q
+    after the word; and the label's gradient matches."""
+    tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "the", "big", *WORDS, *CATEGORIES])
+    model = tiny_model(tokenizer, hidden=32).eval()
+    builder = PromptBuilder(PromptSpec("plain", template, None, readout=readout, neutral=neutral), tokenizer, label_length=2)
+    discriminator = Discriminator(model, builder)
+    batch = builder.batch([Example(tokenizer.convert_tokens_to_ids(w)) for w in ("dog", "owl", "eel")], tokenizer.pad_token_id)
+    examples, rows = torch.tensor([0, 1, 2, 0, 2]), torch.tensor([0, 1, 0, 1, 1])
+    generator = torch.Generator().manual_seed(0)
+    soft = torch.randn(2, 2, 32, generator=generator, requires_grad=True)
+    probs = torch.softmax(torch.randn(2, 2, len(tokenizer), generator=generator), -1).requires_grad_(True)
+    out = discriminator(batch, soft, rows, examples=examples, label_probs=probs)
+    out.scores.sum().backward()
+
+    reference, reference_probs = soft.detach().clone().requires_grad_(True), probs.detach().clone().requires_grad_(True)
+    prefix = len(builder.prefix_ids)
+    expected = []
+    for example, row in zip(examples.tolist(), rows.tolist()):
+        ids = torch.tensor([builder.prefix_ids + batch.input_ids[example, : batch.readout_positions[example] + 1].tolist()])
+        inputs = model.get_input_embeddings()(ids)[0].clone()
+        label = batch.label_positions[example] + prefix
+        inputs[label] = reference[row]
+        log_p = torch.log_softmax(model(inputs_embeds=inputs[None]).logits[0], -1)
+        if readout == "label_likelihood":
+            expected.append((log_p[label - 1] * reference_probs[row]).sum())
+            continue
+        word = ids[0, -1]
+        neutral_ids, _ = builder.neutral(Example(int(word)))
+        with torch.no_grad():
+            neutral_log_p = torch.log_softmax(model(input_ids=torch.tensor([neutral_ids])).logits[0, -2], -1)[word]
+        expected.append(log_p[-2, word] - neutral_log_p)
+    torch.stack(expected).sum().backward()
+    assert torch.allclose(out.scores, torch.stack(expected).detach(), atol=1e-5)
+    assert torch.allclose(soft.grad, reference.grad, atol=1e-5) and soft.grad.abs().sum() > 0
+    if readout == "label_likelihood":
+        assert torch.allclose(probs.grad, reference_probs.grad, atol=1e-5) and probs.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("readout, template, neutral", [
+    ("answer", "is a {word} {label_article} {label} ?", None),
+    ("example_likelihood", "the {label} is a {word}", "the big {word}"),
+])
+def test_a_hard_label_reads_as_its_token_where_the_model_scales_embeddings(readout, template, neutral, one_thread):
+    """Gemma multiplies token embeddings by sqrt(hidden size) inside its embedding layer: a label's embedding row put
+    in through inputs_embeds must get the same scale (as its article must), or the label is a near-zero vector."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    tokenizer = build_word_tokenizer(["is", "a", "an", "?", "yes", "no", "the", "big", *WORDS, *CATEGORIES, "animal"])
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=32, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)).eval()
+    builder = PromptBuilder(PromptSpec("plain", template, ("yes", "no") if readout == "answer" else None, readout=readout,
+                                       neutral=neutral), tokenizer, label_length=1)
+    discriminator = Discriminator(model, builder)
+    assert discriminator.input_scale == pytest.approx(64 ** 0.5)
+    words = [tokenizer.convert_tokens_to_ids(w) for w in ("dog", "owl", "eel")]
+    scorer = HardLabelScorer(discriminator, [Example(t) for t in words[:1]], [Example(t) for t in words[1:]],
+                             tokenizer.pad_token_id, allowed_label_tokens(tokenizer, builder, len(tokenizer), "all"))
+    labels = [(tokenizer.convert_tokens_to_ids("animal"),), (tokenizer.convert_tokens_to_ids("mammal"),)]
+    scores, _ = scorer.per_example_outputs(labels)
+    for label, row in zip(labels, scores):
+        for token, score in zip(words, row):
+            text = builder.render_text(Example(token), label)
+            with torch.no_grad():
+                log_p = torch.log_softmax(model(input_ids=torch.tensor([tokenizer.encode(text, add_special_tokens=False)])).logits[0], -1)
+            if readout == "answer":
+                yes, no = builder.answer_ids
+                expected = log_p[-1, yes] - log_p[-1, no]
+            else:
+                neutral_ids, _ = builder.neutral(Example(token))
+                with torch.no_grad():
+                    neutral_log_p = torch.log_softmax(model(input_ids=torch.tensor([neutral_ids])).logits[0, -2], -1)[token]
+                expected = log_p[-2, token] - neutral_log_p
+            assert float(score) == pytest.approx(float(expected), abs=1e-4)
 
 
 def test_label_py_writes_results(question_model, tmp_path):

@@ -31,47 +31,48 @@ def token(tokenizer, word):
 def test_word_set_feature_splits_words_disjointly(tokenizer):
     negatives = [token(tokenizer, w) for w in ["owl", "crow", "hen", "eel", "cod", "tuna", "dog"]]
     counts = Counter({token(tokenizer, "cow"): 5, token(tokenizer, "dog"): 2})
-    feature = word_set_feature("mammal", ["dog", "cat", "cow", "pig", "unicorn"], negatives, tokenizer, 0.3, 0, counts)
-    positives = {e.token for e in feature.train_positive + feature.heldout_positive}
+    feature = word_set_feature("mammal", ["dog", "cat", "cow", "pig", "unicorn"], negatives, tokenizer, 0.3, 0.3, 0, counts)
+    parts = [feature.train_positive, feature.validation_positive, feature.heldout_positive]
+    positives = {e.token for part in parts for e in part}
     assert positives == {token(tokenizer, w) for w in ["dog", "cat", "cow", "pig"]}  # unknown words dropped
-    assert not {e.token for e in feature.train_positive} & {e.token for e in feature.heldout_positive}
-    negative_tokens = {e.token for e in feature.train_negative + feature.heldout_negative}
+    assert all(parts) and sum(len(part) for part in parts) == 4  # train, validation and held-out words are disjoint
+    negative_tokens = {e.token for e in feature.train_negative + feature.validation_negative + feature.heldout_negative}
     assert token(tokenizer, "dog") not in negative_tokens and len(negative_tokens) == 6
     assert feature.top_activating_tokens == [token(tokenizer, "cow")]  # the most frequent positive
 
 
 def test_word_list_with_no_token_in_vocabulary_is_an_error(tokenizer):
     with pytest.raises(GradspaceError, match="none of its words"):
-        word_list_features({"planets": ["mars", "venus"]}, ["planets"], None, tokenizer, 0.3, 0, None)
+        word_list_features({"planets": ["mars", "venus"]}, {}, ["planets"], None, tokenizer, 0.3, 0.25, 0, None)
 
 
 def test_unknown_feature_ids_are_errors(tokenizer):
     with pytest.raises(GradspaceError, match="not in feature.sets"):
-        word_list_features({"animals": ["dog"]}, ["plants"], None, tokenizer, 0.3, 0, None)
+        word_list_features({"animals": ["dog"]}, {}, ["plants"], None, tokenizer, 0.3, 0.25, 0, None)
     with pytest.raises(GradspaceError, match="not categories"):
-        category_features(["vegetable"], tokenizer, 0.3, 0, None)
+        category_features(["vegetable"], tokenizer, 0.3, 0.25, 0, None)
 
 
-def test_a_single_word_cannot_be_split_into_train_and_heldout(tokenizer):
-    with pytest.raises(GradspaceError, match="no heldout_positive"):
-        word_set_feature("one", ["dog"], [token(tokenizer, "owl"), token(tokenizer, "eel")], tokenizer, 0.3, 0, None)
+def test_a_single_word_cannot_be_split_into_train_validation_and_heldout(tokenizer):
+    with pytest.raises(GradspaceError, match="no validation_positive.*heldout_positive"):
+        word_set_feature("one", ["dog"], [token(tokenizer, "owl"), token(tokenizer, "eel")], tokenizer, 0.3, 0.25, 0, None)
 
 
 def test_category_negatives_are_other_categories_words():
     tokenizer = build_word_tokenizer(sorted({w for words in CATEGORIES.values() for w in words}))
-    (feature,) = category_features(["mammal"], tokenizer, 0.3, 0, None)
-    negatives = {tokenizer.decode([e.token]) for e in feature.train_negative + feature.heldout_negative}
+    (feature,) = category_features(["mammal"], tokenizer, 0.3, 0.25, 0, None)
+    negatives = {tokenizer.decode([e.token]) for e in feature.train_negative + feature.validation_negative + feature.heldout_negative}
     assert "owl" in negatives and "dog" not in negatives and not negatives & set(CATEGORIES["mammal"])
 
 
 def test_category_examples_are_singular_nouns_and_numerals():
     tokenizer = build_word_tokenizer(sorted({w for words in CATEGORIES.values() for w in words}))
-    mammal, number = category_features(["mammal", "number"], tokenizer, 0.3, 0, None)
-    words = {tokenizer.decode([e.token]) for e in mammal.train_positive + mammal.heldout_positive}
+    mammal, number = category_features(["mammal", "number"], tokenizer, 0.3, 0.25, 0, None)
+    words = {tokenizer.decode([e.token]) for e in mammal.train_positive + mammal.validation_positive + mammal.heldout_positive}
     assert "dog" in words and "mouse" in words and not words & {"dogs", "mice", "wolves"}
-    negatives = {tokenizer.decode([e.token]) for e in mammal.train_negative + mammal.heldout_negative}
+    negatives = {tokenizer.decode([e.token]) for e in mammal.train_negative + mammal.validation_negative + mammal.heldout_negative}
     assert {"owl", "seven", "7"} <= negatives and not negatives & {"owls", "people", "men"}
-    numerals = {tokenizer.decode([e.token]) for e in number.train_positive + number.heldout_positive}
+    numerals = {tokenizer.decode([e.token]) for e in number.train_positive + number.validation_positive + number.heldout_positive}
     assert {"seven", "7"} <= numerals and len(numerals) == 40
 
 
@@ -85,12 +86,17 @@ def test_balanced_bce_weighs_classes_equally():
     assert torch.isclose(balanced_bce(scores, targets, groups, 2), (group0 + group1) / 2)
 
 
-def test_classification_metrics_use_the_yes_no_boundary():
+def test_classification_metrics_calibrate_the_boundary_per_label():
     scores = torch.tensor([3.0, 1.0, -0.5, 0.5, -2.0, -3.0])
     targets = torch.tensor([1, 1, 1, 0, 0, 0])
-    accuracy, auroc, _ = classification_metrics(scores, targets)
+    accuracy, auroc, _, threshold = classification_metrics(scores, targets)
+    assert threshold == pytest.approx((3.5 / 3 - 4.5 / 3) / 2)  # the midpoint of the two classes' means
     assert accuracy == pytest.approx((2 / 3 + 2 / 3) / 2)
     assert auroc == pytest.approx(8 / 9)
+    # A label that shifts every score ("Yes" to everything) keeps its ranking and, calibrated, its accuracy.
+    assert classification_metrics(scores + 10, targets)[:2] == pytest.approx((accuracy, auroc))
+    # A boundary given from elsewhere (held-out examples: the validation examples') is used as it is.
+    assert classification_metrics(scores, targets, threshold=2.0)[0] == pytest.approx((1 / 3 + 1) / 2)
 
 
 def test_label_vocabulary_excludes_special_and_non_word_tokens(tokenizer):
@@ -100,6 +106,12 @@ def test_label_vocabulary_excludes_special_and_non_word_tokens(tokenizer):
     assert not allowed[token(tokenizer, "?")] and allowed[token(tokenizer, "mammal")]
     assert not allowed[len(tokenizer):].any()  # padding rows of the embedding matrix
     assert allowed_label_tokens(tokenizer, builder, len(tokenizer), "all")[token(tokenizer, "?")]
+    # Words only: no stop words unless asked, no words shorter than min_letters (fragments).
+    words = allowed_label_tokens(tokenizer, builder, len(tokenizer), "words", min_letters=1, stop_words=False)
+    assert words[token(tokenizer, "mammal")] and not words[token(tokenizer, "is")]
+    assert allowed_label_tokens(tokenizer, builder, len(tokenizer), "words", min_letters=1, stop_words=True)[token(tokenizer, "is")]
+    words = allowed_label_tokens(tokenizer, builder, len(tokenizer), "words", min_letters=4, stop_words=True)
+    assert words[token(tokenizer, "tuna")] and not words[token(tokenizer, "cow")]
 
 
 def test_baselines():

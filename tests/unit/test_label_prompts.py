@@ -9,10 +9,12 @@ from gradspace.synth.tokenizer import build_word_tokenizer
 
 pytestmark = pytest.mark.unit
 
+ANSWER = {"readout": "answer", "answers": ["yes", "no"], "neutral": None, "system": None}
 FAMILIES = {
-    "synth": {"template": "is a {word} a {label} ?", "answers": ["yes", "no"]},
-    "plain": {"template": "is {word} {label} ?", "answers": ["yes", "no"]},
-    "chat": {"template": "is {word} {label} ?", "answers": ["yes", "no"]},
+    "synth": {"template": "is a {word} a {label} ?", **ANSWER},
+    "plain": {"template": "is {word} {label} ?", **ANSWER},
+    "chat": {"template": "is {word} {label} ?", **ANSWER},
+    "kind": {"template": "{word} is a {label}", "readout": "label_likelihood", "answers": None, "neutral": None, "system": None},
 }
 
 
@@ -70,9 +72,10 @@ def test_label_length_must_be_positive(tokenizer):
 
 
 def test_auto_style_follows_the_model_family(tokenizer):
-    cfg = prompt_config({"style": "auto", "add_bos": True, "families": FAMILIES})
+    cfg = prompt_config({"style": "auto", "style_by_model": {"m": "kind"}, "add_bos": True, "families": FAMILIES})
     assert resolve_prompt_spec(cfg, tokenizer, "synth").style == "synth"
     assert resolve_prompt_spec(cfg, tokenizer, "local").style == "plain"
+    assert resolve_prompt_spec(cfg, tokenizer, "local", "m").readout == "label_likelihood"  # the oracle's choice for model m
     tokenizer.chat_template = "{% for m in messages %}<|endoftext|>{{ m['content'] }}{% endfor %}"
     try:
         spec = resolve_prompt_spec(cfg, tokenizer, "hf")
@@ -86,7 +89,9 @@ def test_auto_style_follows_the_model_family(tokenizer):
 
 def test_unknown_style_is_an_error(tokenizer):
     with pytest.raises(GradspaceError, match="prompt.style"):
-        prompt_config({"style": "poem", "add_bos": True, "families": FAMILIES})
+        prompt_config({"style": "poem", "style_by_model": {}, "add_bos": True, "families": FAMILIES})
+    with pytest.raises(GradspaceError, match="prompt style 'poem' is unknown"):
+        prompt_config({"style": "auto", "style_by_model": {"m": "poem"}, "add_bos": True, "families": FAMILIES})
 
 
 def test_article_slot_realises_the_corpus_question_per_word():

@@ -17,7 +17,8 @@ from gradspace.labeling.sae_training import BuiltinSAEConfig
 from gradspace.utils.run_config import config_from_section, plain_section
 
 VOCABULARIES = ("words", "all")
-STYLES = ("auto", "synth", "plain", "chat")
+# What the frozen LM's output says about (example, label): see gradspace.labeling.discriminator.
+READOUTS = ("answer", "example_likelihood", "label_likelihood")
 
 
 @dataclass
@@ -37,6 +38,8 @@ class SoftLabelConfig:
     entropy_weight: float
     kl_weight: float
     vocabulary: str  # words: whole-word tokens only; all: every non-special token
+    min_letters: int  # words: tokens with at least this many letters (shorter ones are mostly fragments)
+    stop_words: bool  # words: also function and stop words ("the", "which", "about")
     optimizer: dict  # a `_target_` node with `_partial_: true`, called with the soft label's parameters
 
     def __post_init__(self) -> None:
@@ -60,12 +63,14 @@ class DiscreteConfig:
     swap_rounds: int  # rounds of gradient-guided swaps; 0 = none
     swap_top: int  # swaps per label position a round scores exactly
     swap_beam: int  # labels each round starts from
-    max_examples: int  # per class: training examples the candidates are scored on
+    max_examples: int  # per class: validation examples the candidates are scored on
+    max_candidates: int  # labels the discrete step scores at most, per feature
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
     max_examples: int  # per class: held-out examples the hard label and the baselines are scored on
+    min_oracle_auroc: float  # below it, the readout cannot tell the feature apart even with its own name: no label
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class FeatureConfig:
     kind: str
     ids: list
     heldout_fraction: float
+    validation_fraction: float  # of what is not held out: the discrete step ranks candidate labels on it
     split_seed: int
     corpus_path: str | None  # a text file, one text per line; None = the synthetic world's corpora (synthetic models)
     max_texts: int
@@ -90,6 +96,8 @@ class WordsFeatureConfig(FeatureConfig):
     """`kind: words`: a word list per feature name."""
 
     sets: dict
+    # Per feature: the category word first (the oracle's label), then the synonyms and hypernyms a label may be
+    labels: dict
     negatives: list | None  # None = every whole-word token not in the set
 
 
@@ -108,19 +116,28 @@ FEATURE_KINDS = {"words": WordsFeatureConfig, "category": CategoryFeatureConfig,
 @dataclass(frozen=True)
 class PromptFamily:
     template: str
-    answers: list  # [positive, negative], each one token
-    system: str | None = None  # chat only: the system turn
+    readout: str  # one of READOUTS
+    answers: list | None  # answer readout: [positive, negative], each one token
+    neutral: str | None  # example_likelihood: the label-free template the word's likelihood is compared with
+    system: str | None  # chat only: the system turn
+
+    def __post_init__(self) -> None:
+        if self.readout not in READOUTS:
+            raise GradspaceError(f"prompt readout '{self.readout}' is unknown; use one of {', '.join(READOUTS)}")
 
 
 @dataclass(frozen=True)
 class PromptConfig:
-    style: str  # auto | synth | plain | chat
-    add_bos: bool  # plain/synth: start with the model's document-start token (chat templates bring their own)
+    style: str  # auto, or the name of a family
+    style_by_model: dict  # style=auto: model name -> family, chosen by the oracle check
+    add_bos: bool  # start with the model's document-start token (chat templates bring their own)
     families: dict[str, PromptFamily]
 
     def __post_init__(self) -> None:
-        if self.style not in STYLES:
-            raise GradspaceError(f"prompt.style='{self.style}' is unknown; use one of {', '.join(STYLES)}")
+        known = ("auto", *self.families)
+        for style in (self.style, *self.style_by_model.values()):
+            if style not in known:
+                raise GradspaceError(f"prompt style '{style}' is unknown; use one of {', '.join(known)}")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
 """The discrete step: score candidate labels as hard tokens (embedding rows, exactly what the model sees for real
-text) by the training objective and keep the best; and the held-out evaluation of a hard label.
+text) on the validation examples and keep the most accurate (AUROC, then balanced accuracy, then the training
+objective); and the held-out evaluation of a hard label. At most `max_candidates` labels are scored per feature,
+all of them from the soft labels (their top tokens and the argmax labels they visited) and from the objective's
+gradient at the best ones (swaps): no list of words is enumerated.
 
-Single-token labels: the union of every restart's top candidates (and of the argmax labels visited during training)
-is scored. Multi-token labels: from each restart's argmax sequence, coordinate ascent replaces one position at a
+Single-token labels: the union of every restart's top candidates (and of the argmax labels visited most often
+during training) is scored. Multi-token labels: from each restart's argmax sequence, coordinate ascent replaces one position at a
 time with that position's top candidates.
 
 The LM's own prediction at the label slot proposes candidates too: the words it expects there for the active
@@ -31,15 +34,16 @@ from gradspace.labeling.soft_label import balanced_bce
 @dataclass
 class LabelScore:
     label_ids: tuple[int, ...]
-    balanced_accuracy: float
+    balanced_accuracy: float  # at `threshold`
     auroc: float
-    loss: float  # balanced cross-entropy of the readout
+    loss: float  # balanced cross-entropy of the calibrated readout
     naturalness: float = 0.0  # balanced mean of -log q(label) under the LM's own prediction at the label slots
     objective: float = 0.0  # the training objective at this hard label: loss + kl_weight * naturalness
+    threshold: float = 0.0  # the readout's decision boundary for this label (the per-label calibration)
 
-    def ranking_key(self) -> tuple[float, float]:
-        """Larger is better: the lower objective, then the higher accuracy."""
-        return (-self.objective, self.balanced_accuracy)
+    def ranking_key(self) -> tuple[float, float, float]:
+        """Larger is better: the higher AUROC, then the higher accuracy, then the lower objective."""
+        return (self.auroc, self.balanced_accuracy, -self.objective)
 
 
 # The stages of the discrete step, in order; the first two are the soft label's own result.
@@ -54,6 +58,10 @@ class DiscreteResult:
     # label -> the first stage that scored it: one of STAGES
     found_by: dict[tuple[int, ...], str] = field(default_factory=dict)
 
+    def scores_of(self, label: tuple[int, ...]) -> LabelScore | None:
+        """The label's validation score if the discrete step scored it."""
+        return next((score for score in self.scored if score.label_ids == label), None)
+
 
 def balanced_mean(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over examples (dim 0) in which both classes weigh half, whatever their sizes."""
@@ -66,15 +74,25 @@ def readout_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return balanced_bce(scores, targets.float(), torch.zeros_like(targets, dtype=torch.long), 1)
 
 
-def classification_metrics(scores: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
-    """(balanced accuracy at the yes/no boundary, AUROC, balanced cross-entropy)."""
-    predictions = scores > 0
+def calibrate(scores: torch.Tensor, targets: torch.Tensor, threshold: float | None = None) -> tuple[torch.Tensor, float]:
+    """A label's readout per label: (scores - threshold) / their spread, and the threshold, by default the midpoint of
+    the two classes' means (a label can shift every score, as "Yes" to everything does; the ranking is what counts)."""
+    if threshold is None:
+        threshold = float(balanced_mean(scores, targets))
+    return (scores - threshold) / scores.std().clamp(min=1e-6), threshold
+
+
+def classification_metrics(scores: torch.Tensor, targets: torch.Tensor, threshold: float | None = None
+                           ) -> tuple[float, float, float, float]:
+    """(balanced accuracy at the threshold, AUROC, balanced cross-entropy of the calibrated scores, threshold)."""
+    calibrated, threshold = calibrate(scores, targets, threshold)
+    predictions = calibrated > 0
     positive, negative = targets.bool(), ~targets.bool()
     tpr = (predictions & positive).sum() / positive.sum().clamp(min=1)
     tnr = (~predictions & negative).sum() / negative.sum().clamp(min=1)
-    loss = readout_loss(scores, targets)
+    loss = readout_loss(calibrated, targets)
     auroc = binary_auroc(scores, targets.long())
-    return float((tpr + tnr) / 2), float(auroc), float(loss)
+    return float((tpr + tnr) / 2), float(auroc), float(loss), threshold
 
 
 class HardLabelScorer:
@@ -82,14 +100,17 @@ class HardLabelScorer:
     label trains on: at a one-hot p the entropy is 0 and KL(p || q) is -log q(label)."""
 
     def __init__(self, discriminator: Discriminator, positives: Sequence[Example], negatives: Sequence[Example],
-                 pad_id: int, allowed: torch.Tensor, kl_weight: float = 0.0, max_batch: int = 2048):
+                 pad_id: int, allowed: torch.Tensor, kl_weight: float = 0.0, max_floats: int = 2**27):
         self.discriminator = discriminator
         examples = list(positives) + list(negatives)
         self.prompts = discriminator.builder.batch(examples, pad_id)
         self.targets = torch.tensor([1] * len(positives) + [0] * len(negatives))
         self.allowed = allowed
         self.kl_weight = kl_weight
-        self.max_batch = max_batch
+        # Items per forward: full-vocabulary logits (likelihood readouts, the naturalness prior) fill max_floats.
+        vocabulary, length = discriminator.embedding.shape[0], discriminator.builder.label_length
+        full_logits = kl_weight > 0 or discriminator.builder.readout != "answer"
+        self.max_batch = max(1, max_floats // (vocabulary * (length + 2))) if full_logits else 2048
         self.takes_an = discriminator.builder.takes_an(discriminator.embedding.shape[0])
 
     @torch.no_grad()
@@ -109,7 +130,7 @@ class HardLabelScorer:
             examples = torch.arange(n, device=device).repeat(c)
             an_weights = self.takes_an.to(device)[chunk[:, 0]].float()
             out = self.discriminator(prompts, self.discriminator.embedding[chunk], rows, with_slot_logits=self.kl_weight > 0,
-                                     an_weights=an_weights, examples=examples)
+                                     an_weights=an_weights, examples=examples, label_tokens=chunk)
             score_rows.append(out.scores.view(c, n).float().cpu())
             if out.slot_logits is None:
                 surprisal_rows.append(torch.zeros(c, n))
@@ -119,15 +140,16 @@ class HardLabelScorer:
             surprisal_rows.append(-picked.sum(-1).view(c, n).cpu())
         return torch.cat(score_rows), torch.cat(surprisal_rows)
 
-    def score_labels(self, labels: Sequence[Sequence[int]]) -> list[LabelScore]:
-        """Each label's metrics and objective over all examples."""
+    def score_labels(self, labels: Sequence[Sequence[int]], thresholds: Sequence[float] | None = None) -> list[LabelScore]:
+        """Each label's metrics and objective over all examples; accuracy at the given `thresholds` (held-out
+        examples: the ones the validation examples calibrated) or at each label's own midpoint."""
         all_scores, surprisal = self.per_example_outputs(labels)
         results = []
-        for label, s, nll in zip(labels, all_scores, surprisal):
-            accuracy, auroc, loss = classification_metrics(s, self.targets)
+        for index, (label, s, nll) in enumerate(zip(labels, all_scores, surprisal)):
+            accuracy, auroc, loss, threshold = classification_metrics(s, self.targets, None if thresholds is None else thresholds[index])
             naturalness = float(balanced_mean(nll, self.targets))
             results.append(LabelScore(tuple(int(t) for t in label), accuracy, auroc, loss, naturalness,
-                                      loss + self.kl_weight * naturalness))
+                                      loss + self.kl_weight * naturalness, threshold))
         return results
 
     @torch.no_grad()
@@ -143,7 +165,8 @@ class HardLabelScorer:
         placeholder = self.discriminator.embedding[torch.zeros(1, prompts.label_positions.shape[1], dtype=torch.long, device=device)]
         def first_slot_log_q(an: float | None) -> torch.Tensor:
             an_weights = None if an is None else torch.full((1,), an, device=device)
-            out = self.discriminator(prompts, placeholder, rows, with_slot_logits=True, an_weights=an_weights)
+            out = self.discriminator(prompts, placeholder, rows, with_slot_logits=True, an_weights=an_weights,
+                                     label_tokens=torch.zeros(placeholder.shape[:2], dtype=torch.long, device=device))
             return slot_log_prior(out.slot_logits[:, 0], allowed)
 
         # The first slot's prediction does not depend on the label, except through its article ("a" or "an").
@@ -159,21 +182,23 @@ class HardLabelScorer:
 
     def swap_candidates(self, label: Sequence[int], top: int) -> list[tuple[int, ...]]:
         """The `top` single-token swaps per position of `label` that the objective's linearisation at the label
-        ranks best: (E_t − E_label)·∇ for the readout loss, plus the exact −log q(t) for the naturalness term."""
+        ranks best: the gradient of the readout loss with respect to the label as one-hot rows (through its
+        embeddings, (E_t − E_label)·∇, and for the label_likelihood readout through the label itself), plus the
+        exact −log q(t) for the naturalness term."""
         device = self.discriminator.embedding.device
         prompts = self.prompts.to(device)
         targets = self.targets.to(device)
         embedding = self.discriminator.embedding.detach()
         label_ids = torch.tensor([list(label)], dtype=torch.long, device=device)
         rows = torch.zeros(prompts.input_ids.shape[0], dtype=torch.long, device=device)
-        slots = embedding[label_ids].float().requires_grad_(True)
+        one_hot = torch.nn.functional.one_hot(label_ids, embedding.shape[0]).float().requires_grad_(True)
         with torch.enable_grad():
-            out = self.discriminator(prompts, slots, rows, with_slot_logits=self.kl_weight > 0,
-                                     an_weights=self.takes_an.to(device)[label_ids[:, 0]].float())
-            loss = readout_loss(out.scores, targets)
-            (gradient,) = torch.autograd.grad(loss, slots)
-        # The current embedding's term is the same constant for every token of a position, so it drops out.
-        change = gradient[0] @ embedding.float().T  # [L, V]
+            out = self.discriminator(prompts, one_hot @ embedding.float(), rows, with_slot_logits=self.kl_weight > 0,
+                                     an_weights=self.takes_an.to(device)[label_ids[:, 0]].float(), label_probs=one_hot)
+            loss = readout_loss(calibrate(out.scores, targets)[0], targets)
+            (gradient,) = torch.autograd.grad(loss, one_hot)
+        # The current token's term is the same constant for every token of a position, so it drops out.
+        change = gradient[0]  # [L, V]
         allowed = self.allowed.to(device)
         if out.slot_logits is not None:
             log_q = slot_log_prior(out.slot_logits, allowed)
@@ -188,21 +213,20 @@ class HardLabelScorer:
 def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfig,
                  visited: Sequence[tuple[int, ...]] = ()) -> DiscreteResult:
     """Best hard label among the `config.top` candidates of the soft labels `p` [R, L, V] (one feature's restarts),
-    the labels the soft labels' argmax `visited` during training, the LM prior's `config.prior_top` candidates for
+    the `config.top` labels the soft labels' argmax `visited` most often during training (most visited first), the LM prior's `config.prior_top` candidates for
     the first token (the rest of the best label so far after it), and up to `config.swap_rounds` rounds of
     gradient-guided swaps from the `config.swap_beam` best labels so far (each round starts only from labels not
-    yet expanded)."""
+    yet expanded); `config.max_candidates` labels at most, in that order."""
     candidates_per_position = p.topk(min(config.top, p.shape[-1]), dim=-1).indices  # [R, L, top]
     scored: dict[tuple[int, ...], LabelScore] = {}
     found_by: dict[tuple[int, ...], str] = {}
 
     def evaluate(labels: list[tuple[int, ...]], source: str) -> None:
-        new = [label for label in dict.fromkeys(labels) if label not in scored]
+        new = [label for label in dict.fromkeys(labels) if label not in scored][: config.max_candidates - len(scored)]
         for result in scorer.score_labels(new) if new else []:
             scored[result.label_ids] = result
             found_by[result.label_ids] = source
 
-    evaluate([tuple(label) for label in visited], "soft_label_visited")
     if p.shape[1] == 1:
         evaluate([(int(t),) for t in candidates_per_position[:, 0].flatten().tolist()], "soft_label_top")
     else:
@@ -213,7 +237,8 @@ def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfi
                 for position in range(p.shape[1]):
                     options = [current[:position] + (int(t),) + current[position + 1 :] for t in candidates_per_position[restart, position].tolist()]
                     evaluate(options, "coordinate_ascent")
-                    current = max((scored[o] for o in options + [current]), key=LabelScore.ranking_key).label_ids
+                    current = max((scored[o] for o in options + [current] if o in scored), key=LabelScore.ranking_key).label_ids
+    evaluate([tuple(label) for label in visited][: config.top], "soft_label_visited")
     if config.prior_top > 0:
         tail = max(scored.values(), key=LabelScore.ranking_key).label_ids[1:]
         evaluate([(token, *tail) for token in scorer.prior_candidates(config.prior_top)], "lm_prior")

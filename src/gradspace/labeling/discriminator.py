@@ -1,5 +1,8 @@
-"""The frozen LM as a yes/no discriminator: label embeddings go into the prompt's label slots through
-`inputs_embeds`, and the answer is the logit difference of the two answer tokens at the readout position.
+"""The frozen LM as a discriminator: label embeddings go into the prompt's label slots through `inputs_embeds`, and
+the model's output is read per (example, label) as one score, larger where the label fits the example better. The
+prompt's readout (see gradspace.labeling.prompts) decides which output: the yes/no answer's logit difference, the
+word's log-likelihood after the label relative to a label-free context, or the label's own log-likelihood after
+the word (for a soft label p, its expected log-likelihood p·log q, so the gradient reaches p directly).
 
 Soft labels (embedding mixtures) and hard labels (embedding rows) take the same path, so the discrete step
 scores candidates exactly as the model sees real tokens.
@@ -30,7 +33,7 @@ def slot_log_prior(slot_logits: torch.Tensor, allowed: torch.Tensor) -> torch.Te
 
 @dataclass
 class DiscriminatorOutput:
-    scores: torch.Tensor  # [N] logit(positive answer) - logit(negative answer)
+    scores: torch.Tensor  # [N] the readout: larger where the label fits the example better
     slot_logits: torch.Tensor | None  # [N, L, V] next-token logits predicting each label slot (for the naturalness prior)
 
 
@@ -44,11 +47,17 @@ class Discriminator(nn.Module):
         for parameter in self.lm.parameters():
             parameter.requires_grad_(False)
         self.builder = builder
+        # Some models scale token embeddings inside their embedding layer (Gemma: by sqrt(hidden size)); label and
+        # article rows, mixtures of the raw rows E, get the same scale, so a hard label reads as its token does.
+        scale = getattr(lm.get_input_embeddings(), "embed_scale", None)
+        self.input_scale = 1.0 if scale is None else float(scale)
         self.register_buffer("prefix_ids", torch.tensor(builder.prefix_ids, dtype=torch.long), persistent=False)
         self.register_buffer("answer_ids", torch.tensor(builder.answer_ids, dtype=torch.long), persistent=False)
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._prefix_kv_device: torch.device | None = None
         self._prefix_last_hidden: torch.Tensor | None = None
+        # example_likelihood: the word's log-likelihood in the label-free prompt, which no label changes, per prompt
+        self._neutral_cache: dict[tuple[int, ...], float] = {}
 
     @property
     def embedding(self) -> torch.Tensor:
@@ -95,11 +104,16 @@ class Discriminator(nn.Module):
         return logits
 
     def forward(self, batch: PromptBatch, label_embeddings: torch.Tensor, rows: torch.Tensor, with_slot_logits: bool = False,
-                an_weights: torch.Tensor | None = None, examples: torch.Tensor | None = None) -> DiscriminatorOutput:
+                an_weights: torch.Tensor | None = None, examples: torch.Tensor | None = None,
+                label_probs: torch.Tensor | None = None, label_tokens: torch.Tensor | None = None) -> DiscriminatorOutput:
         """`batch` holds distinct prompts; item i asks prompt `examples[i]` (default: prompt i) about the label
         `rows[i]` of `label_embeddings` [R, L, d]. For templates with a label article, `an_weights` [R] is each
         label's weight on "an" (its probability of a word that takes "an"): the article slot gets the matching
-        mixture of the "a" and "an" embeddings, exact for hard labels. Outputs are per item."""
+        mixture of the "a" and "an" embeddings, exact for hard labels. The label_likelihood readout also needs the
+        labels themselves: soft ones as `label_probs` [R, L, V], hard ones as `label_tokens` [R, L]. Outputs are per item."""
+        readout = self.builder.readout
+        if readout == "label_likelihood" and label_probs is None and label_tokens is None:
+            raise ValueError("the label_likelihood readout scores the label itself: pass label_probs or label_tokens")
         if batch.label_article_positions is not None and an_weights is None:
             raise ValueError("the prompt has a {label_article} slot: pass an_weights")
         embed = self.lm.get_input_embeddings()
@@ -127,18 +141,57 @@ class Discriminator(nn.Module):
         inputs = embed(batch.input_ids[examples, split:])
         label_positions = batch.label_positions[examples]
         item_index = items[:, None].expand_as(label_positions)
-        inputs = inputs.index_put((item_index, label_positions - split), label_embeddings[rows].to(inputs.dtype))
+        inputs = inputs.index_put((item_index, label_positions - split), (label_embeddings[rows] * self.input_scale).to(inputs.dtype))
         if batch.label_article_positions is not None:
             a_row, an_row = (embed.weight[ids[0]] for ids in (self.builder.article_ids["a"], self.builder.article_ids["an"]))
-            article = a_row + an_weights[rows, None].to(inputs.dtype) * (an_row - a_row)
+            article = (a_row + an_weights[rows, None].to(inputs.dtype) * (an_row - a_row)) * self.input_scale
             inputs = inputs.index_put((items, batch.label_article_positions[examples] - split), article)
         hidden = self.lm.base_model(inputs_embeds=inputs, past_key_values=past, use_cache=True).last_hidden_state
-        answer_logits = self._logits(hidden[items, batch.readout_positions[examples] - split], self.answer_ids)
-        scores = (answer_logits[:, 0] - answer_logits[:, 1]).float()
         slot_logits = None
-        if with_slot_logits:
+        if with_slot_logits or readout == "label_likelihood":
             slot_logits = self._logits(self._slot_hidden(hidden, head_hidden, label_positions - 1, examples, split))
-        return DiscriminatorOutput(scores=scores, slot_logits=slot_logits)
+        if readout == "answer":
+            answer_logits = self._logits(hidden[items, batch.readout_positions[examples] - split], self.answer_ids)
+            scores = (answer_logits[:, 0] - answer_logits[:, 1]).float()
+        elif readout == "example_likelihood":
+            scores = (self._span_log_likelihood(hidden, batch.input_ids[examples], batch.word_starts[examples],
+                                                batch.readout_positions[examples], offset=split)
+                      - self._neutral_log_likelihood(batch)[examples])
+        else:
+            log_q = torch.log_softmax(slot_logits.float(), dim=-1)  # [items, L, V]
+            if label_tokens is not None:
+                scores = log_q.gather(-1, label_tokens[rows][..., None]).squeeze(-1).sum(-1)
+            else:
+                scores = (log_q * label_probs[rows].float()).sum((-2, -1))
+        return DiscriminatorOutput(scores=scores, slot_logits=slot_logits if with_slot_logits else None)
+
+    def _span_log_likelihood(self, hidden: torch.Tensor, ids: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
+                             offset: int) -> torch.Tensor:
+        """[n] log p(ids[i, starts[i]..ends[i]]) from `hidden` [n, T, d], which holds positions `offset` on."""
+        width = int((ends - starts).max()) + 1
+        steps = starts[:, None] + torch.arange(width, device=ids.device)  # [n, W]
+        valid = steps <= ends[:, None]
+        positions = torch.minimum(steps, ends[:, None])
+        row = torch.arange(ids.shape[0], device=ids.device)[:, None]
+        log_p = torch.log_softmax(self._logits(hidden[row, positions - 1 - offset]).float(), dim=-1)
+        picked = log_p.gather(-1, ids[row, positions][..., None]).squeeze(-1)
+        return (picked * valid).sum(-1)
+
+    @torch.no_grad()
+    def _neutral_log_likelihood(self, batch: PromptBatch) -> torch.Tensor:
+        """[N] each prompt's word log-likelihood in the label-free template, computed once per distinct prompt."""
+        keys = [tuple(row[: int(end) + 1].tolist()) for row, end in zip(batch.neutral_ids, batch.neutral_ends)]
+        missing = [index for index, key in enumerate(dict.fromkeys(keys)) if key not in self._neutral_cache]
+        if missing:
+            unique = list(dict.fromkeys(keys))
+            first = {key: keys.index(key) for key in unique}
+            index = torch.tensor([first[unique[m]] for m in missing], device=batch.neutral_ids.device)
+            ids = batch.neutral_ids[index]
+            hidden = self.lm.base_model(input_ids=ids).last_hidden_state
+            values = self._span_log_likelihood(hidden, ids, batch.neutral_word_starts[index], batch.neutral_ends[index], offset=0)
+            for m, value in zip(missing, values.tolist()):
+                self._neutral_cache[unique[m]] = value
+        return torch.tensor([self._neutral_cache[key] for key in keys], device=batch.neutral_ids.device)
 
     def _slot_hidden(self, tail: torch.Tensor, head: torch.Tensor | None, before: torch.Tensor, examples: torch.Tensor,
                      split: int) -> torch.Tensor:

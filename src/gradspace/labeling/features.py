@@ -19,23 +19,32 @@ from gradspace.labeling.activations import token_activations
 from gradspace.labeling.config import FeatureConfig
 from gradspace.labeling.prompts import Example, word_token_id
 from gradspace.labeling.sae import SparseAutoencoder
+from gradspace.labeling.vocabulary import word_tokens
 
 KINDS = ("words", "category", "sae")
 
 
 @dataclass
 class FeatureData:
+    """A feature's examples in three parts: the soft label trains on `train_*`, the discrete step ranks candidate
+    labels on `validation_*`, and `heldout_*` stay untouched until the chosen label is scored."""
+
     name: str
     train_positive: list[Example]
     train_negative: list[Example]
     heldout_positive: list[Example]
     heldout_negative: list[Example]
+    validation_positive: list[Example] = field(default_factory=list)
+    validation_negative: list[Example] = field(default_factory=list)
+    # The category word (the oracle's hand-given label) and the synonyms and hypernyms that count as it, if written down
+    label_words: list[str] = field(default_factory=list)
     # Tokens of the strongest examples (repeated by frequency): the "most frequent top-activating token" baseline.
     top_activating_tokens: list[int] = field(default_factory=list)
     decoder_direction: torch.Tensor | None = None  # SAE latents: the latent's decoder row
 
     def check(self) -> None:
-        empty = [part for part in ("train_positive", "train_negative", "heldout_positive", "heldout_negative") if not getattr(self, part)]
+        parts = ("train_positive", "train_negative", "validation_positive", "validation_negative", "heldout_positive", "heldout_negative")
+        empty = [part for part in parts if not getattr(self, part)]
         if empty:
             raise GradspaceError(
                 f"feature '{self.name}' has no {', '.join(empty)} examples; give it more words (or a larger corpus, "
@@ -84,25 +93,16 @@ def token_counts(tokenizer, texts: Sequence[str]) -> Counter:
     return counts
 
 
-def _vocabulary_words(tokenizer) -> list[int]:
-    """Whole-word tokens (alphabetic, and spelled with a leading space where the tokenizer has them)."""
-    from gradspace.labeling.prompts import is_space_sensitive
-
-    spaced = is_space_sensitive(tokenizer)
-    special = set(tokenizer.all_special_ids)
-    words = []
-    for token in range(len(tokenizer)):
-        if token in special:
-            continue
-        text = tokenizer.decode([token])
-        if text.strip().isalpha() and (not spaced or text.startswith(" ")):
-            words.append(token)
-    return words
+def split_three(items: list, heldout_fraction: float, validation_fraction: float, rng: random.Random) -> tuple[list, list, list]:
+    """(train, validation, held-out): `heldout_fraction` of the items held out, `validation_fraction` of the rest validation."""
+    rest, heldout = _split(items, heldout_fraction, rng)
+    train, validation = _split(rest, validation_fraction, rng)
+    return train, validation, heldout
 
 
 def word_set_feature(
-    name: str, words: Sequence[str], negative_tokens: Sequence[int], tokenizer, heldout_fraction: float, seed: int,
-    counts: Counter | None, max_negatives: int = 2000,
+    name: str, words: Sequence[str], negative_tokens: Sequence[int], tokenizer, heldout_fraction: float,
+    validation_fraction: float, seed: int, counts: Counter | None, label_words: Sequence[str] = (), max_negatives: int = 2000,
 ) -> FeatureData:
     """Positives are the words of the list that are single tokens; negatives are `negative_tokens` minus them."""
     positive = list(dict.fromkeys(t for t in (word_token_id(tokenizer, str(w)) for w in words) if t is not None))
@@ -116,15 +116,17 @@ def word_set_feature(
     negative = [t for t in dict.fromkeys(negative_tokens) if t not in positive_set]
     if len(negative) > max_negatives:
         negative = rng.sample(negative, max_negatives)
-    train_pos, heldout_pos = _split(positive, heldout_fraction, rng)
-    train_neg, heldout_neg = _split(negative, heldout_fraction, rng)
+    train_pos, validation_pos, heldout_pos = split_three(positive, heldout_fraction, validation_fraction, rng)
+    train_neg, validation_neg, heldout_neg = split_three(negative, heldout_fraction, validation_fraction, rng)
     # Frequency in the corpus decides the baseline; without a corpus the list's own order does.
     ranked = sorted(positive, key=lambda t: -counts[t]) if counts else positive
+    examples = lambda tokens: [Example(t) for t in tokens]  # noqa: E731
     feature = FeatureData(
         name=name,
-        train_positive=[Example(t) for t in train_pos], train_negative=[Example(t) for t in train_neg],
-        heldout_positive=[Example(t) for t in heldout_pos], heldout_negative=[Example(t) for t in heldout_neg],
-        top_activating_tokens=ranked[:1],
+        train_positive=examples(train_pos), train_negative=examples(train_neg),
+        heldout_positive=examples(heldout_pos), heldout_negative=examples(heldout_neg),
+        validation_positive=examples(validation_pos), validation_negative=examples(validation_neg),
+        top_activating_tokens=ranked[:1], label_words=[str(w) for w in label_words],
     )
     feature.check()
     return feature
@@ -140,7 +142,8 @@ def singular_category_words() -> dict[str, tuple[str, ...]]:
     return {name: tuple(w for w in words if w not in plurals) for name, words in CATEGORIES.items()}
 
 
-def category_features(ids: Sequence[str], tokenizer, heldout_fraction: float, seed: int, counts: Counter | None) -> list[FeatureData]:
+def category_features(ids: Sequence[str], tokenizer, heldout_fraction: float, validation_fraction: float, seed: int,
+                      counts: Counter | None) -> list[FeatureData]:
     """Synthetic-world categories: each category's singular words against the singular words of all categories
     it does not contain."""
     categories = singular_category_words()
@@ -152,20 +155,28 @@ def category_features(ids: Sequence[str], tokenizer, heldout_fraction: float, se
         members = set(categories[name])
         others = [w for other, words in categories.items() if other != name for w in words if w not in members]
         negative_tokens = [t for t in (word_token_id(tokenizer, w) for w in others) if t is not None]
-        features.append(word_set_feature(name, categories[name], negative_tokens, tokenizer, heldout_fraction, seed, counts))
+        features.append(word_set_feature(name, categories[name], negative_tokens, tokenizer, heldout_fraction, validation_fraction,
+                                         seed, counts, label_words=[name]))
     return features
 
 
-def word_list_features(sets: Mapping[str, Sequence[str]], ids: Sequence[str], negatives: Sequence[str] | None, tokenizer,
-                       heldout_fraction: float, seed: int, counts: Counter | None) -> list[FeatureData]:
+# Inactive examples of a word list without feature.negatives: the vocabulary's words as labels may be (no fragments)
+NEGATIVE_MIN_LETTERS = 3
+
+
+def word_list_features(sets: Mapping[str, Sequence[str]], labels: Mapping[str, Sequence[str]], ids: Sequence[str],
+                       negatives: Sequence[str] | None, tokenizer, heldout_fraction: float, validation_fraction: float, seed: int,
+                       counts: Counter | None) -> list[FeatureData]:
     unknown = [name for name in ids if name not in sets]
     if unknown:
         raise GradspaceError(f"feature.ids {unknown} are not in feature.sets ({', '.join(sets)}); add their word lists")
     if negatives:
         negative_tokens = [t for t in (word_token_id(tokenizer, str(w)) for w in negatives) if t is not None]
     else:
-        negative_tokens = _vocabulary_words(tokenizer)
-    return [word_set_feature(name, sets[name], negative_tokens, tokenizer, heldout_fraction, seed, counts) for name in ids]
+        words = word_tokens(tokenizer, len(tokenizer), NEGATIVE_MIN_LETTERS, stop_words=False)
+        negative_tokens = words.nonzero().flatten().tolist()
+    return [word_set_feature(name, sets[name], negative_tokens, tokenizer, heldout_fraction, validation_fraction, seed, counts,
+                             label_words=(labels or {}).get(name, ())) for name in ids]
 
 
 @torch.no_grad()
@@ -179,7 +190,7 @@ def latent_activations(lm, tokenizer, sae: SparseAutoencoder, texts: Sequence[st
 
 
 def sae_latent_features(ids: Sequence[int], lm, tokenizer, sae: SparseAutoencoder, corpus: Corpus, threshold: float,
-                        max_examples: int, seed: int, top_n: int = 20) -> list[FeatureData]:
+                        max_examples: int, seed: int, top_n: int = 20, validation_fraction: float = 0.25) -> list[FeatureData]:
     """Each latent: token occurrences (with the text before them) where it fires above `threshold` vs. where it does not."""
     latents = [int(i) for i in ids]
     bad = [i for i in latents if not 0 <= i < sae.d_sae]
@@ -209,9 +220,11 @@ def sae_latent_features(ids: Sequence[int], lm, tokenizer, sae: SparseAutoencode
                 f"SAE latent {latent} never fires above feature.threshold={threshold} on the corpus; pick another latent id"
             )
         strongest.sort(key=lambda pair: -pair[0])
+        (train_pos, validation_pos), (train_neg, validation_neg) = (_split(examples, validation_fraction, rng) for examples in parts["train"])
         feature = FeatureData(
             name=f"latent{latent}",
-            train_positive=parts["train"][0], train_negative=parts["train"][1],
+            train_positive=train_pos, train_negative=train_neg,
+            validation_positive=validation_pos, validation_negative=validation_neg,
             heldout_positive=parts["heldout"][0], heldout_negative=parts["heldout"][1],
             top_activating_tokens=[token for _, token in strongest[:top_n]],
             decoder_direction=sae.W_dec[latent].detach().float().cpu(),

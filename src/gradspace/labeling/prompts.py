@@ -1,14 +1,19 @@
 """Discriminator prompts: a template with a `{word}` slot, a `{label}` slot (and an optional `{context}` slot),
 tokenized once into pieces so that every example's prompt is assembled from token ids without re-tokenizing.
 
-The style follows the model family: the synthetic model is asked in its own language ("is a dog a mammal ?",
-"is an eagle a bird ?", "is seven a number ?": questions its corpus contains, with the `{article}` slot realising
-the word's indefinite article as the corpus does), tokenizers with a chat template get the question as a user turn, other models
-get plain text. The answer is read out as the logit difference of the two answer tokens at the last position.
+A prompt family says how the frozen LM's output is read (`readout`):
+- answer: a yes/no question; the logit difference of the two answer tokens at the last position. The synthetic
+  model is asked in its own language ("is a dog a mammal ?", "is seven a number ?": questions its corpus contains,
+  with `{article}` realising the word's indefinite article as the corpus does); tokenizers with a chat template can
+  get the question as a user turn, other models plain (few-shot) text.
+- example_likelihood: the label conditions the example: log p(word | "... example of a <label>: ") minus
+  log p(word | the family's label-free `neutral` template); `{word}` comes once, after the label.
+- label_likelihood: the example conditions the label: log p(label | "<word> is a kind of "); `{label}` comes last.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -19,6 +24,7 @@ from gradspace.errors import GradspaceError
 from gradspace.evaluation.logprobs import prefix_token_id
 from gradspace.labeling.articles import article_rule
 from gradspace.labeling.config import PromptConfig
+from gradspace.labeling.vocabulary import is_space_sensitive
 
 SLOT_PATTERN = re.compile(r"\{(word|label|context|article|label_article)\}")
 
@@ -27,8 +33,10 @@ SLOT_PATTERN = re.compile(r"\{(word|label|context|article|label_article)\}")
 class PromptSpec:
     style: str
     template: str
-    answers: tuple[str, str]  # (positive, negative) answer; each must be one token
+    answers: tuple[str, str] | None  # answer readout: (positive, negative) answer; each must be one token
     system: str | None = None  # chat only
+    readout: str = "answer"  # answer | example_likelihood | label_likelihood
+    neutral: str | None = None  # example_likelihood: the label-free template
 
 
 @dataclass(frozen=True)
@@ -45,22 +53,32 @@ class PromptBatch:
 
     input_ids: torch.Tensor  # [N, T]
     label_positions: torch.Tensor  # [N, L] where the label's L tokens go
-    readout_positions: torch.Tensor  # [N] the last prompt token, whose next-token logits hold the answer
+    readout_positions: torch.Tensor  # [N] the last prompt token (answer: its next-token logits hold the answer)
     # [N] where the label's own article goes ("a mammal", "an animal"), for templates with {label_article}
     label_article_positions: torch.Tensor | None = None
+    # example_likelihood: [N] the word's first token (it ends at the readout position), and the label-free prompts
+    # [N, T'] (from the document start) with their word's first token [N] (it ends at the last non-padding token)
+    word_starts: torch.Tensor | None = None
+    neutral_ids: torch.Tensor | None = None
+    neutral_word_starts: torch.Tensor | None = None
+    neutral_ends: torch.Tensor | None = None
 
     def to(self, device) -> "PromptBatch":
-        articles = None if self.label_article_positions is None else self.label_article_positions.to(device)
-        return PromptBatch(self.input_ids.to(device), self.label_positions.to(device), self.readout_positions.to(device), articles)
+        return PromptBatch(**{k: None if v is None else v.to(device) for k, v in self.as_dict().items()})
+
+    def as_dict(self) -> dict[str, torch.Tensor | None]:
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
 
-def resolve_prompt_spec(prompt: PromptConfig, tokenizer, model_source: str) -> PromptSpec:
-    """Pick the template for this model: `style=auto` means synth for synthetic models, chat where the tokenizer
-    has a chat template, plain otherwise."""
+def resolve_prompt_spec(prompt: PromptConfig, tokenizer, model_source: str, model_name: str = "") -> PromptSpec:
+    """Pick the family for this model: `style=auto` means synth for synthetic models, the family the oracle check
+    chose for the model (`prompt.style_by_model`), chat where the tokenizer has a chat template, plain otherwise."""
     style = prompt.style
     if style == "auto":
         if model_source == "synth":
             style = "synth"
+        elif model_name in prompt.style_by_model:
+            style = prompt.style_by_model[model_name]
         elif getattr(tokenizer, "chat_template", None):
             style = "chat"
         else:
@@ -68,16 +86,16 @@ def resolve_prompt_spec(prompt: PromptConfig, tokenizer, model_source: str) -> P
     if style not in prompt.families:
         raise GradspaceError(f"prompt style '{style}' has no entry under prompt.families; add prompt.families.{style}.template")
     family = prompt.families[style]
-    answers = tuple(family.answers or ())
-    if len(answers) != 2:
-        raise GradspaceError(f"prompt.families.{style}.answers must be [positive, negative], got {list(answers)}")
-    return PromptSpec(style=style, template=str(family.template), answers=(str(answers[0]), str(answers[1])),
-                      system=family.system)
-
-
-def is_space_sensitive(tokenizer) -> bool:
-    """True for BPE-style tokenizers where ' dog' and 'dog' are different tokens (the space belongs to the token)."""
-    return tokenizer.encode(" the", add_special_tokens=False) != tokenizer.encode("the", add_special_tokens=False)
+    answers = None
+    if family.readout == "answer":
+        answers = tuple(family.answers or ())
+        if len(answers) != 2:
+            raise GradspaceError(f"prompt.families.{style}.answers must be [positive, negative], got {list(answers)}")
+        answers = (str(answers[0]), str(answers[1]))
+    if family.readout == "example_likelihood" and not family.neutral:
+        raise GradspaceError(f"prompt.families.{style} reads the word's likelihood: give it a label-free `neutral` template")
+    return PromptSpec(style=style, template=str(family.template), answers=answers, system=family.system, readout=family.readout,
+                      neutral=None if family.neutral is None else str(family.neutral))
 
 
 def word_token_id(tokenizer, word: str) -> int | None:
@@ -87,6 +105,23 @@ def word_token_id(tokenizer, word: str) -> int | None:
     if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
         return None
     return ids[0]
+
+
+def template_pieces(text: str, tokenizer) -> tuple[list[list[int] | str], dict[str, bool]]:
+    """Pieces alternating literal token ids and slot names, and which slots a space precedes: that space moves into
+    the slot's tokens, where BPE tokenizers expect it (" dog", not " " + "dog")."""
+    parts = SLOT_PATTERN.split(text)
+    space_before: dict[str, bool] = {}
+    pieces: list[list[int] | str] = []
+    for index, part in enumerate(parts):
+        if index % 2 == 1:
+            pieces.append(part)
+            continue
+        if index + 1 < len(parts) and part.endswith(" "):
+            space_before[parts[index + 1]] = True
+            part = part.rstrip(" ")
+        pieces.append(tokenizer.encode(part, add_special_tokens=False) if part else [])
+    return pieces, space_before
 
 
 class PromptBuilder:
@@ -112,28 +147,25 @@ class PromptBuilder:
         if slots.count("context") > 1:
             raise GradspaceError(f"prompt template {spec.template!r} has {{context}} more than once; use it at most once")
         self.uses_context = "context" in slots
-        # Pieces alternate literal token ids and slot names; a space before a slot moves into the slot's tokens,
-        # where BPE tokenizers expect it (" dog", not " " + "dog").
-        parts = SLOT_PATTERN.split(text)
-        self.space_before: dict[str, bool] = {}
-        pieces: list[list[int] | str] = []
-        for index, part in enumerate(parts):
-            if index % 2 == 1:
-                pieces.append(part)
-                continue
-            if index + 1 < len(parts) and part.endswith(" "):
-                self.space_before[parts[index + 1]] = True
-                part = part.rstrip(" ")
-            pieces.append(tokenizer.encode(part, add_special_tokens=False) if part else [])
+        self.readout = spec.readout
+        self._check_readout_slots(slots)
+        pieces, self.space_before = template_pieces(text, tokenizer)
+        if self.readout == "example_likelihood" and pieces[-1]:
+            raise GradspaceError(f"the example_likelihood readout reads the word at the prompt's end: remove the text after "
+                                 f"{{word}} in {spec.template!r}")
         # The document-start token evaluation conditions on too (chat templates bring their own).
-        start = [prefix_token_id(tokenizer)] if add_bos and spec.style != "chat" else []
+        self.start_ids = [prefix_token_id(tokenizer)] if add_bos and not self.is_chat else []
         # The literal tokens before the first slot are the same for every prompt: the shared (cacheable) prefix.
-        self.prefix_ids: list[int] = start + list(pieces[0])
+        self.prefix_ids: list[int] = self.start_ids + list(pieces[0])
         self.article = article_rule(spec.style)
         self.pieces = pieces[1:]
-        self.answer_ids = tuple(self._single_token(answer) for answer in spec.answers)
+        self.answer_ids = tuple(self._single_token(answer) for answer in spec.answers) if spec.readout == "answer" else ()
+        # What the label slots hold until the label's embeddings replace them.
+        self.placeholder_id = prefix_token_id(tokenizer)
+        self._takes_an: dict[int, torch.Tensor] = {}
+        self.neutral_pieces, self.neutral_space_before = ([], {}) if spec.neutral is None else template_pieces(spec.neutral, tokenizer)
         # A vocabulary without "an" (a model trained on "is a eel ...") gets "a" before vowels too.
-        spelled = {article: self._spell(article, "article") for article in ("a", "an")}
+        spelled = {article: self.spell(article, "article") for article in ("a", "an")}
         known = {article: ids for article, ids in spelled.items() if len(ids) == 1 and ids[0] != tokenizer.unk_token_id}
         self.article_ids = {"": [], "a": spelled["a"], "an": known.get("an", spelled["a"])}
         if self.uses_label_article and any(len(self.article_ids[a]) != 1 for a in ("a", "an")):
@@ -141,17 +173,35 @@ class PromptBuilder:
 
     def takes_an(self, vocabulary_size: int) -> torch.Tensor:
         """[V] bool: tokens whose word takes "an" (the label article a soft label mixes in by its probability); all
-        False where the template has no {label_article}."""
-        mask = torch.zeros(vocabulary_size, dtype=torch.bool)
-        if not self.uses_label_article or self.article_ids["an"] == self.article_ids["a"]:
-            return mask
-        for token in range(vocabulary_size):
-            word = self.tokenizer.decode([token]).strip()
-            mask[token] = bool(word) and word.isalpha() and self.article(word) == "an"
-        return mask
+        False where the template has no {label_article}. Computed once per builder (a vocabulary is 262k tokens)."""
+        if vocabulary_size not in self._takes_an:
+            mask = torch.zeros(vocabulary_size, dtype=torch.bool)
+            if self.uses_label_article and self.article_ids["an"] != self.article_ids["a"]:
+                size = min(len(self.tokenizer), vocabulary_size)
+                for token, text in enumerate(self.tokenizer.batch_decode([[t] for t in range(size)])):
+                    word = text.strip()
+                    mask[token] = bool(word) and word.isalpha() and self.article(word) == "an"
+            self._takes_an[vocabulary_size] = mask
+        return self._takes_an[vocabulary_size]
 
-    @staticmethod
-    def _render(spec: PromptSpec, tokenizer) -> str:
+    @property
+    def is_chat(self) -> bool:
+        return self.spec.style == "chat"
+
+    def _check_readout_slots(self, slots: list[str]) -> None:
+        """The likelihood readouts read a token sequence the label precedes or ends: say so when the template cannot."""
+        where = f"fix prompt.families.{self.spec.style}.template {self.spec.template!r}"
+        if self.readout == "example_likelihood":
+            if slots.count("word") != 1 or slots.index("word") < slots.index("label") or slots[-1] != "word":
+                raise GradspaceError(f"the example_likelihood readout needs {{word}} once, as the last slot, after {{label}}; {where}")
+            neutral = SLOT_PATTERN.findall(self.spec.neutral or "")
+            if (neutral.count("word") != 1 or neutral[-1] != "word" or "label" in neutral or "label_article" in neutral
+                    or not self.spec.neutral.endswith("{word}")):
+                raise GradspaceError(f"the neutral template {self.spec.neutral!r} needs {{word}} once, last, and no label")
+        elif self.readout == "label_likelihood" and slots[-1] != "label":
+            raise GradspaceError(f"the label_likelihood readout needs {{label}} as the last slot; {where}")
+
+    def _render(self, spec: PromptSpec, tokenizer) -> str:
         if spec.style != "chat":
             return spec.template
         if not getattr(tokenizer, "chat_template", None):
@@ -178,11 +228,26 @@ class PromptBuilder:
         word = self.tokenizer.decode([example.token]).strip()
         if slot == "article":
             return list(self.article_ids[self.article(word)])
-        return self._spell(word, "word")
+        return self.spell(word, "word")
 
-    def _spell(self, word: str, slot: str) -> list[int]:
-        prefix = " " if self.space_before.get(slot) and self.space_sensitive else ""
+    def spell(self, word: str, slot: str, space_before: dict[str, bool] | None = None) -> list[int]:
+        space = (self.space_before if space_before is None else space_before).get(slot)
+        prefix = " " if space and self.space_sensitive else ""
         return self.tokenizer.encode(prefix + word, add_special_tokens=False)
+
+    def neutral(self, example: Example) -> tuple[list[int], int]:
+        """The label-free prompt (from the document start) and where its word begins (its word ends it)."""
+        ids = list(self.start_ids)
+        word_start = -1
+        for piece in self.neutral_pieces:
+            if isinstance(piece, list):
+                ids.extend(piece)
+            elif piece == "word":
+                word_start = len(ids)
+                ids.extend(self.spell(self.tokenizer.decode([example.token]).strip(), "word", self.neutral_space_before))
+            else:
+                ids.extend(self._slot_ids(piece, example))
+        return ids, word_start
 
     def build(self, example: Example) -> tuple[list[int], list[int], int]:
         """(token ids after the prefix, positions of the label slots in them, position of the label's article or -1);
@@ -190,7 +255,7 @@ class PromptBuilder:
         ids: list[int] = []
         label_positions: list[int] = []
         article_position = -1
-        placeholder = self.answer_ids[1]
+        placeholder = self.placeholder_id
         for piece in self.pieces:
             if isinstance(piece, list):
                 ids.extend(piece)
@@ -213,7 +278,18 @@ class PromptBuilder:
         label_positions = torch.tensor([positions for _, positions, _ in built], dtype=torch.long)
         readout = torch.tensor([len(ids) - 1 for ids, _, _ in built], dtype=torch.long)
         articles = torch.tensor([article for _, _, article in built], dtype=torch.long) if self.uses_label_article else None
-        return PromptBatch(input_ids, label_positions, readout, articles)
+        batch = PromptBatch(input_ids, label_positions, readout, articles)
+        if self.readout == "example_likelihood":
+            # The word is the template's last slot: it runs from its first token to the readout position.
+            batch.word_starts = readout - torch.tensor([len(self._slot_ids("word", e)) - 1 for e in examples], dtype=torch.long)
+            neutral = [self.neutral(example) for example in examples]
+            width = max(len(ids) for ids, _ in neutral)
+            batch.neutral_ids = torch.full((len(neutral), width), pad_id, dtype=torch.long)
+            for row, (ids, _) in enumerate(neutral):
+                batch.neutral_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            batch.neutral_word_starts = torch.tensor([start for _, start in neutral], dtype=torch.long)
+            batch.neutral_ends = torch.tensor([len(ids) - 1 for ids, _ in neutral], dtype=torch.long)
+        return batch
 
     def render_text(self, example: Example, label_ids: Sequence[int]) -> str:
         """The full prompt as text with a hard label, for logs and reports."""

@@ -1,10 +1,13 @@
-"""`label.py`'s task: learn a label for each feature, pick the best hard label, score it and the baselines on
-held-out tokens, and write `results.json` (and a W&B table)."""
+"""`label.py`'s task: check that the discriminator can tell each feature apart (the oracle: its category word as
+the label), learn a soft label for each feature that can, pick the best hard label on validation examples, score
+it, the soft label's own argmax and top-10, and the baselines on held-out tokens, and write `results.json` (and a
+W&B table)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -18,6 +21,7 @@ from gradspace.labeling.discrete import HardLabelScorer, select_label
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import (Corpus, FeatureData, category_features, load_corpus, sae_latent_features, token_counts,
                                          word_list_features)
+from gradspace.labeling.oracle import OracleResult, is_accepted, oracle_check
 from gradspace.labeling.prompts import PromptBuilder, PromptSpec, resolve_prompt_spec
 from gradspace.labeling.sae import SparseAutoencoder, load_local_sae, load_saelens_sae
 from gradspace.labeling.soft_label import BalancedExamples, SoftLabel, allowed_label_tokens
@@ -61,13 +65,15 @@ def build_features(config: LabelingConfig, model_cfg, loaded: LoadedModel, cache
             raise GradspaceError("SAE latents are found in a corpus; set feature.corpus_path=<text file, one text per line>")
         sae = load_sae(config.sae, loaded, corpus, cache_dir)
         features = sae_latent_features(feature.ids, loaded.model, tokenizer, sae, corpus, feature.threshold, feature.max_examples,
-                                       feature.split_seed, feature.top_n)
+                                       feature.split_seed, feature.top_n, feature.validation_fraction)
         return features, sae
     counts = token_counts(tokenizer, corpus.train) if corpus else None
     if isinstance(feature, WordsFeatureConfig):
         ids = [str(i) for i in feature.ids]
-        return word_list_features(feature.sets, ids, feature.negatives, tokenizer, feature.heldout_fraction, feature.split_seed, counts), None
-    return category_features(feature.ids, tokenizer, feature.heldout_fraction, feature.split_seed, counts), None
+        return word_list_features(feature.sets, feature.labels, ids, feature.negatives, tokenizer, feature.heldout_fraction,
+                                  feature.validation_fraction, feature.split_seed, counts), None
+    return category_features(feature.ids, tokenizer, feature.heldout_fraction, feature.validation_fraction, feature.split_seed,
+                             counts), None
 
 
 def token_text(tokenizer, token_ids) -> str:
@@ -109,26 +115,34 @@ def baseline_labels(feature: FeatureData, allowed: torch.Tensor, unembedding: to
 
 
 def label_feature(config: LabelingConfig, feature: FeatureData, p: torch.Tensor, visited: list[tuple[int, ...]],
-                  discriminator: Discriminator, allowed: torch.Tensor, unembedding: torch.Tensor) -> dict:
-    """One feature's result: the discrete step over its restarts' soft labels `p` [R, L, V], then the chosen label
-    and the baselines scored on held-out examples."""
+                  discriminator: Discriminator, allowed: torch.Tensor, unembedding: torch.Tensor, oracle: OracleResult | None) -> dict:
+    """One feature's result: the discrete step over its restarts' soft labels `p` [R, L, V] on the validation
+    examples, then the chosen label, the soft label's own argmax and top-10, and the baselines on held-out examples
+    (at the decision boundary the validation examples set)."""
     builder = discriminator.builder
     tokenizer, pad_id = builder.tokenizer, builder.tokenizer.pad_token_id
     limit, heldout_limit = config.discrete.max_examples, config.evaluation.max_examples
-    selection = HardLabelScorer(discriminator, feature.train_positive[:limit], feature.train_negative[:limit], pad_id, allowed,
-                                config.label.kl_weight)
+    selection = HardLabelScorer(discriminator, feature.validation_positive[:limit], feature.validation_negative[:limit], pad_id,
+                                allowed, config.label.kl_weight)
     chosen = select_label(selection, p, config.discrete, visited)
+    # The soft label's own result: the argmax of the restart whose argmax did best on validation, and its top 10.
+    argmaxes = [tuple(int(t) for t in p[r].argmax(-1).tolist()) for r in range(p.shape[0])]
+    unscored = [ids for ids in dict.fromkeys(argmaxes) if chosen.scores_of(ids) is None]
+    validation = {s.label_ids: s for s in chosen.scored} | {s.label_ids: s for s in (selection.score_labels(unscored) if unscored else [])}
+    restart = max(range(p.shape[0]), key=lambda r: validation[argmaxes[r]].ranking_key())
+    top10 = p[restart, 0].topk(10)
+    top10_labels = [(int(t),) + argmaxes[restart][1:] for t in top10.indices]
+    baselines_ids, projection = baseline_labels(feature, allowed, unembedding)
+    candidates = [chosen.best.label_ids, *top10_labels] + [ids for ids in baselines_ids.values() if len(ids) == config.label.length]
+    candidates = list(dict.fromkeys(candidates))
+    thresholds = [validation[ids].threshold if ids in validation else None for ids in candidates]
     heldout = HardLabelScorer(discriminator, feature.heldout_positive[:heldout_limit], feature.heldout_negative[:heldout_limit],
                               pad_id, allowed)
-    baselines_ids, projection = baseline_labels(feature, allowed, unembedding)
-    candidates = [chosen.best.label_ids] + [ids for ids in baselines_ids.values() if len(ids) == config.label.length]
-    heldout_scores = {s.label_ids: s for s in heldout.score_labels(list(dict.fromkeys(candidates)))}
+    heldout_scores = {ids: heldout.score_labels([ids], None if threshold is None else [threshold])[0]
+                      for ids, threshold in zip(candidates, thresholds)}
     best = heldout_scores[chosen.best.label_ids]
 
-    # The restart where the chosen label is most probable gives its probability and the top-10 shown beside it.
     token_probs = torch.stack([p[:, position, token] for position, token in enumerate(best.label_ids)], dim=-1).prod(-1)
-    restart = int(token_probs.argmax())
-    top10 = p[restart, 0].topk(10)
     baselines = {}
     for kind, ids in baselines_ids.items():
         score = heldout_scores.get(ids)
@@ -138,17 +152,28 @@ def label_feature(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
         }
         if kind == "vocabulary_projection":
             baselines[kind]["top10"] = [token_text(tokenizer, [t]) for t in projection]
+    label = token_text(tokenizer, best.label_ids)
+    soft_argmax = token_text(tokenizer, argmaxes[restart])
     return {
         "feature": feature.name,
-        "label": token_text(tokenizer, best.label_ids),
+        "oracle": oracle_summary(oracle),
+        "label": label,
         "label_token_ids": list(best.label_ids),
-        "probability": float(token_probs[restart]),
-        "top10": [{"token": token_text(tokenizer, [int(t)]), "probability": float(pr)} for pr, t in zip(top10.values, top10.indices)],
-        "restart_argmax": [token_text(tokenizer, p[r].argmax(-1).tolist()) for r in range(p.shape[0])],
+        "accepted": is_accepted(label, feature),
+        "probability": float(token_probs.max()),
+        "soft_label": {
+            "restart": restart, "argmax": soft_argmax, "accepted": is_accepted(soft_argmax, feature),
+            "heldout_auroc": heldout_scores[argmaxes[restart]].auroc,
+            "heldout_accuracy": heldout_scores[argmaxes[restart]].balanced_accuracy,
+        },
+        "top10": [{"token": token_text(tokenizer, [int(t)]), "probability": float(pr), "heldout_auroc": heldout_scores[ids].auroc}
+                  for pr, t, ids in zip(top10.values, top10.indices, top10_labels)],
+        "restart_argmax": [token_text(tokenizer, ids) for ids in argmaxes],
         "selection": {"accuracy": chosen.best.balanced_accuracy, "auroc": chosen.best.auroc, "loss": chosen.best.loss,
                       "naturalness": chosen.best.naturalness, "objective": chosen.best.objective,
                       "n_candidates": len(chosen.scored), "found_by": chosen.found_by[chosen.best.label_ids],
-                      "ranking": [[token_text(tokenizer, s.label_ids), round(s.objective, 4), round(s.balanced_accuracy, 4)]
+                      "examples": {"positive": len(feature.validation_positive[:limit]), "negative": len(feature.validation_negative[:limit])},
+                      "ranking": [[token_text(tokenizer, s.label_ids), round(s.auroc, 4), round(s.balanced_accuracy, 4)]
                                   for s in chosen.scored[:10]]},
         "heldout_accuracy": best.balanced_accuracy,
         "heldout_auroc": best.auroc,
@@ -158,17 +183,36 @@ def label_feature(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
     }
 
 
+def oracle_summary(oracle: OracleResult | None) -> dict | None:
+    if oracle is None:
+        return None
+    return {"label": oracle.label, "heldout_auroc": oracle.score.auroc, "heldout_accuracy": oracle.score.balanced_accuracy}
+
+
+def unlabelled_feature(feature: FeatureData, oracle: OracleResult, min_auroc: float) -> dict:
+    """The result of a feature the readout cannot tell apart even with its own name: no label, and why."""
+    return {"feature": feature.name, "oracle": oracle_summary(oracle), "label": None,
+            "note": f"oracle AUROC {oracle.score.auroc:.3f} < evaluation.min_oracle_auroc={min_auroc}: with its category word "
+                    f"'{oracle.label}' as the label this readout is near chance on the feature, so a found label would mean nothing; "
+                    f"try another prompt.style"}
+
+
 def log_results(logger, results: list[dict]) -> None:
     """The labels as a W&B table and the held-out metrics as scalars."""
     from gradspace.utils.wandb_setup import finish_wandb
 
-    table = [[r["feature"], r["label"], round(r["probability"], 4), round(r["heldout_accuracy"], 4), round(r["heldout_auroc"], 4),
-              " ".join(t["token"] for t in r["top10"]), *[r["baselines"].get(k, {}).get("label") for k in BASELINE_KINDS]]
-             for r in results]
-    logger.log_table(key="labels", columns=["feature", "label", "probability", "heldout_accuracy", "heldout_auroc", "top10",
-                                            "baseline_frequent", "baseline_projection"], data=table)
-    logger.log_metrics({f"heldout/accuracy/{r['feature']}": r["heldout_accuracy"] for r in results}
-                       | {f"heldout/auroc/{r['feature']}": r["heldout_auroc"] for r in results})
+    labelled = [r for r in results if r["label"] is not None]
+    oracle = lambda r: None if r["oracle"] is None else round(r["oracle"]["heldout_auroc"], 4)  # noqa: E731
+    table = [[r["feature"], oracle(r), r["label"], round(r["probability"], 4), round(r["heldout_accuracy"], 4), round(r["heldout_auroc"], 4),
+              r["soft_label"]["argmax"], round(r["soft_label"]["heldout_auroc"], 4), " ".join(t["token"] for t in r["top10"]),
+              *[r["baselines"].get(k, {}).get("label") for k in BASELINE_KINDS]]
+             for r in labelled]
+    logger.log_table(key="labels", columns=["feature", "oracle_auroc", "label", "probability", "heldout_accuracy", "heldout_auroc",
+                                            "soft_argmax", "soft_argmax_auroc", "top10", "baseline_frequent", "baseline_projection"],
+                     data=table)
+    logger.log_metrics({f"heldout/accuracy/{r['feature']}": r["heldout_accuracy"] for r in labelled}
+                       | {f"heldout/auroc/{r['feature']}": r["heldout_auroc"] for r in labelled}
+                       | {f"oracle/auroc/{r['feature']}": r["oracle"]["heldout_auroc"] for r in results if r["oracle"]})
     finish_wandb()
 
 
@@ -178,42 +222,60 @@ def run(cfg: DictConfig) -> dict:
     cache_dir = Path(str(cfg.paths.cache_dir)).expanduser()
     loaded = load_model(cfg.model, cache_dir, progress=False)
     tokenizer = loaded.tokenizer
-    spec: PromptSpec = resolve_prompt_spec(config.prompt, tokenizer, str(cfg.model.get("source", "hf")))
+    spec: PromptSpec = resolve_prompt_spec(config.prompt, tokenizer, str(cfg.model.get("source", "hf")), str(cfg.model.name))
     builder = PromptBuilder(spec, tokenizer, config.label.length, add_bos=config.prompt.add_bos)
     features, sae = build_features(config, cfg.model, loaded, cache_dir)
     if any(f.train_positive[0].context for f in features) and not builder.uses_context:
         log.info("the prompt has no {context} slot: context-dependent activations are judged from the word alone")
     names = [f.name for f in features]
     discriminator = Discriminator(loaded.model, builder)
-    allowed = allowed_label_tokens(tokenizer, builder, discriminator.embedding.shape[0], config.label.vocabulary)
+    allowed = allowed_label_tokens(tokenizer, builder, discriminator.embedding.shape[0], config.label.vocabulary,
+                                   config.label.min_letters, config.label.stop_words)
+    # The oracle check first: a feature the readout cannot tell apart with its own name gets no label.
+    oracle_start = time.perf_counter()
+    oracles = {f.name: oracle_check(discriminator, f, allowed, config.evaluation.max_examples) for f in features}
+    oracle_seconds = time.perf_counter() - oracle_start
+    minimum = config.evaluation.min_oracle_auroc
+    trainable = [f for f in features if oracles[f.name] is None or oracles[f.name].score.auroc >= minimum]
+    results = {f.name: unlabelled_feature(f, oracles[f.name], minimum) for f in features if f not in trainable}
+    for result in results.values():
+        log.warning("%s: %s", result["feature"], result["note"])
     logger = logger_from_config(cfg, default_name=f"label-{cfg.model.name}-{'+'.join(names)[:60]}-s{cfg.seed}", tags=["label"])
-    module, train_seconds = train_soft_labels(cfg, config, discriminator, allowed, features, logger)
+    module, train_seconds = (train_soft_labels(cfg, config, discriminator, allowed, trainable, logger) if trainable else (None, 0.0))
 
-    with torch.no_grad():
-        p_final = module.distribution().detach()
     restarts = config.label.restarts
     unembedding = loaded.model.get_output_embeddings().weight.detach()
-    results = []
-    for index, feature in enumerate(features):
+    for index, feature in enumerate(trainable):
         feature_start = time.perf_counter()
         rows = slice(index * restarts, (index + 1) * restarts)
-        visited = sorted(set().union(*module.visited[rows]))
-        entry = label_feature(config, feature, p_final[rows], visited, discriminator, allowed, unembedding)
+        with torch.no_grad():
+            p_final = module.distribution()[rows].detach()
+        visited = [label for label, _ in sum(module.visited[rows], Counter()).most_common()]
+        entry = label_feature(config, feature, p_final, visited, discriminator, allowed, unembedding, oracles[feature.name])
         # The K features train in one batch: each gets an equal share of the training time.
-        entry["wall_seconds"] = train_seconds / len(features) + time.perf_counter() - feature_start
-        results.append(entry)
-        log.info("%s: label %r p=%.3f held-out accuracy %.3f AUROC %.3f", feature.name, entry["label"], entry["probability"],
-                 entry["heldout_accuracy"], entry["heldout_auroc"])
+        entry["wall_seconds"] = train_seconds / len(trainable) + time.perf_counter() - feature_start
+        results[feature.name] = entry
+        log.info("%s: oracle AUROC %s | label %r (%s, accepted %s) held-out accuracy %.3f AUROC %.3f | soft-label argmax %r "
+                 "held-out AUROC %.3f | baseline %s", feature.name,
+                 "n/a" if entry["oracle"] is None else f"{entry['oracle']['heldout_auroc']:.3f} ({entry['oracle']['label']!r})",
+                 entry["label"], entry["selection"]["found_by"], entry["accepted"], entry["heldout_accuracy"], entry["heldout_auroc"],
+                 entry["soft_label"]["argmax"], entry["soft_label"]["heldout_auroc"],
+                 {k: (b["label"], None if b["heldout_auroc"] is None else round(b["heldout_auroc"], 3)) for k, b in entry["baselines"].items()})
+    results = [results[f.name] for f in features]
 
     summary = {
         "model": {"name": loaded.name, "revision": loaded.revision, "path": loaded.path},
-        "prompt": {"style": spec.style, "template": spec.template, "answers": list(spec.answers)},
+        "prompt": {"style": spec.style, "template": spec.template, "answers": None if spec.answers is None else list(spec.answers),
+                   "neutral": spec.neutral},
         "sae": None if sae is None else {"hook_name": sae.hook_name, "architecture": sae.architecture, "d_sae": sae.d_sae, **sae.extra_cfg},
+        "readout": spec.readout,
+        "oracle_seconds": oracle_seconds,
         "train_seconds": train_seconds,
-        "steps": int(module.global_step),
+        "steps": 0 if module is None else int(module.global_step),
         "features": results,
-        "trajectory": [{**point, "top_token": [[token_text(tokenizer, [t]) for t in row] for row in point["top_token"]]}
-                       for point in module.trajectory[:: max(1, len(module.trajectory) // 50)]],
+        "trajectory": [] if module is None else [
+            {**point, "top_token": [[token_text(tokenizer, [t]) for t in row] for row in point["top_token"]]}
+            for point in module.trajectory[:: max(1, len(module.trajectory) // 50)]],
         "config": loggable_config(cfg),
     }
     write_results(Path(str(cfg.paths.output_dir)), summary)

@@ -2,8 +2,10 @@
 embedding mixture p·E fills the prompt's label slots. K features × R restarts train side by side as rows of
 v [K·R, L, V], so every step is one batched forward of the frozen discriminator.
 
-Loss = balanced cross-entropy of the yes/no readout against the feature's activity
+Loss = balanced cross-entropy of the calibrated readout against the feature's activity
      + λ_H · entropy(p) + λ_KL · KL(p ‖ q), q the LM's own next-token distribution at the label slot.
+The readout is calibrated per soft label: relative to its mean over the batch's words (half active, half not:
+a label can raise every score, as "Yes" to everything does), times a learned scale plus a learned offset.
 Temperature annealing and, late in the run, straight-through (the forward sees the argmax token, the gradient
 flows to p) keep p from settling on an off-vocabulary mixture that no single word matches.
 """
@@ -11,6 +13,7 @@ flows to p) keep p from settling on an off-vocabulary mixture that no single wor
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Callable, Iterator, Sequence
 
 import lightning as L
@@ -19,29 +22,25 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import IterableDataset
 
-from gradspace.errors import GradspaceError
 from gradspace.labeling.config import SoftLabelConfig
 from gradspace.labeling.discriminator import Discriminator, slot_log_prior
 from gradspace.labeling.features import FeatureData
 from gradspace.labeling.prompts import PromptBatch, PromptBuilder
+from gradspace.labeling.vocabulary import word_tokens
 
-def allowed_label_tokens(tokenizer, builder: PromptBuilder, vocabulary_size: int, vocabulary: str) -> torch.Tensor:
-    """Tokens a label may use: never special tokens or embedding rows beyond the tokenizer; with `words`, only
-    alphabetic tokens (spelled with the leading space the template puts before the label, for BPE tokenizers)."""
-    allowed = torch.zeros(vocabulary_size, dtype=torch.bool)
-    special = set(tokenizer.all_special_ids)
+
+def allowed_label_tokens(tokenizer, builder: PromptBuilder, vocabulary_size: int, vocabulary: str, min_letters: int = 1,
+                         stop_words: bool = True) -> torch.Tensor:
+    """Tokens a label may use: never special tokens or embedding rows beyond the tokenizer; with `words`, only word
+    tokens (gradspace.labeling.vocabulary: whole words spelled with the leading space the template puts before the
+    label, for BPE tokenizers, of at least `min_letters` letters, stop words only if `stop_words`)."""
+    if vocabulary == "all":
+        allowed = torch.zeros(vocabulary_size, dtype=torch.bool)
+        allowed[: min(len(tokenizer), vocabulary_size)] = True
+        allowed[[t for t in tokenizer.all_special_ids if t < vocabulary_size]] = False
+        return allowed
     needs_space = builder.space_sensitive and builder.space_before.get("label", False)
-    for token in range(min(len(tokenizer), vocabulary_size)):
-        if token in special:
-            continue
-        if vocabulary == "all":
-            allowed[token] = True
-            continue
-        text = tokenizer.decode([token])
-        allowed[token] = text.strip().isalpha() and (not needs_space or text.startswith(" "))
-    if not allowed.any():
-        raise GradspaceError("no token of the vocabulary may be a label; use label.vocabulary=all")
-    return allowed
+    return word_tokens(tokenizer, vocabulary_size, min_letters, stop_words, needs_space)
 
 
 class BalancedExamples(IterableDataset):
@@ -70,8 +69,7 @@ class BalancedExamples(IterableDataset):
             position = {example: index for index, example in enumerate(distinct)}
             batch = self.builder.batch(distinct, self.pad_id)
             yield {
-                "input_ids": batch.input_ids, "label_positions": batch.label_positions, "readout_positions": batch.readout_positions,
-                **({} if batch.label_article_positions is None else {"label_article_positions": batch.label_article_positions}),
+                **{key: value for key, value in batch.as_dict().items() if value is not None},
                 "example_index": torch.tensor([position[example] for example in examples]),
                 "targets": torch.tensor(targets), "feature_index": torch.tensor(feature_index),
             }
@@ -106,9 +104,11 @@ class SoftLabel(L.LightningModule):
         vocabulary_size = discriminator.embedding.shape[0]
         init = torch.randn(self.n_features * config.restarts, config.length, vocabulary_size, generator=generator) * config.init_scale
         self.v = nn.Parameter(init)
+        # Per row, the readout's learned log-scale and offset (the calibration the loss sees).
+        self.calibration = nn.Parameter(torch.zeros(init.shape[0], 2))
         self.trajectory: list[dict] = []
-        # Every argmax label each row passed through: candidates for the discrete step besides the final top ones.
-        self.visited: list[set[tuple[int, ...]]] = [set() for _ in range(init.shape[0])]
+        # How often each row's argmax was each label: candidates for the discrete step besides the final top ones.
+        self.visited: list[Counter] = [Counter() for _ in range(init.shape[0])]
 
     def temperature(self) -> float:
         c = self.config
@@ -131,6 +131,22 @@ class SoftLabel(L.LightningModule):
         # Forward: the argmax token's own embedding row; backward: the gradient of the mixture.
         return embedding[p.argmax(-1)] + soft - soft.detach()
 
+    def label_probs(self, p: torch.Tensor) -> torch.Tensor:
+        """p as the label_likelihood readout scores it: straight-through like the embeddings (one-hot forward)."""
+        if not self.straight_through():
+            return p
+        hard = torch.nn.functional.one_hot(p.argmax(-1), p.shape[-1]).to(p.dtype)
+        return hard + p - p.detach()
+
+    def calibrated(self, scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Each item's readout relative to its row's mean over the batch, times the row's scale, plus its offset."""
+        n_rows = self.calibration.shape[0]
+        total = torch.zeros(n_rows, device=scores.device, dtype=scores.dtype).index_add(0, rows, scores)
+        count = torch.zeros(n_rows, device=scores.device, dtype=scores.dtype).index_add(0, rows, torch.ones_like(scores))
+        centred = scores - (total / count.clamp(min=1))[rows]
+        log_scale, offset = self.calibration[rows].unbind(-1)
+        return centred * log_scale.exp() + offset
+
     def an_weights(self, p: torch.Tensor) -> torch.Tensor:
         """[R] each label's weight on the article "an": the probability of its first token taking "an"
         (straight-through like the label itself)."""
@@ -143,7 +159,7 @@ class SoftLabel(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         restarts = self.config.restarts
         n = batch["example_index"].shape[0]
-        prompts = PromptBatch(batch["input_ids"], batch["label_positions"], batch["readout_positions"], batch.get("label_article_positions"))
+        prompts = PromptBatch(**{field: batch.get(field) for field in PromptBatch.__dataclass_fields__})
         restart_index = torch.arange(restarts, device=self.device).repeat_interleave(n)
         rows = batch["feature_index"].repeat(restarts) * restarts + restart_index
         targets = batch["targets"].repeat(restarts).float()
@@ -151,8 +167,9 @@ class SoftLabel(L.LightningModule):
         p = self.distribution()
         want_prior = self.config.kl_weight > 0
         out = self.discriminator(prompts, self.label_embeddings(p), rows, with_slot_logits=want_prior, an_weights=self.an_weights(p),
-                                 examples=batch["example_index"].repeat(restarts))
-        prediction = balanced_bce(out.scores, targets, rows, p.shape[0])
+                                 examples=batch["example_index"].repeat(restarts), label_probs=self.label_probs(p))
+        scores = self.calibrated(out.scores, rows)
+        prediction = balanced_bce(scores, targets, rows, p.shape[0])
         log_p = torch.log(p.clamp_min(1e-12))
         entropy = -(p * log_p).sum(-1).mean()
         kl = torch.zeros((), device=self.device)
@@ -163,10 +180,10 @@ class SoftLabel(L.LightningModule):
         loss = prediction + self.config.entropy_weight * entropy + self.config.kl_weight * kl
 
         with torch.no_grad():
-            accuracy = ((out.scores > 0).float() == targets).float().mean()
+            accuracy = ((scores > 0).float() == targets).float().mean()
             top_prob, top_token = p[:, 0].max(-1)  # [K·R]
             for row, label in enumerate(p.argmax(-1).tolist()):
-                self.visited[row].add(tuple(label))
+                self.visited[row][tuple(label)] += 1
         self.log_dict({
             "train/loss": loss, "train/prediction_loss": prediction, "train/entropy": entropy, "train/kl": kl,
             "train/temperature": self.temperature(), "train/soft_accuracy": accuracy,
@@ -182,4 +199,4 @@ class SoftLabel(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return self.optimizer_factory([self.v])
+        return self.optimizer_factory([self.v, self.calibration])
