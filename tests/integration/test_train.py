@@ -286,3 +286,16 @@ def test_two_process_ddp_matches_one_process(tiny_suite_dir, tmp_path):
     assert ddp["heldout_lm_loss"]["delta"] == pytest.approx(single["heldout_lm_loss"]["delta"], abs=0.01)
     (run_dir,) = (out / "wandb").glob("offline-run-*")  # only rank 0 opened a W&B run
     assert "transfer/sva" in wandb_summary(run_dir)["keys"]
+
+
+def test_a_logger_config_with_a_target_adds_that_tracker(tiny_suite_dir, tmp_path):
+    """`logger=csv` is a Lightning CSVLogger from its `_target_`: the same metrics W&B gets, in csv/metrics.csv."""
+    import csv
+
+    out = tmp_path / "csv-run"
+    results = run(compose_run(tiny_suite_dir, out, "logger=csv", "callbacks=no_checkpoints"))
+    rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
+    logged = {key: float(value) for row in rows for key, value in row.items() if value not in ("", None)}
+    assert logged["transfer/sva"] == pytest.approx(results["transfer"]["sva"]["accuracy"])
+    assert logged["heldout/lm_loss_delta"] == pytest.approx(results["heldout_lm_loss"]["delta"])
+    assert sum(1 for row in rows if row.get("train/loss")) == 6

@@ -9,7 +9,6 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
@@ -24,7 +23,7 @@ from gradspace.models.loading import load_model
 from gradspace.utils.io import RESULTS_FILE, write_results
 from gradspace.utils.run_config import loggable_config
 from gradspace.utils.seeding import seed_everything
-from gradspace.utils.wandb_setup import finish_wandb, logger_from_config
+from gradspace.utils.wandb_setup import finish_wandb, loggers_from_config, wandb_logger_of
 
 def run_label(cfg: DictConfig) -> str:
     mask = cfg.ftgd.mask
@@ -129,7 +128,7 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
     callback_list, transfer, heldout = callbacks
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callback_list,
-        logger=logger_from_config(cfg, default_name=run_label(cfg), tags=[cfg.model.name, cfg.task.name, cfg.objective.name]) or False,
+        logger=loggers_from_config(cfg, default_name=run_label(cfg), tags=[cfg.model.name, cfg.task.name, cfg.objective.name]) or False,
         max_steps=settings.ftgd.max_steps, max_epochs=-1,
     )
     start = time.perf_counter()
@@ -154,13 +153,14 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
         "run": {"output_dir": str(output_dir), "checkpoint": _last_checkpoint(trainer)},
         "fit_seconds": time.perf_counter() - start,
     }
-    if trainer.logger is not None:
-        trainer.logger.log_metrics({"time/fit_seconds": results["fit_seconds"]}, step=trainer.global_step)
+    for logger in trainer.loggers:
+        logger.log_metrics({"time/fit_seconds": results["fit_seconds"]}, step=trainer.global_step)
     if trainer.is_global_zero:
         path = write_results(output_dir, results)
-        if isinstance(trainer.logger, WandbLogger):
+        wandb_logger = wandb_logger_of(trainer.loggers)
+        if wandb_logger is not None:
             # Uploaded with the run so that `probe.py source.wandb_group=...` can rebuild the transfer matrix.
-            trainer.logger.experiment.save(str(path), base_path=str(output_dir), policy="now")
+            wandb_logger.experiment.save(str(path), base_path=str(output_dir), policy="now")
     return results
 
 

@@ -58,11 +58,18 @@ def make_plots(results: dict, output_dir: Path, objective: str) -> dict[str, str
     return files
 
 
-def log_to_wandb(cfg: DictConfig, results: dict, files: dict[str, str]) -> str | None:
-    """Images and tables into one W&B run (offline unless credentials); returns the run directory."""
-    from gradspace.utils.wandb_setup import finish_wandb, logger_from_config
+def log_to_trackers(cfg: DictConfig, results: dict, files: dict[str, str]) -> str | None:
+    """The summary scalars into every configured tracker; images and tables into the W&B run (offline unless
+    credentials), whose directory is returned."""
+    from gradspace.utils.wandb_setup import finish_wandb, loggers_from_config, wandb_logger_of
 
-    logger = logger_from_config(cfg, default_name=f"probe-{cfg.model.name}", tags=["probe", str(cfg.model.name)])
+    loggers = loggers_from_config(cfg, default_name=f"probe-{cfg.model.name}", tags=["probe", str(cfg.model.name)])
+    scalars = {f"probe/{row['checkpoint']}/{row['space']}/{measure}": row[measure]
+               for row in results["summary"] for measure in ("within_minus_across", "spearman") if row.get(measure) is not None}
+    for logger in loggers:
+        logger.log_metrics(scalars)
+        logger.save()
+    logger = wandb_logger_of(loggers)
     if logger is None:
         return None
     import wandb

@@ -34,7 +34,7 @@ from gradspace.models.loading import SINGLE_REVISION_SOURCES, check_model_config
 from gradspace.probing.granularity import at_granularity, check_granularity, phenomenon_records
 from gradspace.probing.gradient_similarity import OVERALL, GradientSpace, GradientSpaceConfig
 from gradspace.probing.hypothesis import compare_with_hypothesis, within_minus_across
-from gradspace.probing.report import log_to_wandb, make_plots, print_summary
+from gradspace.probing.report import log_to_trackers, make_plots, print_summary
 from gradspace.probing.resume import ResumeStore, fingerprint, pairs_fingerprint, safe_name
 from gradspace.probing.task_gradients import add_task_gradients
 from gradspace.probing.transfer import (
@@ -506,7 +506,7 @@ def run(cfg: DictConfig) -> dict:
     results["files"] = files
     results["seconds"] = round(time.perf_counter() - start, 2)
     results_path = write_results(output_dir, results)
-    wandb_dir = log_to_wandb(cfg, results, files)
+    wandb_dir = log_to_trackers(cfg, results, files)
     # The W&B run directory is named by time and run id, so it is printed rather than kept in the results.
     print_summary(results, {**files, **({"wandb": wandb_dir} if wandb_dir else {})}, results_path)
     return results

@@ -120,6 +120,25 @@ def logger_from_config(cfg, *, default_name: str, tags: list[str]):
     )
 
 
+def loggers_from_config(cfg, *, default_name: str, tags: list[str]) -> list:
+    """Every tracker `cfg.logger` asks for: W&B from its `wandb` node (see `logger_from_config`), and any other node
+    with a `_target_` (a Lightning logger such as CSVLogger or TensorBoardLogger), instantiated as it stands."""
+    import hydra
+
+    loggers = [logger_from_config(cfg, default_name=default_name, tags=tags)]
+    for key, node in (cfg.get("logger") or {}).items():
+        if key != "wandb" and node and "_target_" in node:
+            loggers.append(hydra.utils.instantiate(node))
+    return [logger for logger in loggers if logger is not None]
+
+
+def wandb_logger_of(loggers) -> "WandbLogger | None":
+    """The W&B logger among `loggers`, for what only W&B takes (files, tables, images)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return next((logger for logger in loggers if isinstance(logger, WandbLogger)), None)
+
+
 def finish_wandb() -> None:
     """Close the current run so that every job of a Hydra multirun gets a run of its own."""
     import wandb
