@@ -106,3 +106,19 @@ def test_target_nodes_instantiate(primary, group, option, tmp_path):
         if node.get("_partial_"):  # an optimizer factory: called with the parameters it will train
             built = built([torch.nn.Parameter(torch.zeros(2))])
         assert built is not None, path
+
+
+def test_every_config_ships_with_the_package():
+    """Library calls compose from gradspace/conf (a link to conf/ here, a copy in a wheel): the package-data
+    patterns in pyproject.toml must take every YAML file, at every depth."""
+    import fnmatch
+    import tomllib
+
+    import gradspace
+
+    package_conf = Path(gradspace.__file__).parent / "conf"
+    assert package_conf.resolve() == CONF.resolve()
+    patterns = tomllib.loads((CONF.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["gradspace"]
+    shipped = [str(path.relative_to(package_conf.parent)) for path in package_conf.rglob("*.yaml")]
+    missing = [name for name in shipped if not any(fnmatch.fnmatch(name, pattern) for pattern in patterns)]
+    assert shipped and not missing

@@ -53,9 +53,9 @@ from gradspace.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
-# Only for library calls outside a Hydra app (probe.py's run() composes on the app's own search path): the conf/ of
-# the checkout this package is installed from in editable mode.
-CHECKOUT_CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+# Only for library calls outside a Hydra app (probe.py's run() composes on the app's own search path): the configs
+# shipped with the package (src/gradspace/conf links to the repository's conf/; a wheel holds a copy).
+PACKAGE_CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Written beside a fine-tuning job's results.json once it finished: the fingerprint of its config, for resuming.
 JOB_MARKER = "probe_job.json"
 
@@ -76,17 +76,17 @@ class Checkpoint:
 
 @contextlib.contextmanager
 def hydra_search_path():
-    """Inside a Hydra app (probe.py), the app's own config search path; else (a library call) the checkout's conf/."""
+    """Inside a Hydra app (probe.py), the app's own config search path; else (a library call) the package's conf/."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():
         yield GlobalHydra.instance()
         return
-    if not CHECKOUT_CONF_DIR.is_dir():
-        raise GradspaceError(f"no Hydra app is running and {CHECKOUT_CONF_DIR} does not exist; call run() from probe.py "
-                             f"(or inside hydra.initialize_config_dir(<the repository's conf/>))")
-    with initialize_config_dir(config_dir=str(CHECKOUT_CONF_DIR), version_base="1.3"):
+    if not PACKAGE_CONF_DIR.is_dir():
+        raise GradspaceError(f"no Hydra app is running and {PACKAGE_CONF_DIR} does not exist; reinstall gradspace, or call "
+                             f"run() from probe.py (or inside hydra.initialize_config_dir(<the repository's conf/>))")
+    with initialize_config_dir(config_dir=str(PACKAGE_CONF_DIR), version_base="1.3"):
         yield GlobalHydra.instance()
 
 
