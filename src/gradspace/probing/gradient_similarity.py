@@ -105,12 +105,16 @@ def _stable_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256("\x00".join(map(str, parts)).encode()).digest()[:8], "big") >> 1
 
 
-def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    union = len(a) + len(b)
-    if union == 0:
-        return math.nan
-    inter = len(np.intersect1d(a, b, assume_unique=True))
-    return inter / (union - inter)
+def pairwise_intersections(sets: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """|A_i ∩ A_j| of index sets (unique indices below `size`) for all pairs at once: a sparse task × index
+    incidence matrix times its transpose (one pass, where pairwise set intersections would take n² of them)."""
+    from scipy.sparse import csr_matrix
+
+    lengths = np.array([len(indices) for indices in sets], dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indices = np.concatenate([np.asarray(indices, dtype=np.int64) for indices in sets]) if len(sets) else np.empty(0, np.int64)
+    incidence = csr_matrix((np.ones(len(indices), dtype=np.int32), indices, indptr), shape=(len(sets), max(1, size)))
+    return np.asarray((incidence @ incidence.T).toarray(), dtype=np.int64)
 
 
 class _TopSet:
@@ -194,6 +198,7 @@ class GradientSpace:
         # Per (parameter, chunk): the signed bucket of every coordinate, bucket + sketch_dim where its sign is -1,
         # drawn once and reused by every task (4 bytes a parameter: drawing them was most of a sketch's cost).
         self._signed_buckets: dict[tuple[str, int], torch.Tensor] = {}
+        self._intersection_cache: dict[str, tuple[int, np.ndarray]] = {}
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, config: GradientSpaceConfig | None = None) -> "GradientSpace":
@@ -332,23 +337,33 @@ class GradientSpace:
         """Jaccard overlap of the tasks' top-|gradient| parameter sets on a level (diagonal 1).
 
         `overall` ranks all parameters together; a group ranks its own; a coarser level (a layer, a module kind)
-        takes the union of its groups' sets, so every group contributes the same share of its parameters.
+        takes the union of its groups' sets, so every group contributes the same share of its parameters. Sets of
+        different groups never meet, so a level's intersections are the sums of its groups' (each counted once).
         """
         if level == OVERALL:
-            sets = self._top_overall
+            counts, sizes = self._intersections(OVERALL), np.array([len(top) for top in self._top_overall])
         else:
             members = self._members(level)
-            # Group-local indices are made distinct by the group's position; sets of different groups never meet.
-            sets = [
-                np.concatenate([top[group].astype(np.int64) + (index << 40) for index, group in enumerate(members)])
-                for top in self._top_groups
-            ]
-        n = len(sets)
-        matrix = np.eye(n)
-        for i in range(n):
-            for j in range(i + 1, n):
-                matrix[i, j] = matrix[j, i] = _jaccard(sets[i], sets[j])
+            counts = sum(self._intersections(group) for group in members)
+            sizes = np.array([sum(len(top[group]) for group in members) for top in self._top_groups])
+        union = sizes[:, None] + sizes[None, :] - counts
+        with np.errstate(invalid="ignore", divide="ignore"):
+            matrix = np.where(union > 0, counts / np.maximum(union, 1), np.nan)
+        np.fill_diagonal(matrix, 1.0)
         return matrix
+
+    def _intersections(self, key: str) -> np.ndarray:
+        """|top set i ∩ top set j| for all task pairs, overall or of one group; kept until a task is added."""
+        cached = self._intersection_cache.get(key)
+        if cached is not None and cached[0] == len(self.tasks):
+            return cached[1]
+        if key == OVERALL:
+            sets, size = self._top_overall, self.total
+        else:
+            sets, size = [top[key] for top in self._top_groups], self.group_sizes[key]
+        counts = pairwise_intersections(sets, size)
+        self._intersection_cache[key] = (len(self.tasks), counts)
+        return counts
 
     def state_bytes(self) -> int:
         """Bytes held for all tasks so far (sketches, norms, top sets): grows with tasks, not tasks × parameters."""
