@@ -92,6 +92,6 @@ def test_two_step_ftgd_run_writes_results(tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["config"]["model"]["name"] == "smollm2-135m"
     assert set(results["transfer"]) == {PARADIGMS[0]}
-    assert results["eval_before"]["tasks"][PARADIGMS[0]]["pairs"] == 3
+    assert results["eval_before"][PARADIGMS[0]]["pairs"] == 3 and set(results["eval_after"]) == {PARADIGMS[0]}
     heldout = results["heldout_lm_loss"]
     assert 0.5 < heldout["before"] < 10 and heldout["delta"] != 0.0
