@@ -43,7 +43,7 @@ import yaml  # noqa: E402
 
 from harness import Goal, default_device, interleaved_medians, pin_threads, print_header, synchronized  # noqa: E402
 
-from gradspace.data.pairs import MinimalPair, write_pairs_jsonl  # noqa: E402
+from gradspace.pairs import MinimalPair, write_pairs_jsonl  # noqa: E402
 from gradspace.data.suite import read_pairs_dir  # noqa: E402
 from gradspace.errors import GradspaceError  # noqa: E402
 from gradspace.evaluation.logprobs import encode_with_prefix, pad_sequences, pad_token_id  # noqa: E402

@@ -6,7 +6,7 @@ from conftest import TINY_VOCABULARY, build_tiny_lm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradspace.data.pairs import MinimalPair
+from gradspace.pairs import MinimalPair
 from gradspace.evaluation.minimal_pairs import evaluate_pairs, score_sentences
 
 pytestmark = pytest.mark.integration

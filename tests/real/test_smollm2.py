@@ -33,7 +33,7 @@ def smollm2():
 
 
 def blimp_pairs(per_paradigm: int):
-    from gradspace.data.pairs import read_pairs_jsonl
+    from gradspace.pairs import read_pairs_jsonl
 
     if not BLIMP_DIR.is_dir():
         pytest.skip(f"real BLiMP files not found at {BLIMP_DIR}")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gradspace.data.pairs import MinimalPair
+from gradspace.pairs import MinimalPair
 from gradspace.errors import GradspaceError
 from gradspace.ftgd.datamodule import StepIndexedPairBatches
 from gradspace.synth.tokenizer import build_word_tokenizer

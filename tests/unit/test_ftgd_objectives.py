@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from gradspace.data.pairs import MinimalPair
+from gradspace.pairs import MinimalPair
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.logprobs import encode_with_prefix, pad_sequences, pad_token_id, sequence_logprobs
 from gradspace.ftgd.objectives import OBJECTIVES, collate_pairs, differing_token_masks, objective_loss

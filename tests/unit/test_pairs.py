@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from gradspace.data.blimp_paradigms import BLIMP_PARADIGMS
-from gradspace.data.pairs import MinimalPair, read_pairs_jsonl, write_pairs_jsonl
+from gradspace.pairs import MinimalPair, read_pairs_jsonl, write_pairs_jsonl
 from gradspace.data.suite import TaskSuite, blimp_paradigms_for, read_pairs_dir, split_pairs
 from gradspace.errors import GradspaceError
 

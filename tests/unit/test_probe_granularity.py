@@ -1,7 +1,7 @@
 import pytest
 
 from gradspace.data.blimp_paradigms import BLIMP_PARADIGMS, BLIMP_TERM_FIELDS
-from gradspace.data.pairs import MinimalPair
+from gradspace.pairs import MinimalPair
 from gradspace.data.suite import TaskData, TaskSuite, split_pairs
 from gradspace.errors import GradspaceError
 from gradspace.probing.granularity import at_granularity, phenomenon_groups, phenomenon_records

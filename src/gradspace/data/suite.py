@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from gradspace.data.blimp_paradigms import BLIMP_PARADIGMS
-from gradspace.data.pairs import MinimalPair, read_pairs_jsonl
+from gradspace.pairs import MinimalPair, read_pairs_jsonl
 from gradspace.errors import GradspaceError
 
 SUITE_KINDS = ("synth", "blimp", "jsonl")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gradspace.data.pairs import MinimalPair
+from gradspace.pairs import MinimalPair
 from gradspace.evaluation.logprobs import scored_batches
 from gradspace.evaluation.metrics import MinimalPairScore
 

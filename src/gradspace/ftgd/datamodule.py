@@ -13,7 +13,7 @@ from typing import Iterator, Mapping
 import lightning as L
 import torch
 
-from gradspace.data.pairs import MinimalPair
+from gradspace.pairs import MinimalPair
 from gradspace.data.suite import TaskData
 from gradspace.errors import GradspaceError
 from gradspace.ftgd.objectives import PairBatch, check_objective, collate_pairs

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gradspace.data.pairs import MinimalPair
+from gradspace.pairs import MinimalPair
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.logprobs import PaddedBatch, encode_with_prefix, pad_sequences, pad_token_id, token_logprobs
 

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Mapping
 
 from gradspace.data.blimp_paradigms import BLIMP_TERM_FIELDS
-from gradspace.data.pairs import MinimalPair
+from gradspace.pairs import MinimalPair
 from gradspace.data.suite import PairSplit, TaskData, TaskSuite
 from gradspace.errors import GradspaceError
 

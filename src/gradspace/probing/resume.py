@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from gradspace.data.pairs import MinimalPair
+from gradspace.pairs import MinimalPair
 from gradspace.utils.io import atomic_write_json
 
 

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import torch
 
-from gradspace.data.pairs import MinimalPair
+from gradspace.pairs import MinimalPair
 from gradspace.ftgd.objectives import check_objective, collate_pairs, objective_loss
 from gradspace.probing.gradient_similarity import GradientSpace
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
-from gradspace.data.pairs import MinimalPair, read_pairs_jsonl, write_pairs_jsonl
+from gradspace.pairs import MinimalPair, read_pairs_jsonl, write_pairs_jsonl
 from gradspace.errors import GradspaceError
 from gradspace.utils.run_config import plain_section
 from gradspace.synth.grammar import SYNTH_TASKS, Grammar
