@@ -1,110 +1,143 @@
-"""FTGD step vs a plain language-model fine-tuning step on the same tokens: time and peak memory.
+"""FTGD's whole train.py step vs a plain LM fine-tuning step through the same entry point: time and peak memory.
 
-    python benchmarks/bench_ftgd_step.py
-    python benchmarks/bench_ftgd_step.py --model-dir /path/to/save_pretrained/dir --pairs-per-step 32
+    python benchmarks/bench_ftgd_step.py --blimp-dir ../shared/data/blimp        # SmolLM2-135M on real BLiMP
+    python benchmarks/bench_ftgd_step.py --model synth-1m --task sva                # the synthetic world, seconds
 
-One step = forward, backward, AdamW update, zero_grad, on a batch collated beforehand (tokenization is not timed).
-- FTGD: `objective_loss(model, collate_pairs(tokenizer, pairs, objective), objective)`: good and bad sentences in one
-  padded batch, loss on the pair margins.
-- LM: the Hugging Face causal-LM loss (`labels=input_ids`, padding ignored) on exactly the same padded batch of good
-  and bad sentences: the step any LM fine-tuning would take on these tokens.
-Each side has its own copy of the model and optimizer; steps alternate FTGD, LM, FTGD, ... after a warm-up.
-Goal: FTGD <= 1.2x the LM step's time and peak memory (default objective `bounded`; the others are shown too).
+Every run is a `train.py` run: `gradspace.ftgd.run.run` on the composed train config (objective, mask hooks,
+gradient clipping, the measurement callbacks, Lightning's logging), plus a callback that times every step from the
+end of the previous one (data loading and collation included) and records the tensor-memory peak of one step.
+
+What "the same budget" means: FTGD reads two sentences per pair (good and bad), the LM baseline one (the good).
+- ftgd:            objective=bounded, B pairs a step = 2B sentences;
+- lm, same tokens: objective=lm, 2B pairs a step = 2B sentences: the same number of sentences forward and backward,
+                   the fair comparison of what a step costs. Goal: ftgd <= 1.2x this, in time and peak memory.
+- lm, same pairs:  objective=lm, B pairs a step = B sentences: train.py's baseline as configured (same pairs, same
+                   steps), which reads half the sentences, so it is about 2x cheaper by construction.
+First one untimed run of each side (the first runs in a process are slower: allocator, caches); then R rounds of
+one run per side, S steps a run, the order rotating each round; each run's first step is warm-up. The
+parts of each run (training steps vs the before/after evaluation and held-out loss) are printed too, so a run's
+fit time can be read: with the GGUF budget, evaluation dominates a short run.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import statistics
+import time
 from pathlib import Path
 
-import torch
+import lightning as L
+from omegaconf import open_dict
 
-from harness import Goal, interleaved_medians, pin_threads, print_header
-from memory import mib, peak_memory
+from harness import Goal, print_header
+from memory import PeakMemory, memory_profiler, mib, profiled_peak
 
-from gradspace.ftgd.objectives import PAIR_OBJECTIVES, collate_pairs, objective_loss
-from gradspace.models.loading import default_cache_dir, load_model
-
-
-def synth_pairs_and_model_dir():
-    from gradspace.synth.pretrain import PretrainConfig, ensure_synth_model
-    from gradspace.synth.world import WorldConfig, load_or_build_world
-
-    cache = default_cache_dir()
-    root = ensure_synth_model("synth-1m", WorldConfig(), PretrainConfig(), cache)
-    return load_or_build_world(WorldConfig(), cache).pairs, root / "main"
+from gradspace.ftgd.run import run as run_ftgd
+from gradspace.probing.run import compose_config
 
 
-class Stepper:
-    """A model copy with its own AdamW; `step(i)` trains on batch i (cycling)."""
-
-    def __init__(self, model: torch.nn.Module, batches: list, loss_fn) -> None:
-        self.model = copy.deepcopy(model).train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
-        self.batches = batches
-        self.loss_fn = loss_fn
-        self.calls = 0
-
-    def step(self) -> None:
-        batch = self.batches[self.calls % len(self.batches)]
-        self.calls += 1
-        loss = self.loss_fn(self.model, batch)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+TIMERS: dict[str, "StepTimer"] = {}  # by run, so the benchmark finds the callback Hydra built
 
 
-def lm_loss(model, pair_batch) -> torch.Tensor:
-    batch = pair_batch.batch
-    labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
-    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels).loss
+class StepTimer(L.Callback):
+    """Seconds of every training step, measured end to end (batch end to batch end), and the memory of one step."""
+
+    def __init__(self, profile_step: int, key: str) -> None:
+        TIMERS[key] = self
+        self.profile_step = profile_step
+        self.seconds: list[float] = []
+        self.peak: PeakMemory | None = None
+        self._last = 0.0
+        self._profiler = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._last = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.profile_step:
+            self._profiler = memory_profiler()
+            self._profiler.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._profiler is not None:
+            self._profiler.__exit__(None, None, None)
+            self.peak, self._profiler = profiled_peak(self._profiler), None
+            self._last = time.perf_counter()  # the profiled step is not timed: the profiler slows it
+            return
+        now = time.perf_counter()
+        self.seconds.append(now - self._last)
+        self._last = now
+
+
+def train_cfg(args, objective: str, pairs_per_step: int, output_dir: Path):
+    overrides = [
+        f"model={args.model}", f"task={args.task}", f"objective={objective}", "logger=none", "callbacks=no_checkpoints",
+        f"ftgd.max_steps={args.steps}", f"ftgd.batch_size={pairs_per_step}", f"torch_threads={args.threads}",
+        "data.eval_all_tasks=false", "data.max_eval_pairs_per_task=2", "heldout.max_sentences=8",
+        "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
+    ]
+    if args.blimp_dir:
+        overrides.append(f"paths.blimp_dir={args.blimp_dir}")
+    cfg = compose_config("train", overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def timed_run(args, objective: str, pairs_per_step: int, output_dir: Path) -> tuple[StepTimer, dict]:
+    """One train.py run with a StepTimer among its callbacks (Hydra builds it, as it builds the others)."""
+    cfg = train_cfg(args, objective, pairs_per_step, output_dir)
+    key = str(output_dir)
+    with open_dict(cfg):
+        cfg.callbacks.step_timer = {"_target_": f"{__name__}.StepTimer", "profile_step": args.steps - 1, "key": key}
+    results = run_ftgd(cfg)
+    return TIMERS.pop(key), results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", help="a save_pretrained directory (default: synth-1m on the synthetic suite)")
-    parser.add_argument("--blimp-dir", default="/work/shared/data/blimp", help="pairs for --model-dir")
-    parser.add_argument("--pairs-per-step", type=int, default=16)
-    parser.add_argument("--batches", type=int, default=8, help="distinct batches cycled through")
-    parser.add_argument("--repeats", type=int, default=20, help="timed steps per side")
+    parser.add_argument("--model", default="smollm2-135m", help="a model config name under conf/model")
+    parser.add_argument("--task", default="sva", help="a task config name under conf/task")
+    parser.add_argument("--blimp-dir", default=None, help="folder of the BLiMP jsonl files (real models)")
+    parser.add_argument("--pairs-per-step", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=5, help="steps per run: the first is warm-up, the last is profiled")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output-dir", default="/tmp/gradspace-bench/ftgd-step")
     args = parser.parse_args()
+    if args.steps < 3:
+        parser.error("--steps must be at least 3 (warm-up, timed, profiled)")
 
-    pin_threads(args.threads)
-    print_header("FTGD step vs plain LM fine-tuning step on the same tokens")
-    if args.model_dir:
-        from gradspace.data.suite import read_pairs_dir
-
-        pairs, model_dir = read_pairs_dir(args.blimp_dir), Path(args.model_dir)
-    else:
-        pairs, model_dir = synth_pairs_and_model_dir()
-    device = torch.device(args.device)
-    loaded = load_model({"name": "bench", "source": "local", "path": str(model_dir)}, device=device, progress=False)
-    generator = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(pairs), generator=generator).tolist()
-    chosen = [[pairs[i] for i in order[b * args.pairs_per_step : (b + 1) * args.pairs_per_step]] for b in range(args.batches)]
-    n_params = sum(p.numel() for p in loaded.model.parameters())
-    print(f"model {model_dir} ({n_params / 1e6:.2f}M parameters) on {device}; {args.pairs_per_step} pairs per step "
-          f"= {2 * args.pairs_per_step} padded sentences; AdamW")
-
-    goals = []
-    for objective in PAIR_OBJECTIVES:
-        batches = [collate_pairs(loaded.tokenizer, group, objective).to(device) for group in chosen]
-        ftgd = Stepper(loaded.model, batches, lambda model, batch, o=objective: objective_loss(model, batch, o)[0])
-        lm = Stepper(loaded.model, batches, lm_loss)
-        seconds = interleaved_medians({"ftgd": ftgd.step, "lm": lm.step}, repeats=args.repeats, warmup=2)
-        memory = {name: peak_memory(stepper.step, device) for name, stepper in (("ftgd", ftgd), ("lm", lm))}
-        time_ratio = seconds["ftgd"] / seconds["lm"]
-        memory_ratio = memory["ftgd"].peak_bytes / memory["lm"].peak_bytes
-        print(f"-- objective {objective}: step {1e3 * seconds['ftgd']:.1f} ms vs LM {1e3 * seconds['lm']:.1f} ms; "
-              f"peak {mib(memory['ftgd'].peak_bytes)} vs {mib(memory['lm'].peak_bytes)} "
-              f"(of which the step added {mib(memory['ftgd'].added_bytes)} vs {mib(memory['lm'].added_bytes)})")
-        for goal in (Goal(f"{objective} FTGD/LM step time", time_ratio, 1.2, at_most=True),
-                     Goal(f"{objective} FTGD/LM step peak memory", memory_ratio, 1.2, at_most=True)):
-            print(goal.line())
-            goals.append(goal)
+    print_header("FTGD train.py step vs plain LM fine-tuning step through the same entry point")
+    b = args.pairs_per_step
+    sides = {"ftgd": ("bounded", b), "lm same tokens": ("lm", 2 * b), "lm same pairs": ("lm", b)}
+    print(f"model={args.model} task={args.task}; ftgd: {b} pairs = {2 * b} sentences a step; lm same tokens: {2 * b} pairs "
+          f"= {2 * b} sentences; lm same pairs: {b} pairs = {b} sentences; {args.steps} steps a run, {args.rounds} rounds")
+    seconds: dict[str, list[float]] = {side: [] for side in sides}
+    peaks: dict[str, list[int]] = {side: [] for side in sides}
+    names = list(sides)
+    for side, (objective, pairs) in sides.items():
+        timed_run(args, objective, pairs, Path(args.output_dir) / f"warmup-{side.replace(' ', '_')}")
+    for round_index in range(args.rounds):
+        for side in names[round_index % len(names):] + names[: round_index % len(names)]:
+            objective, pairs = sides[side]
+            timer, results = timed_run(args, objective, pairs, Path(args.output_dir) / f"{round_index}-{side.replace(' ', '_')}")
+            steps = timer.seconds[1:]  # the first is warm-up
+            seconds[side].extend(steps)
+            peaks[side].append(timer.peak.peak_bytes)
+            training = sum(timer.seconds) + (statistics.median(steps) if steps else 0.0)  # the profiled step at a timed step's cost
+            print(f"  round {round_index} {side:15s}: steps {', '.join(f'{s:.2f}' for s in steps)} s; peak {mib(timer.peak.peak_bytes)}; "
+                  f"fit {results['fit_seconds']:.1f} s = training ~{training:.1f} s + evaluation and held-out ~{results['fit_seconds'] - training:.1f} s")
+    median = {side: statistics.median(values) for side, values in seconds.items()}
+    peak = {side: max(values) for side, values in peaks.items()}
+    for side in sides:
+        print(f"-- {side}: median step {median[side]:.2f} s over {len(seconds[side])} steps; peak tensor memory {mib(peak[side])}")
+    goals = [Goal("FTGD/LM step time, same tokens", median["ftgd"] / median["lm same tokens"], 1.2, at_most=True),
+             Goal("FTGD/LM step peak memory, same tokens", peak["ftgd"] / peak["lm same tokens"], 1.2, at_most=True)]
+    for goal in goals:
+        print(goal.line())
+    print(f"ratio FTGD/LM step time, same pairs (half the sentences) = {median['ftgd'] / median['lm same pairs']:.2f}x (no goal)")
+    print(f"ratio FTGD/LM step peak memory, same pairs = {peak['ftgd'] / peak['lm same pairs']:.2f}x (no goal)")
     print("summary: " + "; ".join(f"{g.name} {'MET' if g.met else 'NOT MET'}" for g in goals))
 
 

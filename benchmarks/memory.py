@@ -32,11 +32,22 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> PeakMemory:
         fn()
         torch.cuda.synchronize(device)
         return PeakMemory(torch.cuda.max_memory_allocated(device), start)
+    with memory_profiler() as prof:
+        fn()
+    return profiled_peak(prof)
+
+
+def memory_profiler():
+    """The CPU profiler set up for `profiled_peak` (enter it around the work to measure)."""
     from torch.profiler import ProfilerActivity, profile
+
+    return profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True)
+
+
+def profiled_peak(prof) -> PeakMemory:
+    """The tensor memory peak of what a finished `memory_profiler()` recorded."""
     from torch.profiler._memory_profiler import MemoryProfileTimeline  # private, but the only CPU timeline torch has
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        fn()
     _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline("cpu")
     totals = [sum(row) for row in sizes]
     return PeakMemory(int(max(totals)), int(totals[0]))
