@@ -143,7 +143,7 @@ class Discriminator(nn.Module):
         item_index = items[:, None].expand_as(label_positions)
         inputs = inputs.index_put((item_index, label_positions - split), (label_embeddings[rows] * self.input_scale).to(inputs.dtype))
         if batch.label_article_positions is not None:
-            a_row, an_row = (embed.weight[ids[0]] for ids in (self.builder.article_ids["a"], self.builder.article_ids["an"]))
+            a_row, an_row = (embed.weight[ids[0]] for ids in (self.builder.label_article_ids["a"], self.builder.label_article_ids["an"]))
             article = (a_row + an_weights[rows, None].to(inputs.dtype) * (an_row - a_row)) * self.input_scale
             inputs = inputs.index_put((items, batch.label_article_positions[examples] - split), article)
         hidden = self.lm.base_model(inputs_embeds=inputs, past_key_values=past, use_cache=True).last_hidden_state

@@ -164,19 +164,25 @@ class PromptBuilder:
         self.placeholder_id = prefix_token_id(tokenizer)
         self._takes_an: dict[int, torch.Tensor] = {}
         self.neutral_pieces, self.neutral_space_before = ([], {}) if spec.neutral is None else template_pieces(spec.neutral, tokenizer)
-        # A vocabulary without "an" (a model trained on "is a eel ...") gets "a" before vowels too.
-        spelled = {article: self.spell(article, "article") for article in ("a", "an")}
-        known = {article: ids for article, ids in spelled.items() if len(ids) == 1 and ids[0] != tokenizer.unk_token_id}
-        self.article_ids = {"": [], "a": spelled["a"], "an": known.get("an", spelled["a"])}
-        if self.uses_label_article and any(len(self.article_ids[a]) != 1 for a in ("a", "an")):
+        # Each article slot spells its articles as its own place in the template asks (" a" after a space in BPE).
+        self.article_ids = self._articles("article")  # the word's {article}
+        self.label_article_ids = self._articles("label_article")
+        if self.uses_label_article and any(len(self.label_article_ids[a]) != 1 for a in ("a", "an")):
             raise GradspaceError(f"{{label_article}} needs 'a' and 'an' to be single tokens; remove it from {spec.template!r}")
+
+    def _articles(self, slot: str) -> dict[str, list[int]]:
+        """{"", "a", "an"} -> token ids in `slot`; a vocabulary without "an" (a model trained on "is a eel ...") gets
+        "a" before vowels too."""
+        spelled = {article: self.spell(article, slot) for article in ("a", "an")}
+        known = {article: ids for article, ids in spelled.items() if len(ids) == 1 and ids[0] != self.tokenizer.unk_token_id}
+        return {"": [], "a": spelled["a"], "an": known.get("an", spelled["a"])}
 
     def takes_an(self, vocabulary_size: int) -> torch.Tensor:
         """[V] bool: tokens whose word takes "an" (the label article a soft label mixes in by its probability); all
         False where the template has no {label_article}. Computed once per builder (a vocabulary is 262k tokens)."""
         if vocabulary_size not in self._takes_an:
             mask = torch.zeros(vocabulary_size, dtype=torch.bool)
-            if self.uses_label_article and self.article_ids["an"] != self.article_ids["a"]:
+            if self.uses_label_article and self.label_article_ids["an"] != self.label_article_ids["a"]:
                 size = min(len(self.tokenizer), vocabulary_size)
                 for token, text in enumerate(self.tokenizer.batch_decode([[t] for t in range(size)])):
                     word = text.strip()
@@ -264,7 +270,7 @@ class PromptBuilder:
                 ids.extend([placeholder] * self.label_length)
             elif piece == "label_article":
                 article_position = len(ids)
-                ids.extend(self.article_ids["a"])
+                ids.extend(self.label_article_ids["a"])
             else:
                 ids.extend(self._slot_ids(piece, example))
         return ids, label_positions, article_position
@@ -298,5 +304,5 @@ class PromptBuilder:
             ids[position] = token
         if article_position >= 0:
             word = self.tokenizer.decode([label_ids[0]]).strip()
-            ids[article_position] = self.article_ids[self.article(word) or "a"][0]
+            ids[article_position] = self.label_article_ids[self.article(word) or "a"][0]
         return self.tokenizer.decode(self.prefix_ids + ids)
