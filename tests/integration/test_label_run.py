@@ -1,6 +1,7 @@
 """Labeling end to end on a tiny GPT-NeoX trained in seconds on the questions "is a <word> a <category> ? yes|no",
 so the right label is known: the run must recover it, and write its results."""
 
+import csv
 import json
 import os
 import subprocess
@@ -367,14 +368,18 @@ def test_a_hard_label_reads_as_its_token_where_the_model_scales_embeddings(reado
 
 
 def test_label_py_writes_results(question_model, tmp_path):
+    """Also the `_target_` logger path: logger=csv gets the held-out metrics that results.json reports."""
     command = [sys.executable, str(ROOT / "label.py"), "model=local", f"model.path={question_model}", "prompt.style=synth",
-               "logger=none", "trainer.accelerator=cpu", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}",
+               "logger=csv", "trainer.accelerator=cpu", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}",
                "feature=animals", "feature.ids=[animals]", "feature.sets.animals=[dog,cat,cow,owl,eel]", "label.steps=2",
                "label.restarts=1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     (feature,) = json.loads((tmp_path / "run" / "results.json").read_text())["features"]
     assert feature["feature"] == "animals" and feature["label"]
+    logged = {key: float(value) for row in csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open())
+              for key, value in row.items() if value}
+    assert logged["heldout/auroc/animals"] == pytest.approx(feature["heldout_auroc"])
 
 
 def test_same_seed_writes_identical_results_and_timings_apart(question_model, tmp_path):

@@ -30,7 +30,7 @@ from gradspace.models.loading import LoadedModel, load_model
 from gradspace.utils.io import write_results
 from gradspace.utils.run_config import loggable_config
 from gradspace.utils.seeding import seed_everything
-from gradspace.utils.wandb_setup import logger_from_config
+from gradspace.utils.wandb_setup import loggers_from_config, wandb_logger_of
 
 log = logging.getLogger(__name__)
 BASELINE_KINDS = ("most_frequent_top_activating", "vocabulary_projection")
@@ -81,7 +81,7 @@ def token_text(tokenizer, token_ids) -> str:
 
 
 def train_soft_labels(cfg: DictConfig, config: LabelingConfig, discriminator: Discriminator, allowed: torch.Tensor,
-                      features: list[FeatureData], logger) -> tuple[SoftLabel, float]:
+                      features: list[FeatureData], loggers: list) -> tuple[SoftLabel, float]:
     """All features' soft labels trained side by side by the configured Lightning trainer; (module, seconds)."""
     import hydra
     from torch.utils.data import DataLoader
@@ -90,7 +90,7 @@ def train_soft_labels(cfg: DictConfig, config: LabelingConfig, discriminator: Di
     module = SoftLabel(discriminator, allowed, names, config.label, hydra.utils.instantiate(config.label.optimizer),
                        total_steps=config.label.steps, seed=int(cfg.seed))
     # label.yaml sets the trainer's steps from label.steps and turns checkpoints off; every trainer.* override applies.
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=logger if logger is not None else False)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)
     pad_id = discriminator.builder.tokenizer.pad_token_id
     loader = DataLoader(BalancedExamples(features, discriminator.builder, config.label.batch_size, pad_id, int(cfg.seed)),
                         batch_size=None, num_workers=0)
@@ -197,8 +197,8 @@ def unlabelled_feature(feature: FeatureData, oracle: OracleResult, min_auroc: fl
                     f"try another prompt.style"}
 
 
-def log_results(logger, results: list[dict]) -> None:
-    """The labels as a W&B table and the held-out metrics as scalars."""
+def log_results(loggers: list, results: list[dict]) -> None:
+    """The held-out metrics as scalars into every tracker, and the labels as a W&B table."""
     from gradspace.utils.wandb_setup import finish_wandb
 
     labelled = [r for r in results if r["label"] is not None]
@@ -207,12 +207,18 @@ def log_results(logger, results: list[dict]) -> None:
               r["soft_label"]["argmax"], round(r["soft_label"]["heldout_auroc"], 4), " ".join(t["token"] for t in r["top10"]),
               *[r["baselines"].get(k, {}).get("label") for k in BASELINE_KINDS]]
              for r in labelled]
-    logger.log_table(key="labels", columns=["feature", "oracle_auroc", "label", "probability", "heldout_accuracy", "heldout_auroc",
+    metrics = ({f"heldout/accuracy/{r['feature']}": r["heldout_accuracy"] for r in labelled}
+               | {f"heldout/auroc/{r['feature']}": r["heldout_auroc"] for r in labelled}
+               | {f"oracle/auroc/{r['feature']}": r["oracle"]["heldout_auroc"] for r in results if r["oracle"]})
+    for logger in loggers:
+        logger.log_metrics(metrics)
+        logger.save()
+    wandb_logger = wandb_logger_of(loggers)
+    if wandb_logger is None:
+        return
+    wandb_logger.log_table(key="labels", columns=["feature", "oracle_auroc", "label", "probability", "heldout_accuracy", "heldout_auroc",
                                             "soft_argmax", "soft_argmax_auroc", "top10", "baseline_frequent", "baseline_projection"],
                      data=table)
-    logger.log_metrics({f"heldout/accuracy/{r['feature']}": r["heldout_accuracy"] for r in labelled}
-                       | {f"heldout/auroc/{r['feature']}": r["heldout_auroc"] for r in labelled}
-                       | {f"oracle/auroc/{r['feature']}": r["oracle"]["heldout_auroc"] for r in results if r["oracle"]})
     finish_wandb()
 
 
@@ -240,8 +246,8 @@ def run(cfg: DictConfig) -> dict:
     results = {f.name: unlabelled_feature(f, oracles[f.name], minimum) for f in features if f not in trainable}
     for result in results.values():
         log.warning("%s: %s", result["feature"], result["note"])
-    logger = logger_from_config(cfg, default_name=f"label-{cfg.model.name}-{'+'.join(names)[:60]}-s{cfg.seed}", tags=["label"])
-    module, train_seconds = (train_soft_labels(cfg, config, discriminator, allowed, trainable, logger) if trainable else (None, 0.0))
+    loggers = loggers_from_config(cfg, default_name=f"label-{cfg.model.name}-{'+'.join(names)[:60]}-s{cfg.seed}", tags=["label"])
+    module, train_seconds = (train_soft_labels(cfg, config, discriminator, allowed, trainable, loggers) if trainable else (None, 0.0))
 
     restarts = config.label.restarts
     unembedding = loaded.model.get_output_embeddings().weight.detach()
@@ -279,6 +285,6 @@ def run(cfg: DictConfig) -> dict:
         "config": loggable_config(cfg),
     }
     write_results(Path(str(cfg.paths.output_dir)), summary)
-    if logger is not None:
-        log_results(logger, results)
+    if loggers:
+        log_results(loggers, results)
     return summary
