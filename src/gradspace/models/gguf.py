@@ -17,6 +17,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -117,9 +118,7 @@ def _convert(model_cfg: Mapping, origin: dict, out_dir: Path, progress: bool) ->
     model.load_state_dict(quantized.state_dict(), strict=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    for leftover in work_dir.iterdir():
-        leftover.unlink()
-    work_dir.rmdir()
+    shutil.rmtree(work_dir)  # an assembled GGUF file is not part of the model directory
     atomic_write_json(out_dir / SOURCE_FILE, origin)
     _log(f"{name}: converted in {time.perf_counter() - start:.0f} s", progress)
 
