@@ -6,7 +6,7 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from gradspace.pairs import MinimalPair
 from gradspace.errors import GradspaceError
-from gradspace.evaluation.logprobs import encode_with_prefix, pad_sequences, pad_token_id, sequence_logprobs
+from gradspace.evaluation.logprobs import encode_with_prefix, pad_sequences, pad_token_id, token_logprobs
 from gradspace.ftgd.objectives import OBJECTIVES, collate_pairs, differing_token_masks, objective_loss
 from gradspace.synth.tokenizer import build_word_tokenizer
 
@@ -41,7 +41,7 @@ def gradient(model, loss) -> torch.Tensor:
 
 def two_pass_logprob(model, tokenizer, sentences, score_masks=None) -> torch.Tensor:
     batch = pad_sequences(encode_with_prefix(tokenizer, sentences), pad_token_id(tokenizer), score_masks)
-    return sequence_logprobs(model, batch)
+    return token_logprobs(model, batch).sum(dim=-1)
 
 
 def test_diff_gradient_equals_difference_of_two_separate_passes(model, tokenizer):

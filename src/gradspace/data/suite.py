@@ -183,12 +183,10 @@ class TaskData:
         """Good sentences of reserved pairs, taken from every task in turn, that occur in no trained or evaluated
         pair of the suite: text no run of this split trains or evaluates on, even where pairs repeat a sentence."""
         used = {sentence for pair in self.split.train + self.split.eval for sentence in (pair.good, pair.bad)}
-        by_task: dict[str, list[str]] = {}
+        by_task: dict[str, dict[str, None]] = {}  # each task's sentences in order, once
         for pair in self.split.reserved:
             if pair.good not in used:
-                by_task.setdefault(pair.task, [])
-                if pair.good not in by_task[pair.task]:
-                    by_task[pair.task].append(pair.good)
+                by_task.setdefault(pair.task, {})[pair.good] = None
         interleaved = [sentence for row in itertools.zip_longest(*by_task.values()) for sentence in row if sentence is not None]
         return list(dict.fromkeys(interleaved))[:limit]
 

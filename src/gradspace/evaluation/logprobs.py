@@ -131,11 +131,6 @@ def token_logprobs(model, batch: PaddedBatch) -> torch.Tensor:
     return torch.nn.functional.pad(picked * mask, (1, 0))
 
 
-def sequence_logprobs(model, batch: PaddedBatch) -> torch.Tensor:
-    """Sum of scored token log-probabilities per sequence. Shape [B]."""
-    return token_logprobs(model, batch).sum(dim=-1)
-
-
 @torch.no_grad()
 def scored_batches(model, tokenizer, sentences: list[str], batch_size: int = 64, desc: str | None = None
                    ) -> Iterator[tuple[list[int], torch.Tensor, PaddedBatch]]:

@@ -25,6 +25,7 @@ from gradspace.utils.run_config import loggable_config
 from gradspace.utils.seeding import seed_everything
 from gradspace.utils.wandb_setup import finish_wandb, loggers_from_config, wandb_logger_of
 
+
 def run_label(cfg: DictConfig) -> str:
     mask = cfg.ftgd.mask
     parts = [f"{cfg.model.name}@{cfg.model.revision}", cfg.task.name, cfg.objective.name]
