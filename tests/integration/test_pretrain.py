@@ -10,7 +10,6 @@ from gradspace.synth import pretrain as pretrain_module
 from gradspace.synth import world as world_module
 from gradspace.synth.pretrain import (
     CHECKPOINTS_FILE,
-    COMPLETE_MARKER,
     EncodedCorpus,
     PretrainConfig,
     config_hash,
@@ -19,6 +18,7 @@ from gradspace.synth.pretrain import (
     pretrain,
     synth_revisions,
 )
+from gradspace.utils.cache import COMPLETE_MARKER
 from gradspace.synth.world import WorldConfig, load_or_build_world
 
 pytestmark = pytest.mark.integration

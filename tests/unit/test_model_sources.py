@@ -5,7 +5,7 @@ import pytest
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.logprobs import default_prefix_token, prefix_token_id, set_prefix_token
 from gradspace.models.gguf import ensure_gguf_model
-from gradspace.models.loading import available_revisions, resolve_pretrained_path
+from gradspace.models.loading import resolve_pretrained_path
 from gradspace.synth.tokenizer import build_word_tokenizer
 from gradspace.utils.cache import COMPLETE_MARKER, build_once, is_complete
 
@@ -53,8 +53,6 @@ def test_single_revision_sources(tmp_path, source):
     cfg = {"name": "m", "source": source, "path": str(tmp_path), "revision": "step100"}
     with pytest.raises(GradspaceError, match="has one revision, main"):
         resolve_pretrained_path(cfg, tmp_path)
-    assert available_revisions({**cfg, "revision": "main"}) == ["main"]
-    assert available_revisions({"name": "p", "source": "hf", "path": "EleutherAI/pythia-70m"}) is None
 
 
 def chat_tokenizer(template: str | None):

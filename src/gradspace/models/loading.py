@@ -98,21 +98,6 @@ def resolve_pretrained_path(model_cfg: Mapping, cache_dir: Path | None = None, p
     return str(_require(model_cfg, "path")), revision
 
 
-def available_revisions(model_cfg: Mapping, cache_dir: Path | None = None, progress: bool = True) -> list[str] | None:
-    """The revisions a model config can load, or None where only the hub knows them (any branch name may exist).
-
-    A synthetic model has its pretraining checkpoints; a local directory and a converted GGUF file are one model.
-    """
-    source = model_cfg.get("source", "hf")
-    if source == "synth":
-        from gradspace.synth.pretrain import synth_revisions
-
-        return synth_revisions(Path(resolve_pretrained_path({**model_cfg, "revision": "main"}, cache_dir, progress)[0]).parent)
-    if source in SINGLE_REVISION_SOURCES:
-        return ["main"]
-    return None
-
-
 def load_model(model_cfg: Mapping, cache_dir: Path | None = None, device: str | torch.device = "cpu", progress: bool = True) -> LoadedModel:
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -26,7 +26,7 @@ from transformers.utils import logging as transformers_logging
 from gradspace.errors import GradspaceError
 from gradspace.synth.tokenizer import build_word_tokenizer
 from gradspace.synth.world import SynthWorld, WorldConfig, load_or_build_world
-from gradspace.utils.cache import COMPLETE_MARKER, build_once  # noqa: F401 (the marker is part of this module's API)
+from gradspace.utils.cache import build_once
 from gradspace.utils.io import atomic_write_json
 
 CHECKPOINTS_FILE = "checkpoints.json"
