@@ -18,8 +18,8 @@ from gradspace.synth.pretrain import (
     pretrain,
     synth_revisions,
 )
-from gradspace.utils.cache import COMPLETE_MARKER
 from gradspace.synth.world import WorldConfig, load_or_build_world
+from gradspace.utils.cache import COMPLETE_MARKER
 
 pytestmark = pytest.mark.integration
 
