@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -98,3 +99,11 @@ def read_pairs_jsonl(path: str | Path, task: str | None = None, phenomenon: str 
 
 def write_pairs_jsonl(path: str | Path, pairs: Iterable[MinimalPair]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(pair.to_blimp()) + "\n" for pair in pairs))
+
+
+def pairs_fingerprint(pairs: Iterable[MinimalPair]) -> str:
+    """A key for a list of pairs, in order (task and both sentences of each)."""
+    digest = hashlib.sha256()
+    for pair in pairs:
+        digest.update(f"{pair.task}\t{pair.good}\t{pair.bad}\n".encode())
+    return digest.hexdigest()

@@ -18,7 +18,9 @@ from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
 from gradspace.data.suite import prepare_task_data
 from gradspace.errors import GradspaceError
+from gradspace.ftgd import callbacks as ftgd_callbacks
 from gradspace.ftgd import module as ftgd_module
+from gradspace.ftgd.callbacks import BaseMeasurement
 from gradspace.ftgd.run import RESULTS_FILE, run
 
 pytestmark = pytest.mark.integration
@@ -147,6 +149,29 @@ def test_same_seed_gives_identical_results_and_another_seed_does_not(tiny_suite_
     first_text = (tmp_path / "a" / RESULTS_FILE).read_text()
     run_in_process(tiny_suite_dir, tmp_path / "a", "callbacks=no_checkpoints")
     assert (tmp_path / "a" / RESULTS_FILE).read_text() == first_text
+
+
+def test_a_copy_of_the_same_checkpoint_reuses_its_base_measurement_and_gets_the_same_results(tiny_suite_dir, tmp_path, monkeypatch):
+    # How a probe fine-tunes one copy per task: the untrained model is measured by the first copy only.
+    first = run_in_process(tiny_suite_dir, tmp_path / "sva", "callbacks=no_checkpoints")
+    measured = run_in_process(tiny_suite_dir, tmp_path / "npi", "callbacks=no_checkpoints", "task.name=npi")
+    base = BaseMeasurement.of_results(first)
+    assert base is not None and base.key == measured["base_key"]
+
+    calls = []
+    for name in ("evaluate_pairs", "heldout_lm_loss"):
+        original = getattr(ftgd_callbacks, name)
+        monkeypatch.setattr(ftgd_callbacks, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    reused = run(compose_run(tiny_suite_dir, tmp_path / "npi_reused", "logger=none", "callbacks=no_checkpoints", "task.name=npi"), base)
+    assert sorted(calls) == ["evaluate_pairs", "heldout_lm_loss"]  # the after side only
+    assert outcome(reused) == outcome(measured)
+
+    # A copy that evaluates something else (its own task only) measures its own base.
+    calls.clear()
+    own = run(compose_run(tiny_suite_dir, tmp_path / "npi_own", "logger=none", "callbacks=no_checkpoints", "task.name=npi",
+                          "data.eval_all_tasks=false"), base)
+    assert own["base_key"] != base.key and len(calls) == 4
+    assert own["eval_before"] == {"npi": measured["eval_before"]["npi"]}
 
 
 def test_resume_from_checkpoint_gives_the_same_final_metrics(tiny_suite_dir, tmp_path):

@@ -2,7 +2,8 @@
 
 Both callbacks measure once when fitting starts and once when training ends (before the strategy's teardown moves
 the model off the accelerator). The "before" values travel in checkpoints, so a resumed run still compares against
-the model it started from. Metric names are stable:
+the model it started from, and a probe hands the measurements of its unchanged checkpoint to every copy it
+fine-tunes from it (`BaseMeasurement`) instead of repeating them. Metric names are stable:
 `eval_before/{accuracy,margin}[/<task>]`, `eval_after/...`, `transfer/<task>` (accuracy after - before),
 `transfer_margin/<task>`, `heldout/lm_loss_{before,after,delta}` and `heldout/perplexity_{before,after}`.
 """
@@ -10,7 +11,8 @@ the model it started from. Metric names are stable:
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import lightning as L
 import torch
@@ -18,6 +20,8 @@ import torch
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.logprobs import scored_batches
 from gradspace.evaluation.minimal_pairs import EvaluationResult, evaluate_pairs
+from gradspace.pairs import MinimalPair, pairs_fingerprint
+from gradspace.utils.cache import fingerprint
 
 
 def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:
@@ -38,6 +42,31 @@ def task_scores(result: EvaluationResult) -> dict[str, dict[str, float]]:
     return {task: {"accuracy": s.accuracy, "margin": s.margin, "pairs": s.pairs} for task, s in result.tasks.items()}
 
 
+@dataclass(frozen=True)
+class BaseMeasurement:
+    """The "before" side of both callbacks, measured on a model before any training. A probe fine-tunes one copy per
+    task from one checkpoint; measuring that unchanged model again for every copy was about a quarter of its time.
+    `key` (`base_key`) names what the numbers depend on; a run whose own key differs measures afresh."""
+
+    key: str
+    eval_before: dict[str, dict[str, float]]
+    heldout_before: float
+
+    @classmethod
+    def of_results(cls, results: dict) -> "BaseMeasurement | None":
+        """From the results record of a run (None for a record written before runs carried their key)."""
+        if not results.get("base_key"):
+            return None
+        return cls(results["base_key"], results["eval_before"], results["heldout_lm_loss"]["before"])
+
+
+def base_key(model_cfg: Any, eval_pairs: Sequence[MinimalPair], heldout_sentences: Sequence[str],
+             transfer: "TransferEvaluation", heldout: "HeldoutLoss") -> str:
+    """The model (its config names the weights), the eval pairs, the held-out text and the batch sizes, which fix
+    how sentences are padded together."""
+    return fingerprint(model_cfg, pairs_fingerprint(eval_pairs), list(heldout_sentences), transfer.batch_size, heldout.batch_size)
+
+
 class TransferEvaluation(L.Callback):
     """Accuracy and margin on the eval pairs of every task before and after training: the transfer row."""
 
@@ -45,7 +74,6 @@ class TransferEvaluation(L.Callback):
         self.batch_size = int(batch_size)
         self.before: dict[str, dict[str, float]] | None = None
         self.after: dict[str, dict[str, float]] | None = None
-        self.phenomena: dict[str, str] = {}
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str) -> dict[str, dict[str, float]]:
         datamodule = trainer.datamodule
@@ -53,12 +81,12 @@ class TransferEvaluation(L.Callback):
                                 desc=f"{prefix.replace('_', ' ')} ({len(datamodule.eval_pairs)} pairs)")
         metrics = result.as_metrics(prefix)
         _require_finite(metrics, f"{prefix} scores")
-        self.phenomena = dict(result.phenomena)
         _log(trainer, metrics)
         return task_scores(result)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.before is None:  # a resumed run keeps the measurement of the model it started from
+        # a resumed run keeps the measurement of the model it started from, a probe's copy its checkpoint's
+        if self.before is None:
             self.before = self._evaluate(trainer, pl_module, "eval_before")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -78,11 +106,10 @@ class TransferEvaluation(L.Callback):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"before": self.before, "phenomena": self.phenomena}
+        return {"before": self.before}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.before = state_dict["before"]
-        self.phenomena = state_dict["phenomena"]
 
 
 def heldout_lm_loss(model, tokenizer, sentences: list[str], batch_size: int = 64, desc: str | None = None) -> float:

@@ -10,11 +10,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gradspace.data.suite import prepare_task_data
 from gradspace.errors import GradspaceError
-from gradspace.ftgd.callbacks import HeldoutLoss, TransferEvaluation
+from gradspace.ftgd.callbacks import BaseMeasurement, HeldoutLoss, TransferEvaluation, base_key
 from gradspace.ftgd.config import TrainSettings, check_train_config
 from gradspace.ftgd.datamodule import FTGDDataModule, heldout_sentences
 from gradspace.ftgd.module import FTGDModule
@@ -48,8 +48,12 @@ def build_callbacks(cfg: DictConfig) -> tuple[list[L.Callback], TransferEvaluati
     return callbacks, transfer[0], heldout[0]
 
 
-def run(cfg: DictConfig) -> dict:
-    """Fine-tune `cfg.model` on `cfg.task` with `cfg.objective`; return (and on rank 0 write) the results."""
+def run(cfg: DictConfig, base: BaseMeasurement | None = None) -> dict:
+    """Fine-tune `cfg.model` on `cfg.task` with `cfg.objective`; return (and on rank 0 write) the results.
+
+    `base`: the untrained model's measurements from an earlier run of the same checkpoint (`BaseMeasurement.of_results`),
+    used when this run would measure exactly the same (its key matches) instead of measuring again.
+    """
     # Everything that can be checked without data or a model is checked first: a wrong setting is one line at once.
     settings = check_train_config(cfg)
     objective = str(cfg.objective.name)
@@ -68,7 +72,7 @@ def run(cfg: DictConfig) -> dict:
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
     try:
-        return _fit_and_measure(cfg, settings, objective, callbacks, ckpt_path, output_dir, cache_dir)
+        return _fit_and_measure(cfg, settings, objective, callbacks, ckpt_path, output_dir, cache_dir, base)
     finally:
         finish_wandb()
         torch.set_num_threads(threads_before)
@@ -116,7 +120,7 @@ def check_sentence_lengths(loaded, task_data, heldout: list[str], max_sentence_t
 
 def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
                      callbacks: tuple[list[L.Callback], TransferEvaluation, HeldoutLoss], ckpt_path: str | None,
-                     output_dir: Path, cache_dir: Path) -> dict:
+                     output_dir: Path, cache_dir: Path, base: BaseMeasurement | None) -> dict:
     # The pairs first: a bad task or data file should fail before minutes of model loading.
     task_data = prepare_task_data(cfg.task, cfg.data, cfg.model, cache_dir, cfg.paths.get("blimp_dir"))
     loaded = load_model(cfg.model, cache_dir, device="cpu")
@@ -127,6 +131,9 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
     )
     module = FTGDModule(loaded.model, objective, settings.optimizer.factory(), settings.ftgd.mask)
     callback_list, transfer, heldout = callbacks
+    key = base_key(OmegaConf.to_container(cfg.model, resolve=True), datamodule.eval_pairs, heldout_text, transfer, heldout)
+    if base is not None and base.key == key and not ckpt_path:  # a resumed run has its own in the checkpoint
+        transfer.before, heldout.before = base.eval_before, base.heldout_before
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callback_list,
         logger=loggers_from_config(cfg, default_name=run_label(cfg), tags=[cfg.model.name, cfg.task.name, cfg.objective.name]) or False,
@@ -146,6 +153,7 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
         "steps": int(trainer.global_step),
         "train_pairs": len(task_data.train),
         "phenomena": dict(task_data.suite.phenomena),
+        "base_key": key,
         "eval_before": transfer.before,
         "eval_after": transfer.after,
         "transfer": transfer.transfer(),

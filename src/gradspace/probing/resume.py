@@ -9,28 +9,14 @@ writes its own results.json, which is reused when its config is the one the prob
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
 
 import numpy as np
 
-from gradspace.pairs import MinimalPair
 from gradspace.utils.io import atomic_write_json
-
-
-def fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def pairs_fingerprint(pairs: Iterable[MinimalPair]) -> str:
-    digest = hashlib.sha256()
-    for pair in pairs:
-        digest.update(f"{pair.task}\t{pair.good}\t{pair.bad}\n".encode())
-    return digest.hexdigest()
 
 
 def safe_name(name: str) -> str:

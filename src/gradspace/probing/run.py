@@ -31,11 +31,12 @@ from gradspace.errors import GradspaceError
 from gradspace.evaluation.minimal_pairs import evaluate_pairs
 from gradspace.ftgd.objectives import check_objective
 from gradspace.models.loading import SINGLE_REVISION_SOURCES, check_model_config, load_model, resolve_pretrained_path
+from gradspace.pairs import pairs_fingerprint
 from gradspace.probing.granularity import at_granularity, check_granularity, phenomenon_records
 from gradspace.probing.gradient_similarity import OVERALL, GradientSpace, GradientSpaceConfig
 from gradspace.probing.hypothesis import compare_with_hypothesis, within_minus_across
 from gradspace.probing.report import log_to_trackers, make_plots, print_summary
-from gradspace.probing.resume import ResumeStore, fingerprint, pairs_fingerprint, safe_name
+from gradspace.probing.resume import ResumeStore, safe_name
 from gradspace.probing.task_gradients import add_task_gradients
 from gradspace.probing.transfer import (
     SweepRecords,
@@ -47,6 +48,7 @@ from gradspace.probing.transfer import (
     read_wandb_group,
     trained_task,
 )
+from gradspace.utils.cache import fingerprint
 from gradspace.utils.io import RESULTS_FILE, write_results
 from gradspace.utils.run_config import loggable_config, plain_section
 from gradspace.utils.seeding import seed_everything
@@ -297,9 +299,10 @@ def finetune_rows(cfg: DictConfig, checkpoint: Checkpoint, tasks: list[str], out
                   objective: str, own_task_only: bool = False) -> list[dict]:
     """One FTGD job per task, in this process; each writes the results.json a sweep job would write, and a job whose
     results.json is already there with the same config (a killed probe rerun in its directory) is not run again."""
+    from gradspace.ftgd.callbacks import BaseMeasurement
     from gradspace.ftgd.run import run as run_ftgd
 
-    records = []
+    records, base = [], None
     folder = "transfer" if not own_task_only else f"side_effects/{objective}"
     with stage_bar(cfg, f"{checkpoint.name} fine-tune {objective}" + (" (own task only)" if own_task_only else ""), len(tasks)) as bar:
         for task in tasks:
@@ -311,9 +314,10 @@ def finetune_rows(cfg: DictConfig, checkpoint: Checkpoint, tasks: list[str], out
             else:
                 bar.set_postfix_str(task, refresh=False)
                 with quiet_lightning():
-                    record = run_ftgd(train_cfg)
+                    record = run_ftgd(train_cfg, base)
                 store.save_json(str(job_dir.relative_to(store.root) / JOB_MARKER), job_fingerprint(train_cfg), {"task": task})
                 bar.update(1)
+            base = base or BaseMeasurement.of_results(record)
             record["_source"] = str(job_dir / RESULTS_FILE)
             records.append(record)
     return records

@@ -7,18 +7,24 @@ rebuilt instead of failing later with a traceback from deep inside a loader.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from filelock import FileLock
 
 from gradspace.utils.io import atomic_write_json
 
 COMPLETE_MARKER = "COMPLETE"
+
+
+def fingerprint(*parts: Any) -> str:
+    """A key for what `parts` determine (settings, names, texts): equal parts, equal key."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def file_sizes(root: Path) -> dict[str, int]:
