@@ -77,6 +77,18 @@ def test_blimp_scores_equal_plain_transformers_even_after_another_call_dirtied_t
     assert torch.allclose(ours, torch.tensor(reference, dtype=torch.float64), atol=2e-3, rtol=0)
 
 
+def test_shared_prefix_pair_scores_equal_independent_scores(smollm2):
+    from gradspace.evaluation.minimal_pairs import score_pairs, shared_prefix_cache_argument
+
+    model, tokenizer = smollm2.model, smollm2.tokenizer
+    pairs = blimp_pairs(4)
+    assert shared_prefix_cache_argument(model) is not None
+    good, bad = score_pairs(model, tokenizer, pairs, batch_size=6)
+    reference_good, reference_bad = score_pairs(model, tokenizer, pairs, batch_size=6, shared_prefix=False)
+    assert torch.allclose(torch.cat([good, bad]), torch.cat([reference_good, reference_bad]), atol=2e-3, rtol=0)
+    assert torch.equal(good > bad, reference_good > reference_bad)
+
+
 def test_two_step_ftgd_run_writes_results(tmp_path):
     if not BLIMP_DIR.is_dir():
         pytest.skip(f"real BLiMP files not found at {BLIMP_DIR}")

@@ -121,12 +121,15 @@ def pad_token_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prefix_token_id(tokenizer)
 
 
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(targets[..., t]) under logits[..., t, :], in float32 whatever the model's dtype. Shape of `targets`."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
 def token_logprobs(model, batch: PaddedBatch) -> torch.Tensor:
     """log p(token_t | tokens_<t) for every position t >= 1, zero where the score mask is off. Shape [B, T]."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    targets = batch.input_ids[:, 1:]
-    picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    picked = target_logprobs(logits[:, :-1], batch.input_ids[:, 1:])
     mask = batch.score_mask[:, 1:].to(picked.dtype)
     return torch.nn.functional.pad(picked * mask, (1, 0))
 
