@@ -165,6 +165,39 @@ def test_gradient_swaps_reach_the_label_from_a_wrong_start(question_model, one_t
     assert len(capped.scored) == 5 and len(found.scored) > 5
 
 
+def test_a_label_the_prompt_never_sees_is_scored_from_one_forward_per_example_set(one_thread, monkeypatch):
+    """label_likelihood with a one-token label: the prompt is the same for every label, so the scorer runs it once
+    and reads any number of labels (and their naturalness, and the swap gradient) from that one log q."""
+    from gradspace.labeling.discriminator import slot_log_prior
+
+    tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "the", *CATEGORIES, *WORDS])
+    model = tiny_model(tokenizer, hidden=32).eval()
+    builder = PromptBuilder(PromptSpec("plain", "is a {word} a {label} ?", None, readout="label_likelihood"), tokenizer, label_length=1)
+    discriminator = Discriminator(model, builder)
+    token = tokenizer.convert_tokens_to_ids
+    allowed = allowed_label_tokens(tokenizer, builder, len(tokenizer), "all")
+    scorer = HardLabelScorer(discriminator, [Example(token(w)) for w in CATEGORIES["mammal"]],
+                             [Example(token(w)) for w in CATEGORIES["bird"]], tokenizer.pad_token_id, allowed, kl_weight=0.5)
+    labels = [(token(w),) for w in ("mammal", "bird", "the", "dog")]
+    expected = []
+    for label in labels:  # one label at a time through the discriminator itself
+        n = scorer.prompts.input_ids.shape[0]
+        out = discriminator(scorer.prompts, discriminator.embedding[[label]], torch.zeros(n, dtype=torch.long),
+                            with_slot_logits=True, label_tokens=torch.tensor([label]))
+        expected.append((out.scores, -slot_log_prior(out.slot_logits, allowed)[:, 0, label[0]]))
+
+    forwards = []
+    original = model.base_model.forward
+    monkeypatch.setattr(model.base_model, "forward", lambda *a, **k: forwards.append(1) or original(*a, **k))
+    scores, surprisal = scorer.per_example_outputs(labels)
+    scorer.score_labels(labels[:2])
+    swaps = scorer.swap_candidates(labels[2], top=3)
+    assert len(forwards) == 1
+    for row, (want_scores, want_surprisal) in enumerate(expected):
+        assert torch.allclose(scores[row], want_scores, atol=1e-5) and torch.allclose(surprisal[row], want_surprisal, atol=1e-5)
+    assert len(swaps) == 3 and labels[2] not in swaps
+
+
 def test_lm_prior_proposes_the_word_the_model_expects_at_the_label_slot(one_thread):
     """A model that has read "is a dog a mammal ? yes" more often than "is a dog a bird ? no" expects "mammal"
     after "is a dog a": the prior's candidates contain it before any optimisation."""
@@ -283,29 +316,30 @@ def test_two_pass_discriminator_matches_one_plain_forward(template, one_thread):
     assert torch.allclose(soft.grad, reference.grad, atol=1e-5) and soft.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("readout, template, neutral", [
-    ("example_likelihood", "the big {label} is a {word}", "the big {word}"),
-    ("label_likelihood", "is a {word} a {label} ?", None),
+@pytest.mark.parametrize("readout, template, neutral, length", [
+    ("example_likelihood", "the big {label} is a {word}", "the big {word}", 2),
+    ("label_likelihood", "is a {word} a {label} ?", None, 2),
+    ("label_likelihood", "is a {word} a {label} ?", None, 1),  # one pass per prompt, no label embedding
 ])
-def test_likelihood_readouts_match_one_plain_forward(readout, template, neutral, one_thread):
+def test_likelihood_readouts_match_one_plain_forward(readout, template, neutral, length, one_thread):
     """The likelihood readouts through the two passes equal their definitions computed by plain forwards: the word's
     log-probability after the label minus in the label-free prompt, or the label's expected log-probability p·log q
     after the word; and the label's gradient matches."""
     tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "the", "big", *WORDS, *CATEGORIES])
     model = tiny_model(tokenizer, hidden=32).eval()
-    builder = PromptBuilder(PromptSpec("plain", template, None, readout=readout, neutral=neutral), tokenizer, label_length=2)
+    builder = PromptBuilder(PromptSpec("plain", template, None, readout=readout, neutral=neutral), tokenizer, label_length=length)
     discriminator = Discriminator(model, builder)
     batch = builder.batch([Example(tokenizer.convert_tokens_to_ids(w)) for w in ("dog", "owl", "eel")], tokenizer.pad_token_id)
     examples, rows = torch.tensor([0, 1, 2, 0, 2]), torch.tensor([0, 1, 0, 1, 1])
     generator = torch.Generator().manual_seed(0)
-    soft = torch.randn(2, 2, 32, generator=generator, requires_grad=True)
-    probs = torch.softmax(torch.randn(2, 2, len(tokenizer), generator=generator), -1).requires_grad_(True)
+    soft = torch.randn(2, length, 32, generator=generator, requires_grad=True)
+    probs = torch.softmax(torch.randn(2, length, len(tokenizer), generator=generator), -1).requires_grad_(True)
     out = discriminator(batch, soft, rows, examples=examples, label_probs=probs)
     out.scores.sum().backward()
 
     reference, reference_probs = soft.detach().clone().requires_grad_(True), probs.detach().clone().requires_grad_(True)
     prefix = len(builder.prefix_ids)
-    expected = []
+    expected, slot_log_ps = [], []
     for example, row in zip(examples.tolist(), rows.tolist()):
         ids = torch.tensor([builder.prefix_ids + batch.input_ids[example, : batch.readout_positions[example] + 1].tolist()])
         inputs = model.get_input_embeddings()(ids)[0].clone()
@@ -314,6 +348,7 @@ def test_likelihood_readouts_match_one_plain_forward(readout, template, neutral,
         log_p = torch.log_softmax(model(inputs_embeds=inputs[None]).logits[0], -1)
         if readout == "label_likelihood":
             expected.append((log_p[label - 1] * reference_probs[row]).sum())
+            slot_log_ps.append(log_p[label[0] - 1].detach())
             continue
         word = ids[0, -1]
         neutral_ids, _ = builder.neutral(Example(int(word)))
@@ -322,9 +357,16 @@ def test_likelihood_readouts_match_one_plain_forward(readout, template, neutral,
         expected.append(log_p[-2, word] - neutral_log_p)
     torch.stack(expected).sum().backward()
     assert torch.allclose(out.scores, torch.stack(expected).detach(), atol=1e-5)
-    assert torch.allclose(soft.grad, reference.grad, atol=1e-5) and soft.grad.abs().sum() > 0
+    if length > 1 or readout != "label_likelihood":
+        assert torch.allclose(soft.grad, reference.grad, atol=1e-5) and soft.grad.abs().sum() > 0
+    else:  # a one-token label is only predicted, never read
+        assert soft.grad is None and not reference.grad.abs().sum()
     if readout == "label_likelihood":
         assert torch.allclose(probs.grad, reference_probs.grad, atol=1e-5) and probs.grad.abs().sum() > 0
+    if readout == "label_likelihood" and length == 1:  # hard labels: the log-probability of exactly these tokens
+        tokens = probs.detach().argmax(-1)
+        hard = discriminator(batch, soft.detach(), rows, examples=examples, label_tokens=tokens).scores
+        assert torch.allclose(hard, torch.stack([row_log_p[tokens[row, 0]] for row_log_p, row in zip(slot_log_ps, rows.tolist())]), atol=1e-5)
 
 
 @pytest.mark.parametrize("readout, template, neutral", [

@@ -78,7 +78,7 @@ def calibrate(scores: torch.Tensor, targets: torch.Tensor, threshold: float | No
     """A label's readout per label: (scores - threshold) / their spread, and the threshold, by default the midpoint of
     the two classes' means (a label can shift every score, as "Yes" to everything does; the ranking is what counts)."""
     if threshold is None:
-        threshold = float(balanced_mean(scores, targets))
+        threshold = float(balanced_mean(scores.detach(), targets))
     return (scores - threshold) / scores.std().clamp(min=1e-6), threshold
 
 
@@ -112,11 +112,29 @@ class HardLabelScorer:
         full_logits = kl_weight > 0 or discriminator.builder.readout != "answer"
         self.max_batch = max(1, max_floats // (vocabulary * (length + 2))) if full_logits else 2048
         self.takes_an = discriminator.builder.takes_an(discriminator.embedding.shape[0])
+        self._label_free: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def label_free_log_q(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For a prompt that never sees its label (`Discriminator.label_is_only_predicted`): log q over the whole
+        vocabulary and over the allowed tokens [n_examples, V], computed once for all the labels scored here."""
+        if not self.discriminator.label_is_only_predicted(self.prompts):
+            return None
+        if self._label_free is None:
+            device = self.discriminator.embedding.device
+            logits = self.discriminator.label_free_slot_logits(self.prompts.to(device)).float()
+            self._label_free = (torch.log_softmax(logits, dim=-1), slot_log_prior(logits, self.allowed.to(device)))
+        return self._label_free
 
     @torch.no_grad()
     def per_example_outputs(self, labels: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Readout scores [n_labels, n_examples] and -log q(label) [n_labels, n_examples]."""
         device = self.discriminator.embedding.device
+        label_free = self.label_free_log_q()
+        if label_free is not None:
+            tokens = torch.tensor([label[0] for label in labels], dtype=torch.long, device=device)
+            log_q, prior = label_free
+            surprisal = -prior[:, tokens].T if self.kl_weight > 0 else torch.zeros(len(labels), log_q.shape[0], device=device)
+            return log_q[:, tokens].T.cpu(), surprisal.cpu()
         prompts = self.prompts.to(device)
         allowed = self.allowed.to(device)
         n = prompts.input_ids.shape[0]
@@ -192,16 +210,21 @@ class HardLabelScorer:
         label_ids = torch.tensor([list(label)], dtype=torch.long, device=device)
         rows = torch.zeros(prompts.input_ids.shape[0], dtype=torch.long, device=device)
         one_hot = torch.nn.functional.one_hot(label_ids, embedding.shape[0]).float().requires_grad_(True)
+        allowed = self.allowed.to(device)
+        label_free = self.label_free_log_q()
         with torch.enable_grad():
-            out = self.discriminator(prompts, one_hot @ embedding.float(), rows, with_slot_logits=self.kl_weight > 0,
-                                     an_weights=self.takes_an.to(device)[label_ids[:, 0]].float(), label_probs=one_hot)
-            loss = readout_loss(calibrate(out.scores, targets)[0], targets)
+            if label_free is not None:  # the readout is linear in the one-hot: log q · onehot
+                scores, log_q = label_free[0] @ one_hot[0, 0], label_free[1][:, None] if self.kl_weight > 0 else None
+            else:
+                out = self.discriminator(prompts, one_hot @ embedding.float(), rows, with_slot_logits=self.kl_weight > 0,
+                                         an_weights=self.takes_an.to(device)[label_ids[:, 0]].float(), label_probs=one_hot)
+                scores = out.scores
+                log_q = None if out.slot_logits is None else slot_log_prior(out.slot_logits, allowed)
+            loss = readout_loss(calibrate(scores, targets)[0], targets)
             (gradient,) = torch.autograd.grad(loss, one_hot)
         # The current token's term is the same constant for every token of a position, so it drops out.
         change = gradient[0]  # [L, V]
-        allowed = self.allowed.to(device)
-        if out.slot_logits is not None:
-            log_q = slot_log_prior(out.slot_logits, allowed)
+        if log_q is not None:
             change = change - self.kl_weight * balanced_mean(log_q.masked_fill(~allowed, 0.0), targets)
         change = change.masked_fill(~allowed, float("inf"))
         change[torch.arange(len(label), device=device), label_ids[0]] = float("inf")

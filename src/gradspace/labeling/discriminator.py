@@ -120,6 +120,8 @@ class Discriminator(nn.Module):
         device = batch.input_ids.device
         n_prompts = batch.input_ids.shape[0]
         examples = torch.arange(n_prompts, device=device) if examples is None else examples
+        if self.label_is_only_predicted(batch):
+            return self._single_label_likelihood(batch, examples, rows, label_probs, label_tokens, with_slot_logits)
         n_items = examples.shape[0]
         first_dependent = batch.label_positions.min()
         if batch.label_article_positions is not None:
@@ -164,6 +166,38 @@ class Discriminator(nn.Module):
             else:
                 scores = (log_q * label_probs[rows].float()).sum((-2, -1))
         return DiscriminatorOutput(scores=scores, slot_logits=slot_logits if with_slot_logits else None)
+
+    def label_is_only_predicted(self, batch: PromptBatch) -> bool:
+        """A one-token label read by label_likelihood, with nothing label-dependent before it: the prompt never sees
+        the label, so its prediction at the slot is the same for every label (`label_free_slot_logits`)."""
+        return (self.builder.readout == "label_likelihood" and batch.label_positions.shape[1] == 1
+                and batch.label_article_positions is None)
+
+    @torch.no_grad()
+    def label_free_slot_logits(self, batch: PromptBatch) -> torch.Tensor:
+        """[N, V] each prompt's next-token logits at its label slot, one forward per distinct prompt (see
+        `label_is_only_predicted`)."""
+        n_prompts = batch.input_ids.shape[0]
+        before = batch.label_positions - 1  # [N, 1]: the token that predicts the label
+        template = self._template_prefix()
+        past = None if template is None else self._cache(template, n_prompts)
+        # Causal attention: what comes at and after each prompt's label slot cannot change the states before it.
+        end = max(int(before.max()) + 1, 1)
+        hidden = self.lm.base_model(input_ids=batch.input_ids[:, :end], past_key_values=past, use_cache=True).last_hidden_state
+        return self._logits(self._slot_hidden(hidden, None, before, torch.arange(n_prompts, device=before.device), 0))[:, 0]
+
+    def _single_label_likelihood(self, batch: PromptBatch, examples: torch.Tensor, rows: torch.Tensor,
+                                 label_probs: torch.Tensor | None, label_tokens: torch.Tensor | None,
+                                 with_slot_logits: bool) -> DiscriminatorOutput:
+        """log q(label | prompt) per (prompt, label) item: a dot product of p with the prompt's label-free log q, so
+        the gradient reaches p directly and nothing runs per item."""
+        prompt_logits = self.label_free_slot_logits(batch)
+        log_q = torch.log_softmax(prompt_logits.float(), dim=-1)  # [N, V]
+        if label_tokens is not None:
+            scores = log_q[examples, label_tokens[rows, 0]]
+        else:
+            scores = (log_q @ label_probs[:, 0].float().T)[examples, rows]  # [N, R] then each item's cell
+        return DiscriminatorOutput(scores=scores, slot_logits=prompt_logits[examples, None] if with_slot_logits else None)
 
     def _span_log_likelihood(self, hidden: torch.Tensor, ids: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
                              offset: int) -> torch.Tensor:
