@@ -43,6 +43,9 @@ class MinimalPair:
         return asdict(self)
 
 
+_REPORTED_IDENTICAL: set[tuple[str, tuple[int, ...]]] = set()
+
+
 def read_pairs_jsonl(path: str | Path, task: str | None = None, phenomenon: str | None = None) -> list[MinimalPair]:
     """Read BLiMP-format jsonl (`sentence_good`, `sentence_bad`, optional `UID`, `linguistics_term`, `pairID`).
 
@@ -87,8 +90,10 @@ def read_pairs_jsonl(path: str | Path, task: str | None = None, phenomenon: str 
                     source=f"{path}:{line_number}",
                 )
             )
-    if identical:
-        # Not an error: the real BLiMP files have 7 such pairs (passive_1, principle_A_case_2).
+    if identical and (str(path), tuple(identical)) not in _REPORTED_IDENTICAL:
+        # Not an error: the real BLiMP files have 7 such pairs (passive_1, principle_A_case_2). Said once per
+        # process: a probe reads the suite again for every copy it fine-tunes.
+        _REPORTED_IDENTICAL.add((str(path), tuple(identical)))
         print(f"warning: {path}: left out line(s) {', '.join(map(str, identical))}, whose sentence_good and "
               f"sentence_bad are the same sentence; fix or remove them", file=sys.stderr)
     if not pairs:

@@ -60,6 +60,7 @@ def test_pairs_with_identical_sentences_are_left_out_with_their_lines(tmp_path, 
     assert [(pair.good, pair.bad) for pair in pairs] == [("a b", "b a"), ("e f", "f e")]
     assert capsys.readouterr().err == (f"warning: {path}: left out line(s) 2, 4, whose sentence_good and sentence_bad "
                                        f"are the same sentence; fix or remove them\n")
+    assert read_pairs_jsonl(path) == pairs and capsys.readouterr().err == ""  # said once per process
     only_identical = write_lines(tmp_path / "y.jsonl", [json.dumps({"sentence_good": "a", "sentence_bad": "a"})])
     with pytest.raises(GradspaceError, match="no minimal pairs in the file; .* whose two sentences differ"):
         read_pairs_jsonl(only_identical)
