@@ -115,16 +115,16 @@ def pair_batches(tokens: list[PairTokens], pairs_per_batch: int) -> list[list[in
     prefix), cut where padded positions plus FORWARD_COST_IN_POSITIONS per forward pass add up to the least
     (dynamic programming over the cut points), at most `pairs_per_batch` pairs each."""
     order = sorted(range(len(tokens)), key=lambda i: (tokens[i].fed_length, len(tokens[i].shared)), reverse=True)
+    widths = [len(tokens[i].shared) for i in order]
+    lengths = [tokens[i].fed_length for i in order]
     cost = [0.0] + [math.inf] * len(order)  # cost[end]: the cheapest batching of order[:end]
     cut = [0] * (len(order) + 1)  # where the last batch of that batching starts
     for end in range(1, len(order) + 1):
         width = length = 0
         for start in range(end - 1, max(end - pairs_per_batch, 0) - 1, -1):
-            width = max(width, len(tokens[order[start]].shared))
-            length = max(length, tokens[order[start]].fed_length)
-            rows = end - start
+            width, length = max(width, widths[start]), max(length, lengths[start])
             passes = 2 if length else 1
-            total = cost[start] + rows * (width + 2 * length) + passes * FORWARD_COST_IN_POSITIONS
+            total = cost[start] + (end - start) * (width + 2 * length) + passes * FORWARD_COST_IN_POSITIONS
             if total < cost[end]:
                 cost[end], cut[end] = total, start
     batches, end = [], len(order)
