@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from gradspace.data.blimp_paradigms import BLIMP_PARADIGMS
+from gradspace import pairs as pairs_module
 from gradspace.pairs import MinimalPair, read_pairs_jsonl, write_pairs_jsonl
 from gradspace.data.suite import TaskSuite, blimp_paradigms_for, read_pairs_dir, split_pairs
 from gradspace.errors import GradspaceError
@@ -53,7 +54,13 @@ def test_non_utf8_file_names_the_line_and_byte(tmp_path):
         read_pairs_jsonl(path)
 
 
-def test_pairs_with_identical_sentences_are_left_out_with_their_lines(tmp_path, capsys):
+@pytest.fixture
+def unreported(monkeypatch):
+    """Identical pairs are reported once per process: these tests need files no earlier test has read."""
+    monkeypatch.setattr(pairs_module, "_REPORTED_IDENTICAL", set())
+
+
+def test_pairs_with_identical_sentences_are_left_out_with_their_lines(tmp_path, capsys, unreported):
     rows = [("a b", "b a"), ("c d", "c d"), ("e f", "f e"), ("g h ", " g h")]
     path = write_lines(tmp_path / "x.jsonl", [json.dumps({"sentence_good": g, "sentence_bad": b}) for g, b in rows])
     pairs = read_pairs_jsonl(path)
@@ -117,7 +124,7 @@ def test_blimp_groups_are_known_without_data():
 
 
 @needs_blimp
-def test_real_blimp_directory_reads_all_paradigms(capsys):
+def test_real_blimp_directory_reads_all_paradigms(capsys, unreported):
     suite = TaskSuite("blimp", read_pairs_dir(BLIMP_DIR))
     # BLiMP itself has 7 pairs whose two sentences are the same; they are left out, each line named.
     assert len(suite.tasks) == 67 and len(suite.pairs) == 67_000 - 7
