@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gradspace.pairs import MinimalPair
-from gradspace.evaluation.logprobs import encode_with_prefix, pad_token_id, scored_batches, target_logprobs
+from gradspace.evaluation.logprobs import encode_with_prefix, pad_sequences, pad_token_id, scored_batches, target_logprobs
 from gradspace.evaluation.metrics import MinimalPairScore
 
 # Layer kinds whose attention depends only on distances between real tokens and on the attention mask, so a cached,
@@ -135,11 +135,11 @@ def pair_batches(tokens: list[PairTokens], pairs_per_batch: int) -> list[list[in
 
 
 def _score_shared_prefix_batch(model, cache_argument: str, batch: list[PairTokens], pad_id: int, device,
-                               include_shared_prefix: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                               include_shared_prefix: bool, last_logits_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probabilities (good, bad) of a batch of pairs: one pass over the shared prefixes, one over both
     continuations of every pair from the prefix cache repeated per sentence. The last token of a sentence is never
-    fed, so every position fed is scored; without `include_shared_prefix` the prefix pass computes the logits of its
-    last position only (through the public `logits_to_keep` argument, where the model has it)."""
+    fed, so every position fed is scored; with `last_logits_only` (only without `include_shared_prefix`) the prefix
+    pass computes the logits of its last position only, through the model's public `logits_to_keep` argument."""
     rows = len(batch)
     # Prefixes are left-padded: every row's last shared token sits in the last column, whose prediction is the
     # first token where the pair differs, and cached positions are as far apart as in the sentence, which keeps
@@ -152,9 +152,8 @@ def _score_shared_prefix_batch(model, cache_argument: str, batch: list[PairToken
         prefix_mask[row, width - len(pair.shared) :] = 1
     prefix_ids, prefix_mask = prefix_ids.to(device), prefix_mask.to(device)
     prefix_positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
-    last_only = not include_shared_prefix and "logits_to_keep" in inspect.signature(model.forward).parameters
     out = model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=prefix_positions, use_cache=True,
-                **({"logits_to_keep": 1} if last_only else {}))
+                **({"logits_to_keep": 1} if last_logits_only else {}))
     scores = torch.zeros(2 * rows, device=device)
     if include_shared_prefix:
         shared = (target_logprobs(out.logits[:, :-1], prefix_ids[:, 1:]) * prefix_mask[:, :-1]).sum(-1)
@@ -170,12 +169,8 @@ def _score_shared_prefix_batch(model, cache_argument: str, batch: list[PairToken
 
     length = max(pair.fed_length for pair in batch)
     if length:
-        suffix_ids = torch.full((2 * rows, length + 1), pad_id, dtype=torch.long)
-        suffix_mask = torch.zeros((2 * rows, length + 1), dtype=torch.long)
-        for row, tokens in enumerate(continuations):
-            suffix_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-            suffix_mask[row, : len(tokens)] = 1
-        suffix_ids, suffix_mask = suffix_ids.to(device), suffix_mask.to(device)
+        suffixes = pad_sequences(continuations, pad_id).to(device)  # length + 1 columns: the longest continuation
+        suffix_ids, suffix_mask = suffixes.input_ids, suffixes.attention_mask
         cache = getattr(out, cache_argument)
         cache.batch_repeat_interleave(2)
         positions = prefix_mask.sum(-1).repeat_interleave(2)[:, None] + torch.arange(length, device=device)
@@ -208,11 +203,12 @@ def score_pairs(model, tokenizer, pairs: list[MinimalPair], batch_size: int = 64
     tokens = [split_pair_tokens(good, bad) for good, bad in zip(good_ids, bad_ids)]
     device = next(model.parameters()).device
     pad_id = pad_token_id(tokenizer)
+    last_logits_only = not include_shared_prefix and "logits_to_keep" in inspect.signature(model.forward).parameters
     good, bad = torch.empty(len(pairs), dtype=torch.float64), torch.empty(len(pairs), dtype=torch.float64)
     with tqdm(total=len(pairs), desc=desc, unit="pair", disable=desc is None, delay=2.0, leave=False, dynamic_ncols=True) as bar:
         for chunk in pair_batches(tokens, max(1, batch_size // 2)):
             batch_good, batch_bad = _score_shared_prefix_batch(
-                model, cache_argument, [tokens[i] for i in chunk], pad_id, device, include_shared_prefix
+                model, cache_argument, [tokens[i] for i in chunk], pad_id, device, include_shared_prefix, last_logits_only
             )
             good[chunk], bad[chunk] = batch_good.double().cpu(), batch_bad.double().cpu()
             bar.update(len(chunk))
