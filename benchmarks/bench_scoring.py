@@ -205,10 +205,12 @@ def run_minicons(model_dir: Path, pairs: list[MinimalPair], batch_size: int, dev
     print(f"minicons is fed gradspace's token ids, prefix {lm.tokenizer.bos_token!r} (id {prefix_id}, "
           f"{'prepended as BOS text' if prepend else 'added by its tokenizer'}): checked on {len(sample)} sentences")
 
-    def score_all() -> ToolResult:
+    def score_all(chosen: list[MinimalPair] | None = None) -> ToolResult:
+        """Scores `chosen` (default: the pairs given above)."""
+        chosen = pairs if chosen is None else chosen
         good, bad = [], []
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start : start + batch_size]
+        for start in range(0, len(chosen), batch_size):
+            chunk = chosen[start : start + batch_size]
             good += score([p.good for p in chunk])
             bad += score([p.bad for p in chunk])
         return ToolResult(np.array(good), np.array(bad), float("nan"))
