@@ -10,6 +10,7 @@ from gradspace.probing.gradient_similarity import (
     OVERALL,
     GradientSpace,
     GradientSpaceConfig,
+    _TopSet,
     group_kind,
     module_group,
 )
@@ -201,21 +202,59 @@ def brute_force_top(flat: torch.Tensor, k: int) -> np.ndarray:
     return np.sort(order[magnitude[order] > 0].numpy())
 
 
-def test_top_sets_on_a_large_tensor_equal_brute_force_also_when_the_sample_misjudges_the_tail():
-    """The top sets are found above a threshold read off a strided sample; they must still be the exact sets, also
-    when the sampled positions hold the large values (the threshold then lets too few through and is lowered)."""
+def test_top_sets_on_a_large_tensor_equal_brute_force_also_when_the_threshold_starts_too_high(monkeypatch):
+    """The top sets are found above a threshold read off a sample; they must still be the exact sets when that
+    threshold lets too few values through. It is then lowered step by step, so what is collected stays near k
+    instead of being every value of the set."""
     n = 1 << 18
-    generator = torch.Generator().manual_seed(0)
-    ordinary = torch.randn(n, generator=generator)
-    misleading = torch.full((n,), 0.5)
-    stride = n // (1 << 16)
-    misleading[::stride] = 1.0 + torch.rand(n // stride, generator=generator)
-    for gradient in (ordinary, misleading):
-        space = GradientSpace([("layers.0.mlp.weight", n)], GradientSpaceConfig(top_fraction=0.01, chunk_size=1 << 14))
-        space.add("t", [("layers.0.mlp.weight", gradient)])
-        k = math.ceil(0.01 * n)
-        assert np.array_equal(space._top_overall[0], brute_force_top(gradient, k))
-        assert np.array_equal(space._top_groups[0]["layer0.mlp"], brute_force_top(gradient, k))
+    gradient = torch.randn(n, generator=torch.Generator().manual_seed(0))
+    k = math.ceil(0.01 * n)
+    space = GradientSpace([("layers.0.mlp.weight", n)], GradientSpaceConfig(top_fraction=0.01, chunk_size=1 << 14))
+    assert add_with_trace(space, gradient, monkeypatch)["lowered_at_rank"] == []  # the sample's threshold holds
+
+    fix_threshold = _TopSet.fix_threshold
+    monkeypatch.setattr(_TopSet, "fix_threshold", lambda top: (fix_threshold(top), top._set_rank(1)))
+    space = GradientSpace([("layers.0.mlp.weight", n)], GradientSpaceConfig(top_fraction=0.01, chunk_size=1 << 14))
+    trace = add_with_trace(space, gradient, monkeypatch)
+    assert np.array_equal(space._top_overall[0], brute_force_top(gradient, k))
+    assert np.array_equal(space._top_groups[0]["layer0.mlp"], brute_force_top(gradient, k))
+    assert trace["lowered_at_rank"][0] == 1 and max(trace["collected"]) < 4 * k  # in steps, never "all above 0"
+
+
+def add_with_trace(space: GradientSpace, gradient: torch.Tensor, monkeypatch) -> dict[str, list[int]]:
+    """space.add of one gradient, noting each time a top set lowers its threshold and how many values it had."""
+    trace: dict[str, list[int]] = {"lowered_at_rank": [], "collected": []}
+    lower_threshold = _TopSet.lower_threshold
+
+    def traced(top: _TopSet) -> None:
+        trace["lowered_at_rank"].append(top.rank)
+        lower_threshold(top)
+
+    def final(top: _TopSet) -> np.ndarray:
+        trace["collected"].append(sum(v.numel() for v in top.values))
+        return sorted_indices(top)
+
+    sorted_indices = _TopSet.sorted_indices
+    monkeypatch.setattr(_TopSet, "lower_threshold", traced)
+    monkeypatch.setattr(_TopSet, "sorted_indices", final)
+    space.add("t", [(next(iter(space.parameters)), gradient)])
+    monkeypatch.setattr(_TopSet, "lower_threshold", lower_threshold)
+    monkeypatch.setattr(_TopSet, "sorted_indices", sorted_indices)
+    return trace
+
+
+def test_the_threshold_sample_is_not_fooled_by_the_columns_of_a_matrix(monkeypatch):
+    """One column of a matrix far larger than the rest (Gemma-3's embedding gradient has such columns): a sample
+    at a regular stride that is a multiple of the row width sees that column alone, and its threshold lets too few
+    values through. Random sample positions give a threshold that holds at once."""
+    monkeypatch.setattr(_TopSet, "SAMPLE", 1 << 10)
+    rows, width = 4096, 640  # stride 2560: every 4th row's column 0, for a regular stride
+    gradient = torch.randn(rows, width, generator=torch.Generator().manual_seed(1))
+    gradient[:, 0] = 10 + torch.rand(rows, generator=torch.Generator().manual_seed(2))
+    space = GradientSpace([("layers.0.mlp.weight", rows * width)], GradientSpaceConfig(top_fraction=0.01, chunk_size=1 << 16))
+    trace = add_with_trace(space, gradient.reshape(-1), monkeypatch)
+    assert trace["lowered_at_rank"] == []
+    assert np.array_equal(space._top_overall[0], brute_force_top(gradient.reshape(-1), math.ceil(0.01 * rows * width)))
 
 
 def test_a_task_state_round_trips_into_another_space(model):
