@@ -76,13 +76,20 @@ def score_sentences(model, tokenizer, sentences: list[str], batch_size: int = 64
     return scores
 
 
+def cache_argument_name(model) -> str | None:
+    """The forward argument (and output attribute) of `model`'s key/value cache: `cache` in transformers 5.2x,
+    `past_key_values` before (5.2x still takes it, with a deprecation warning, until 5.40); None without one."""
+    parameters = inspect.signature(model.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
 def shared_prefix_cache_argument(model) -> str | None:
     """The name of the forward argument through which `model` continues from a key/value cache (`cache` in
     transformers 5.2x, `past_key_values` before), when its scores can be computed from a shared cached prefix;
     None when they cannot: no cache, position ids or attention mask among its forward arguments, an encoder-decoder,
     or layers other than full and sliding-window attention (see CACHE_SAFE_LAYER_TYPES)."""
     parameters = inspect.signature(model.forward).parameters
-    cache_argument = next((name for name in ("cache", "past_key_values") if name in parameters), None)
+    cache_argument = cache_argument_name(model)
     layer_types = set(getattr(model.config, "layer_types", None) or ())
     if cache_argument is None or not {"attention_mask", "position_ids"} <= parameters.keys():
         return None

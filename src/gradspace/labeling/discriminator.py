@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from gradspace.errors import GradspaceError
+from gradspace.evaluation.minimal_pairs import cache_argument_name
 from gradspace.labeling.prompts import PromptBatch, PromptBuilder
 
 
@@ -54,6 +55,7 @@ class Discriminator(nn.Module):
         self.register_buffer("prefix_ids", torch.tensor(builder.prefix_ids, dtype=torch.long), persistent=False)
         self.register_buffer("answer_ids", torch.tensor(builder.answer_ids, dtype=torch.long), persistent=False)
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._cache_argument = cache_argument_name(self.lm.base_model) or "past_key_values"
         self._prefix_kv_device: torch.device | None = None
         self._prefix_last_hidden: torch.Tensor | None = None
         # example_likelihood: the word's log-likelihood in the label-free prompt, which no label changes, per prompt
@@ -77,7 +79,7 @@ class Discriminator(nn.Module):
         if self._prefix_kv is None or self._prefix_kv_device != device:
             with torch.no_grad():
                 out = self.lm.base_model(input_ids=self.prefix_ids[None], use_cache=True)
-            self._prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            self._prefix_kv = [(layer.keys, layer.values) for layer in getattr(out, self._cache_argument).layers]
             self._prefix_last_hidden = out.last_hidden_state[0, -1]
             self._prefix_kv_device = device
         return self._prefix_kv
@@ -133,9 +135,9 @@ class Discriminator(nn.Module):
         if split > 0:
             with torch.no_grad():
                 past = None if template is None else self._cache(template, n_prompts)
-                head = self.lm.base_model(input_ids=batch.input_ids[:, :split], past_key_values=past, use_cache=True)
+                head = self.lm.base_model(input_ids=batch.input_ids[:, :split], use_cache=True, **{self._cache_argument: past})
             head_hidden = head.last_hidden_state
-            past = self._cache([(layer.keys, layer.values) for layer in head.past_key_values.layers], n_items, examples)
+            past = self._cache([(layer.keys, layer.values) for layer in getattr(head, self._cache_argument).layers], n_items, examples)
         else:
             past = None if template is None else self._cache(template, n_items)
 
@@ -148,7 +150,7 @@ class Discriminator(nn.Module):
             a_row, an_row = (embed.weight[ids[0]] for ids in (self.builder.label_article_ids["a"], self.builder.label_article_ids["an"]))
             article = (a_row + an_weights[rows, None].to(inputs.dtype) * (an_row - a_row)) * self.input_scale
             inputs = inputs.index_put((items, batch.label_article_positions[examples] - split), article)
-        hidden = self.lm.base_model(inputs_embeds=inputs, past_key_values=past, use_cache=True).last_hidden_state
+        hidden = self.lm.base_model(inputs_embeds=inputs, use_cache=True, **{self._cache_argument: past}).last_hidden_state
         slot_logits = None
         if with_slot_logits or readout == "label_likelihood":
             slot_logits = self._logits(self._slot_hidden(hidden, head_hidden, label_positions - 1, examples, split))
@@ -183,7 +185,7 @@ class Discriminator(nn.Module):
         past = None if template is None else self._cache(template, n_prompts)
         # Causal attention: what comes at and after each prompt's label slot cannot change the states before it.
         end = max(int(before.max()) + 1, 1)
-        hidden = self.lm.base_model(input_ids=batch.input_ids[:, :end], past_key_values=past, use_cache=True).last_hidden_state
+        hidden = self.lm.base_model(input_ids=batch.input_ids[:, :end], use_cache=True, **{self._cache_argument: past}).last_hidden_state
         return self._logits(self._slot_hidden(hidden, None, before, torch.arange(n_prompts, device=before.device), 0))[:, 0]
 
     def _single_label_likelihood(self, batch: PromptBatch, examples: torch.Tensor, rows: torch.Tensor,
