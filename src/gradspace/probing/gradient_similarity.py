@@ -134,7 +134,7 @@ class _TopSet:
         self.stride = max(1, size // self.SAMPLE)
         self.generator = torch.Generator().manual_seed(0)
         self.samples: list[torch.Tensor] = []
-        self.sorted_sample = torch.empty(0)
+        self.sample_values = torch.empty(0)
         self.rank = 0
         self.size = size
         self.threshold = 0.0
@@ -151,14 +151,15 @@ class _TopSet:
 
     def fix_threshold(self) -> None:
         """The sample value above which about 1.25 k values of the set are expected (plus three standard errors)."""
-        self.sorted_sample = torch.sort(torch.cat(self.samples), descending=True).values if self.samples else torch.empty(0)
+        self.sample_values = torch.cat(self.samples) if self.samples else torch.empty(0)
         self.samples = []
-        expected = self.k * self.sorted_sample.numel() / max(1, self.size)
+        expected = self.k * self.sample_values.numel() / max(1, self.size)
         self._set_rank(math.ceil(1.25 * expected + 3 * math.sqrt(expected) + 1))
 
     def _set_rank(self, rank: int) -> None:
         self.rank = rank
-        self.threshold = float(self.sorted_sample[rank - 1]) if 0 < rank < self.sorted_sample.numel() else 0.0
+        within = 0 < rank < self.sample_values.numel()
+        self.threshold = float(torch.topk(self.sample_values, rank).values[-1]) if within else 0.0
 
     def collect(self, values: torch.Tensor, indices: torch.Tensor) -> None:
         """Keep the given values (and their indices in the set) that clear this set's threshold."""

@@ -124,11 +124,8 @@ def compare_with_hypothesis(
     # the hypothesis's tied ranks are an affine function of it.
     observed = float(_pearson_rows(ranks, same[None, :])[0])
     rng = np.random.default_rng(seed)
-    shuffled = np.empty((n_permutations, len(values)))
-    for index in range(n_permutations):
-        permuted = labels[rng.permutation(n)]
-        shuffled[index] = permuted[rows] == permuted[cols]
-    null = _pearson_rows(ranks, shuffled)
+    permuted = labels[np.stack([rng.permutation(n) for _ in range(n_permutations)])]  # [permutations, tasks]
+    null = _pearson_rows(ranks, (permuted[:, rows] == permuted[:, cols]).astype(float))
     null = np.where(np.isfinite(null), null, 0.0)
     p_value = float((1 + np.sum(null >= observed - 1e-12)) / (1 + n_permutations))
     return result(spearman=observed, p_value=p_value)

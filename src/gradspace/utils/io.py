@@ -58,18 +58,24 @@ def relative_to_run(value: Any, output_dir: str | os.PathLike) -> Any:
     The same config and seed must write the same results wherever the run lives; the run directory (and what
     derives from it: checkpoint paths, Lightning's default_root_dir) is the one thing that differs.
     """
+    # The roots once per call, not per value: a probe's results hold millions of numbers (realpath on each took
+    # most of a 67-task probe's final minute and a half).
     roots = sorted({str(Path(output_dir)), os.path.realpath(output_dir)}, key=len, reverse=True)
-    if isinstance(value, dict):
-        return {key: relative_to_run(item, output_dir) for key, item in value.items()}
-    if isinstance(value, list):
-        return [relative_to_run(item, output_dir) for item in value]
-    if isinstance(value, str):
-        for root in roots:
-            if value == root:
-                return "."
-            if value.startswith(root + os.sep):
-                return value[len(root) + 1 :]
-    return value
+
+    def relative(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {key: relative(sub) for key, sub in item.items()}
+        if isinstance(item, list):
+            return [relative(sub) for sub in item]
+        if isinstance(item, str):
+            for root in roots:
+                if item == root:
+                    return "."
+                if item.startswith(root + os.sep):
+                    return item[len(root) + 1 :]
+        return item
+
+    return relative(value)
 
 
 def write_results(output_dir: str | os.PathLike, results: dict) -> Path:
