@@ -224,7 +224,7 @@ def test_top_sets_on_a_large_tensor_equal_brute_force_also_when_the_threshold_st
 def add_with_trace(space: GradientSpace, gradient: torch.Tensor, monkeypatch) -> dict[str, list[int]]:
     """space.add of one gradient, noting each time a top set lowers its threshold and how many values it had."""
     trace: dict[str, list[int]] = {"lowered_at_rank": [], "collected": []}
-    lower_threshold = _TopSet.lower_threshold
+    lower_threshold, sorted_indices = _TopSet.lower_threshold, _TopSet.sorted_indices
 
     def traced(top: _TopSet) -> None:
         trace["lowered_at_rank"].append(top.rank)
@@ -234,12 +234,10 @@ def add_with_trace(space: GradientSpace, gradient: torch.Tensor, monkeypatch) ->
         trace["collected"].append(sum(v.numel() for v in top.values))
         return sorted_indices(top)
 
-    sorted_indices = _TopSet.sorted_indices
-    monkeypatch.setattr(_TopSet, "lower_threshold", traced)
-    monkeypatch.setattr(_TopSet, "sorted_indices", final)
-    space.add("t", [(next(iter(space.parameters)), gradient)])
-    monkeypatch.setattr(_TopSet, "lower_threshold", lower_threshold)
-    monkeypatch.setattr(_TopSet, "sorted_indices", sorted_indices)
+    with monkeypatch.context() as patch:  # undone on return: a second call must not wrap these wrappers
+        patch.setattr(_TopSet, "lower_threshold", traced)
+        patch.setattr(_TopSet, "sorted_indices", final)
+        space.add("t", [(next(iter(space.parameters)), gradient)])
     return trace
 
 

@@ -187,6 +187,7 @@ class _TopSet:
         dtype = np.int32 if kept.size == 0 or kept.max() < 2**31 else np.int64
         return np.sort(kept).astype(dtype)
 
+
 class GradientSpace:
     """Accumulates one gradient per task; gives cosine and top-k Jaccard matrices overall and per group."""
 
