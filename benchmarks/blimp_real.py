@@ -187,10 +187,13 @@ def main() -> None:
     bos_column = "bos_accuracy" in results
     print(f"\n{args.model}: {results['pairs']} BLiMP pairs, {results['paradigms']} paradigms, prefix "
           f"{results['prefix_token']}" + (f"; the old choice, BOS {results['bos_token']}" if bos_column else
-                                          f" (the tokenizer's BOS as well)"))
-    print("| term | accuracy |" + (" accuracy with BOS |" if bos_column else "") + "\n|---|---|" + ("---|" if bos_column else ""))
+                                          " (the tokenizer's BOS as well)"))
+    # With BOS the pairs may be fewer (--bos-pairs-per-paradigm): both prefixes are compared on those pairs.
+    print("| term | accuracy |" + (" same pairs as BOS | accuracy with BOS |" if bos_column else "") + "\n|---|---|"
+          + ("---|---|" if bos_column else ""))
     for term, value in results["accuracy"].items():
-        print(f"| {term} | {value:.3f} |" + (f" {results['bos_accuracy'][term]:.3f} |" if bos_column else ""))
+        print(f"| {term} | {value:.3f} |" + (f" {results['accuracy_on_bos_pairs'][term]:.3f} | "
+                                            f"{results['bos_accuracy'][term]:.3f} |" if bos_column else ""))
     if bos_column:
         print(f"decisions changed by the prefix: {results['decisions_changed_by_prefix']} of "
               f"{sum(len(s['good']) for s in stages['bos'].values())}")
