@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradspace.pairs import MinimalPair
-from gradspace.evaluation.minimal_pairs import evaluate_pairs, score_sentences
+from gradspace.evaluation import logprobs
+from gradspace.evaluation.minimal_pairs import evaluate_pairs, score_pairs, score_sentences
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +36,25 @@ def test_batched_scores_equal_the_unbatched_reference(tiny_lm, batch_size):
     batched = score_sentences(model, tokenizer, SENTENCES, batch_size=batch_size)
     reference = torch.tensor([reference_score(model, tokenizer, s) for s in SENTENCES], dtype=torch.float64)
     assert torch.allclose(batched, reference, atol=1e-4), (batched - reference).abs().max()
+
+
+def test_a_large_vocabulary_gets_smaller_batches_with_the_same_scores(tiny_lm, monkeypatch):
+    """Batches hold at most LOGITS_PER_PASS logits: here room for 12 positions, so 64-sentence batches split."""
+    model, tokenizer = tiny_lm
+    pairs = [MinimalPair(SENTENCES[i], SENTENCES[i + 1], "t", "g", str(i)) for i in range(0, 8, 2)]
+    unlimited_sentences = score_sentences(model, tokenizer, SENTENCES, batch_size=64)
+    unlimited_pairs = score_pairs(model, tokenizer, pairs, batch_size=64)
+    logits_shapes = []
+    model.register_forward_hook(lambda module, args, output: logits_shapes.append(tuple(output.logits.shape[:2])))
+    monkeypatch.setattr(logprobs, "LOGITS_PER_PASS", 12 * model.config.vocab_size)
+    limited_sentences = score_sentences(model, tokenizer, SENTENCES, batch_size=64)
+    sentence_shapes, logits_shapes[:] = list(logits_shapes), []
+    limited_pairs = score_pairs(model, tokenizer, pairs, batch_size=64)
+    assert torch.allclose(limited_sentences, unlimited_sentences, atol=1e-5)
+    assert all(torch.allclose(limited, unlimited, atol=1e-5) for limited, unlimited in zip(limited_pairs, unlimited_pairs))
+    # one sentence, or one pair (its two continuations), may pass the budget alone
+    assert len(sentence_shapes) > 3 and all(rows == 1 or rows * length <= 12 for rows, length in sentence_shapes), sentence_shapes
+    assert len(logits_shapes) > 3 and all(rows <= 2 or rows * length <= 12 for rows, length in logits_shapes), logits_shapes
 
 
 def test_accuracy_and_margin_follow_the_reference(tiny_lm):

@@ -126,6 +126,9 @@ def test_cli_run_writes_results_checkpoint_and_offline_wandb_run(tiny_suite_dir,
     assert heldout["delta"] == pytest.approx(heldout["after"] - heldout["before"]) and heldout["before"] > 0
     assert results["config"]["ftgd"]["max_steps"] == 6 and results["config"]["optimizer"]["lr"] == 3e-3
     assert (out / "checkpoints" / "last.ckpt").exists() and (out / results["run"]["checkpoint"]).exists()  # relative to the run
+    # the after-training measurements drop the optimizer state, after the last checkpoint has kept it
+    saved_state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["optimizer_states"][0]["state"]
+    assert saved_state and all(torch.count_nonzero(state["exp_avg_sq"]) for state in saved_state.values())
 
     (run_dir,) = (out / "wandb").glob("offline-run-*")
     logged = wandb_summary(run_dir)

@@ -41,3 +41,15 @@ def test_a_few_positions_of_padding_are_cheaper_than_another_forward_pass():
     # Continuations of 9 and 10 fed positions: one batch pads 2 rows by one position, far below a pass's cost.
     assert 2 < FORWARD_COST_IN_POSITIONS
     assert pair_batches([pair(3, 10), pair(3, 11)], pairs_per_batch=32) == [[1, 0]]
+
+
+@given(st.lists(st.tuples(st.integers(1, 12), st.integers(0, 12)), max_size=60), st.integers(1, 16), st.integers(1, 80),
+       st.booleans())
+def test_a_batch_of_more_than_one_pair_keeps_within_the_logit_positions(shapes, pairs_per_batch, positions, prefix_logits):
+    tokens = [pair(*shape) for shape in shapes]
+    batches = pair_batches(tokens, pairs_per_batch, max_logit_positions=positions, prefix_logits=prefix_logits)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(shapes)))
+    for batch in batches:
+        width = max(len(tokens[i].shared) for i in batch) if prefix_logits else 0
+        fed = max(max(tokens[i].fed_length for i in batch), 1)
+        assert len(batch) == 1 or len(batch) * (2 * fed + width) <= positions

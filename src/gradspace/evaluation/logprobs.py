@@ -16,6 +16,10 @@ PREFIX_ATTRIBUTE = "gradspace_prefix_token_id"  # set on a tokenizer by `set_pre
 # Tried in this order when no prefix token is configured: the names under which tokenizers keep the token that
 # separated documents in pretraining.
 DOCUMENT_SEPARATORS = ("<|endoftext|>",)
+# At most this many logits per scoring forward pass (float32: 512 MB, and as much again for their log-softmax).
+# Batches are counted in sentences, but a sentence's logits grow with the vocabulary: 64 held-out sentences of 20
+# tokens hold 0.25 GB of logits for a 49k vocabulary and 1.3 GB for Gemma's 262k.
+LOGITS_PER_PASS = 2**27
 
 
 def _chat_markers(tokenizer) -> set[str]:
@@ -121,6 +125,13 @@ def pad_token_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prefix_token_id(tokenizer)
 
 
+def logit_positions_per_pass(model) -> int:
+    """How many positions' logits over `model`'s vocabulary fit into LOGITS_PER_PASS (at least one)."""
+    config = model.config
+    vocabulary = (config.get_text_config() if hasattr(config, "get_text_config") else config).vocab_size
+    return max(1, LOGITS_PER_PASS // int(vocabulary))
+
+
 def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log p(targets[..., t]) under logits[..., t, :], in float32 whatever the model's dtype. Shape of `targets`."""
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
@@ -137,7 +148,8 @@ def token_logprobs(model, batch: PaddedBatch) -> torch.Tensor:
 @torch.no_grad()
 def scored_batches(model, tokenizer, sentences: list[str], batch_size: int = 64, desc: str | None = None
                    ) -> Iterator[tuple[list[int], torch.Tensor, PaddedBatch]]:
-    """(sentence indices, token log-probabilities [B, T], padded batch) over length-sorted batches of the sentences.
+    """(sentence indices, token log-probabilities [B, T], padded batch) over length-sorted batches of the sentences:
+    `batch_size` sentences each, fewer where their logits would pass LOGITS_PER_PASS.
 
     With `desc`, a progress bar counts sentences; it appears only when scoring takes more than two seconds.
     """
@@ -145,9 +157,14 @@ def scored_batches(model, tokenizer, sentences: list[str], batch_size: int = 64,
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
     device = next(model.parameters()).device
     pad_id = pad_token_id(tokenizer)
+    positions_per_pass = logit_positions_per_pass(model)
     with tqdm(total=len(order), desc=desc, unit="sent", disable=desc is None, delay=2.0, leave=False, dynamic_ncols=True) as bar:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        start = 0
+        while start < len(order):
+            # the longest sentence comes first in a batch and sets its padded length
+            rows = max(1, min(batch_size, positions_per_pass // len(encoded[order[start]])))
+            chunk = order[start : start + rows]
             batch = pad_sequences([encoded[i] for i in chunk], pad_id).to(device)
             yield chunk, token_logprobs(model, batch), batch
             bar.update(len(chunk))
+            start += rows

@@ -18,7 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 from gradspace.pairs import MinimalPair
-from gradspace.evaluation.logprobs import encode_with_prefix, pad_sequences, pad_token_id, scored_batches, target_logprobs
+from gradspace.evaluation.logprobs import (
+    encode_with_prefix, logit_positions_per_pass, pad_sequences, pad_token_id, scored_batches, target_logprobs,
+)
 from gradspace.evaluation.metrics import MinimalPairScore
 
 # Layer kinds whose attention depends only on distances between real tokens and on the attention mask, so a cached,
@@ -117,10 +119,13 @@ def split_pair_tokens(good: list[int], bad: list[int]) -> PairTokens:
     return PairTokens(good[:common], good[common:], bad[common:])
 
 
-def pair_batches(tokens: list[PairTokens], pairs_per_batch: int) -> list[list[int]]:
+def pair_batches(tokens: list[PairTokens], pairs_per_batch: int, max_logit_positions: int | None = None,
+                 prefix_logits: bool = True) -> list[list[int]]:
     """Pair indices in batches: sorted by the lengths that get padded (the longer continuation, then the shared
     prefix), cut where padded positions plus FORWARD_COST_IN_POSITIONS per forward pass add up to the least
-    (dynamic programming over the cut points), at most `pairs_per_batch` pairs each."""
+    (dynamic programming over the cut points), at most `pairs_per_batch` pairs each and, with
+    `max_logit_positions`, at most that many positions with logits in one forward pass (the continuations' two
+    rows per pair, and the prefixes' when `prefix_logits`)."""
     order = sorted(range(len(tokens)), key=lambda i: (tokens[i].fed_length, len(tokens[i].shared)), reverse=True)
     widths = [len(tokens[i].shared) for i in order]
     lengths = [tokens[i].fed_length for i in order]
@@ -130,6 +135,9 @@ def pair_batches(tokens: list[PairTokens], pairs_per_batch: int) -> list[list[in
         width = length = 0
         for start in range(end - 1, max(end - pairs_per_batch, 0) - 1, -1):
             width, length = max(width, widths[start]), max(length, lengths[start])
+            logit_positions = (end - start) * (2 * max(length, 1) + (width if prefix_logits else 0))
+            if max_logit_positions is not None and start < end - 1 and logit_positions > max_logit_positions:
+                break
             passes = 2 if length else 1
             total = cost[start] + (end - start) * (width + 2 * length) + passes * FORWARD_COST_IN_POSITIONS
             if total < cost[end]:
@@ -193,7 +201,8 @@ def score_pairs(model, tokenizer, pairs: list[MinimalPair], batch_size: int = 64
                 shared_prefix: bool = True, include_shared_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probabilities of the good and of the bad sentence of every pair, float64, in pair order.
 
-    `batch_size` counts sentences per forward pass (half as many pairs). With `shared_prefix` and a model that
+    `batch_size` counts sentences per forward pass (half as many pairs; fewer where their logits would pass
+    `LOGITS_PER_PASS`). With `shared_prefix` and a model that
     `shared_prefix_cache_argument` accepts (GPT-NeoX, Llama, Gemma 3 and most decoder-only attention models), each
     pair's shared prefix is run once and both continuations from its cache (`pair_batches` groups the pairs);
     otherwise every sentence is scored on its own (`score_sentences`): the same scores up to float rounding, with
@@ -213,7 +222,9 @@ def score_pairs(model, tokenizer, pairs: list[MinimalPair], batch_size: int = 64
     last_logits_only = not include_shared_prefix and "logits_to_keep" in inspect.signature(model.forward).parameters
     good, bad = torch.empty(len(pairs), dtype=torch.float64), torch.empty(len(pairs), dtype=torch.float64)
     with tqdm(total=len(pairs), desc=desc, unit="pair", disable=desc is None, delay=2.0, leave=False, dynamic_ncols=True) as bar:
-        for chunk in pair_batches(tokens, max(1, batch_size // 2)):
+        batches = pair_batches(tokens, max(1, batch_size // 2), logit_positions_per_pass(model),
+                               prefix_logits=not last_logits_only)
+        for chunk in batches:
             batch_good, batch_bad = _score_shared_prefix_batch(
                 model, cache_argument, [tokens[i] for i in chunk], pad_id, device, include_shared_prefix, last_logits_only
             )

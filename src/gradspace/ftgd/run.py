@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from gradspace.ftgd.module import FTGDModule
 from gradspace.ftgd.objectives import check_objective
 from gradspace.models.loading import load_model
 from gradspace.utils.io import RESULTS_FILE, write_results
+from gradspace.utils.memory import return_freed_memory
 from gradspace.utils.run_config import loggable_config
 from gradspace.utils.seeding import seed_everything
 from gradspace.utils.wandb_setup import finish_wandb, loggers_from_config, wandb_logger_of
@@ -76,6 +78,12 @@ def run(cfg: DictConfig, base: BaseMeasurement | None = None) -> dict:
     finally:
         finish_wandb()
         torch.set_num_threads(threads_before)
+        # Free the finished run's weights and optimizer state before the next job of a sweep or probe (same
+        # process) loads its own: the callbacks hold the module through the log methods Lightning gave them, and the
+        # trainer, module and callbacks refer to each other, which only the cycle collector undoes.
+        del callbacks
+        gc.collect()
+        return_freed_memory()
 
 
 def refuse_used_checkpoint_dirs(callbacks: list[L.Callback]) -> None:
