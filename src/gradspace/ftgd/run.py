@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import time
 from pathlib import Path
 
@@ -79,10 +78,8 @@ def run(cfg: DictConfig, base: BaseMeasurement | None = None) -> dict:
         finish_wandb()
         torch.set_num_threads(threads_before)
         # Free the finished run's weights and optimizer state before the next job of a sweep or probe (same
-        # process) loads its own: the callbacks hold the module through the log methods Lightning gave them, and the
-        # trainer, module and callbacks refer to each other, which only the cycle collector undoes.
+        # process) loads its own; the callbacks hold the module through the log methods Lightning gave them.
         del callbacks
-        gc.collect()
         return_freed_memory()
 
 

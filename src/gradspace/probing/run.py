@@ -50,6 +50,7 @@ from gradspace.probing.transfer import (
 )
 from gradspace.utils.cache import fingerprint
 from gradspace.utils.io import RESULTS_FILE, write_results
+from gradspace.utils.memory import return_freed_memory
 from gradspace.utils.run_config import loggable_config, plain_section
 from gradspace.utils.seeding import seed_everything
 
@@ -400,6 +401,7 @@ def probe_checkpoint(cfg: DictConfig, checkpoint: Checkpoint, source: str, cache
         del space
     step = revision_step(checkpoint.model_cfg, loaded.path)
     del loaded
+    return_freed_memory()  # the model's and the gradient sets' pages, before the copies or the next model load theirs
     transfer_info: dict[str, Any] = {"source": source}
     if source != "none":
         records = checkpoint.records
