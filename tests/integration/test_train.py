@@ -195,6 +195,20 @@ def final_weights(results: dict) -> dict[str, torch.Tensor]:
     return {name.removeprefix("model."): tensor for name, tensor in state.items() if name.startswith("model.")}
 
 
+def test_micro_batches_make_the_same_steps_as_whole_batches(tiny_suite_dir, tmp_path):
+    # A fixed mask too: it is chosen from the same first steps' pairs, however they are split into passes.
+    extra = ["ftgd.batch_size=8", "ftgd.mask.kind=topk", "ftgd.mask.density=0.2"]
+    whole = run_in_process(tiny_suite_dir, tmp_path / "whole", *extra)
+    micro = run_in_process(tiny_suite_dir, tmp_path / "micro", *extra, "ftgd.micro_batch_size=2")
+    assert micro["steps"] == whole["steps"] == 6
+    whole_weights, micro_weights = final_weights(whole), final_weights(micro)
+    start = dict(GPTNeoXForCausalLM.from_pretrained(tiny_suite_dir / "model").named_parameters())
+    assert any(not torch.equal(whole_weights[name], start[name]) for name in start)
+    for name, weight in whole_weights.items():
+        assert torch.allclose(micro_weights[name], weight, atol=1e-5), name
+    assert micro["heldout_lm_loss"]["after"] == pytest.approx(whole["heldout_lm_loss"]["after"], abs=1e-4)
+
+
 @pytest.mark.parametrize("scope", ["global", "per_tensor"])
 def test_topk_mask_updates_exactly_the_masked_entries(tiny_suite_dir, tmp_path, scope):
     # Weight decay moves every entry the optimizer touches, so an entry that should be held but is not would show.

@@ -43,6 +43,9 @@ class FTGDConfig:
     # scored over the whole vocabulary, so this bounds the memory of a batch: batch size x this x vocabulary.
     max_sentence_tokens: int
     mask: MaskConfig = field(default_factory=MaskConfig)
+    # Pairs per forward and backward pass (None: the whole batch). A step accumulates the gradient of
+    # batch_size / micro_batch_size passes: the same update, with the activations of a smaller batch.
+    micro_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         whole_number(self.max_steps, "ftgd.max_steps", 1)
@@ -50,6 +53,21 @@ class FTGDConfig:
         whole_number(self.max_sentence_tokens, "ftgd.max_sentence_tokens", 2)
         if isinstance(self.mask, Mapping):
             self.mask = config_from_section(MaskConfig, self.mask, "ftgd.mask")
+        if self.micro_batch_size is not None:
+            whole_number(self.micro_batch_size, "ftgd.micro_batch_size", 1)
+            if self.batch_size % self.micro_batch_size:
+                raise GradspaceError(
+                    f"ftgd.micro_batch_size={self.micro_batch_size} does not divide ftgd.batch_size={self.batch_size}; "
+                    f"choose a divisor of it (or null for one pass per step)"
+                )
+
+    @property
+    def pairs_per_pass(self) -> int:
+        return self.micro_batch_size or self.batch_size
+
+    @property
+    def passes_per_step(self) -> int:
+        return self.batch_size // self.pairs_per_pass
 
 
 @dataclass
@@ -121,6 +139,11 @@ def check_train_config(cfg) -> TrainSettings:
         raise GradspaceError(f"{missing[0]} has no value; set it on the command line ({missing[0]}=...)")
     try:
         ftgd = config_from_section(FTGDConfig, cfg.ftgd, "ftgd")
+        if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
+            raise GradspaceError(
+                "trainer.accumulate_grad_batches is set from ftgd.batch_size / ftgd.micro_batch_size; "
+                "remove it and set ftgd.micro_batch_size=<pairs per pass> instead"
+            )
         optimizer = OptimizerConfig.from_section(cfg.optimizer)
         threads = cfg.get("torch_threads")
         return TrainSettings(ftgd=ftgd, optimizer=optimizer, seed=whole_number(cfg.seed, "seed", 0),

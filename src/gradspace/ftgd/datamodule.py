@@ -29,8 +29,8 @@ class StepIndexedPairBatches:
                  rank: int = 0, world_size: int = 1, start_batch: int = 0) -> None:
         if global_batch_size % world_size:
             raise GradspaceError(
-                f"ftgd.batch_size={global_batch_size} is not divisible by the {world_size} training processes; "
-                f"set ftgd.batch_size to a multiple of trainer.devices"
+                f"a pass of {global_batch_size} pairs (ftgd.micro_batch_size, or else ftgd.batch_size) is not divisible by "
+                f"the {world_size} training processes; set it to a multiple of trainer.devices"
             )
         self.tokenizer, self.pairs, self.objective = tokenizer, pairs, objective
         self.global_batch_size, self.seed = global_batch_size, seed

@@ -57,7 +57,8 @@ class FTGDModule(L.LightningModule):
         if self.mask.ready:  # restored from a checkpoint, on the CPU
             self.mask.to(self.device)
         elif config.active and config.schedule == "fixed":
-            self.mask.set_from_scores(self.calibration_differential(config.calibration_batches))
+            passes = config.calibration_batches * self.trainer.accumulate_grad_batches  # the first steps' pairs
+            self.mask.set_from_scores(self.calibration_differential(passes))
             self.log_mask_density()
 
     def calibration_differential(self, count: int) -> dict[str, torch.Tensor]:

@@ -132,7 +132,7 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
     heldout_text = heldout_sentences(cfg.heldout, cfg.model, task_data, cache_dir)
     check_sentence_lengths(loaded, task_data, heldout_text, settings.ftgd.max_sentence_tokens)
     datamodule = FTGDDataModule(
-        loaded.tokenizer, task_data, heldout_text, objective=objective, batch_size=settings.ftgd.batch_size, seed=settings.seed,
+        loaded.tokenizer, task_data, heldout_text, objective=objective, batch_size=settings.ftgd.pairs_per_pass, seed=settings.seed,
     )
     module = FTGDModule(loaded.model, objective, settings.optimizer.factory(), settings.ftgd.mask)
     callback_list, transfer, heldout = callbacks
@@ -142,7 +142,7 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callback_list,
         logger=loggers_from_config(cfg, default_name=run_label(cfg), tags=[cfg.model.name, cfg.task.name, cfg.objective.name]) or False,
-        max_steps=settings.ftgd.max_steps, max_epochs=-1,
+        max_steps=settings.ftgd.max_steps, max_epochs=-1, accumulate_grad_batches=settings.ftgd.passes_per_step,
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path or None, weights_only=True)
