@@ -165,6 +165,22 @@ def test_gradient_swaps_reach_the_label_from_a_wrong_start(question_model, one_t
     assert len(capped.scored) == 5 and len(found.scored) > 5
 
 
+def prompt_forwards(model, builder: PromptBuilder, monkeypatch) -> list[int]:
+    """The number of prompts in every forward of `model` from now on, but for the template's own prefix (which a
+    discriminator runs once)."""
+    forwards = []
+    original = model.base_model.forward
+
+    def counted(*args, **kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is None or ids.tolist() != [builder.prefix_ids]:
+            forwards.append((ids if ids is not None else kwargs["inputs_embeds"]).shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model.base_model, "forward", counted)
+    return forwards
+
+
 def test_a_label_the_prompt_never_sees_is_scored_from_one_forward_per_example_set(one_thread, monkeypatch):
     """label_likelihood with a one-token label: the prompt is the same for every label, so the scorer runs it once
     and reads any number of labels (and their naturalness, and the swap gradient) from that one log q."""
@@ -180,15 +196,13 @@ def test_a_label_the_prompt_never_sees_is_scored_from_one_forward_per_example_se
                              [Example(token(w)) for w in CATEGORIES["bird"]], tokenizer.pad_token_id, allowed, kl_weight=0.5)
     labels = [(token(w),) for w in ("mammal", "bird", "the", "dog")]
     expected = []
-    for label in labels:  # one label at a time through the discriminator itself
+    for label in labels:  # one label at a time, each through a discriminator of its own (no slot logits kept)
         n = scorer.prompts.input_ids.shape[0]
-        out = discriminator(scorer.prompts, discriminator.embedding[[label]], torch.zeros(n, dtype=torch.long),
+        out = Discriminator(model, builder)(scorer.prompts, discriminator.embedding[[label]], torch.zeros(n, dtype=torch.long),
                             with_slot_logits=True, label_tokens=torch.tensor([label]))
         expected.append((out.scores, -slot_log_prior(out.slot_logits, allowed)[:, 0, label[0]]))
 
-    forwards = []
-    original = model.base_model.forward
-    monkeypatch.setattr(model.base_model, "forward", lambda *a, **k: forwards.append(1) or original(*a, **k))
+    forwards = prompt_forwards(model, builder, monkeypatch)
     scores, surprisal = scorer.per_example_outputs(labels)
     scorer.score_labels(labels[:2])
     swaps = scorer.swap_candidates(labels[2], top=3)
@@ -196,6 +210,32 @@ def test_a_label_the_prompt_never_sees_is_scored_from_one_forward_per_example_se
     for row, (want_scores, want_surprisal) in enumerate(expected):
         assert torch.allclose(scores[row], want_scores, atol=1e-5) and torch.allclose(surprisal[row], want_surprisal, atol=1e-5)
     assert len(swaps) == 3 and labels[2] not in swaps
+
+
+def test_label_free_slot_logits_are_kept_per_prompt_within_a_bound(one_thread, monkeypatch):
+    """The frozen LM's prediction at the label slot is computed once per distinct prompt: a word drawn again (by a
+    later step, another feature, the discrete step) runs no forward, the values are those of a fresh forward, and
+    beyond the byte bound the least recently used prompts are dropped."""
+    tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "the", *CATEGORIES, *WORDS])
+    model = tiny_model(tokenizer, hidden=32).eval()
+    builder = PromptBuilder(PromptSpec("plain", "is a {word} a {label} ?", None, readout="label_likelihood"), tokenizer, label_length=1)
+    batch = lambda words: builder.batch([Example(tokenizer.convert_tokens_to_ids(w)) for w in words], tokenizer.pad_token_id)  # noqa: E731
+    first, second = batch(["dog", "owl", "eel"]), batch(["owl", "cat", "dog", "owl"])
+    fresh = {words: Discriminator(model, builder).label_free_slot_logits(b) for words, b in (("first", first), ("second", second))}
+
+    discriminator = Discriminator(model, builder)
+    bounded = Discriminator(model, builder, slot_cache_bytes=2 * fresh["first"][0].nbytes)
+    rows_run = prompt_forwards(model, builder, monkeypatch)
+    assert torch.allclose(discriminator.label_free_slot_logits(first), fresh["first"], atol=1e-5)
+    assert torch.allclose(discriminator.label_free_slot_logits(second), fresh["second"], atol=1e-5)
+    assert torch.allclose(discriminator.label_free_slot_logits(first), fresh["first"], atol=1e-5)
+    assert rows_run == [3, 1]  # the second batch ran only "cat"; the third nothing
+
+    rows_run.clear()
+    assert torch.allclose(bounded.label_free_slot_logits(first), fresh["first"], atol=1e-5)
+    assert len(bounded._slot_cache) == 2
+    assert torch.allclose(bounded.label_free_slot_logits(first), fresh["first"], atol=1e-5)
+    assert rows_run == [3, 1]  # "dog", the least recently used, was dropped and ran again
 
 
 def test_lm_prior_proposes_the_word_the_model_expects_at_the_label_slot(one_thread):

@@ -8,7 +8,7 @@ import torch
 from gradspace.errors import GradspaceError
 from gradspace.labeling.baselines import most_frequent_token, vocabulary_projection
 from gradspace.labeling.discrete import classification_metrics
-from gradspace.labeling.features import category_features, word_list_features, word_set_feature
+from gradspace.labeling.features import category_features, word_list_features, word_set_features
 from gradspace.labeling.prompts import PromptBuilder, PromptSpec
 from gradspace.labeling.soft_label import allowed_label_tokens, balanced_bce
 from gradspace.synth.grammar import CATEGORIES
@@ -31,7 +31,7 @@ def token(tokenizer, word):
 def test_word_set_feature_splits_words_disjointly(tokenizer):
     negatives = [token(tokenizer, w) for w in ["owl", "crow", "hen", "eel", "cod", "tuna", "dog"]]
     counts = Counter({token(tokenizer, "cow"): 5, token(tokenizer, "dog"): 2})
-    feature = word_set_feature("mammal", ["dog", "cat", "cow", "pig", "unicorn"], negatives, tokenizer, 0.3, 0.3, 0, counts)
+    (feature,) = word_set_features([("mammal", ["dog", "cat", "cow", "pig", "unicorn"], [])], negatives, tokenizer, 0.3, 0.3, 0, counts)
     parts = [feature.train_positive, feature.validation_positive, feature.heldout_positive]
     positives = {e.token for part in parts for e in part}
     assert positives == {token(tokenizer, w) for w in ["dog", "cat", "cow", "pig"]}  # unknown words dropped
@@ -39,6 +39,23 @@ def test_word_set_feature_splits_words_disjointly(tokenizer):
     negative_tokens = {e.token for e in feature.train_negative + feature.validation_negative + feature.heldout_negative}
     assert token(tokenizer, "dog") not in negative_tokens and len(negative_tokens) == 6
     assert feature.top_activating_tokens == [token(tokenizer, "cow")]  # the most frequent positive
+
+
+def test_features_share_one_split_of_the_negatives(tokenizer):
+    # One draw of training negatives can then serve every feature of a batch, and no word is a training negative of
+    # one feature and a held-out negative of another.
+    negatives = [token(tokenizer, w) for w in WORDS]
+    mammal, fish = word_set_features([("mammal", ["dog", "cat", "cow", "pig"], []), ("fish", ["eel", "cod", "tuna"], [])],
+                                     negatives, tokenizer, 0.3, 0.3, 0, None)
+    parts = ("train_negative", "validation_negative", "heldout_negative")
+    for part in parts:
+        own = {name: {e.token for e in getattr(feature, part)} for name, feature in (("mammal", mammal), ("fish", fish))}
+        positives = {name: {e.token for e in feature.train_positive + feature.validation_positive + feature.heldout_positive}
+                     for name, feature in (("mammal", mammal), ("fish", fish))}
+        assert own["mammal"] - positives["fish"] == own["fish"] - positives["mammal"]
+        assert not own["mammal"] & positives["mammal"] and not own["fish"] & positives["fish"]
+    mammal_train = {e.token for e in mammal.train_negative}
+    assert not mammal_train & {e.token for e in fish.heldout_negative + fish.validation_negative}
 
 
 def test_word_list_with_no_token_in_vocabulary_is_an_error(tokenizer):
@@ -55,7 +72,7 @@ def test_unknown_feature_ids_are_errors(tokenizer):
 
 def test_a_single_word_cannot_be_split_into_train_validation_and_heldout(tokenizer):
     with pytest.raises(GradspaceError, match="no validation_positive.*heldout_positive"):
-        word_set_feature("one", ["dog"], [token(tokenizer, "owl"), token(tokenizer, "eel")], tokenizer, 0.3, 0.25, 0, None)
+        word_set_features([("one", ["dog"], [])], [token(tokenizer, "owl"), token(tokenizer, "eel")], tokenizer, 0.3, 0.25, 0, None)
 
 
 def test_category_negatives_are_other_categories_words():
@@ -121,3 +138,35 @@ def test_baselines():
     assert most_frequent_token([0], allowed) is None
     unembedding = torch.tensor([[5.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     assert vocabulary_projection(unembedding, torch.tensor([1.0, 0.2]), allowed, top=2) == [1, 2]
+
+
+def test_a_step_draws_one_set_of_negatives_for_all_features():
+    # 3 lists against 40 other words: the features share their negatives' pool, so a step's prompts are each
+    # feature's 4 positives and 4 negatives common to all; each feature's negatives are uniform over its pool.
+    from collections import Counter
+
+    from gradspace.labeling.soft_label import BalancedExamples
+
+    lists = {name: [f"{name}{i}" for i in range(8)] for name in ("ant", "bee", "cat")}
+    others = [f"other{i}" for i in range(40)]
+    tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", *[w for words in lists.values() for w in words], *others])
+    builder = PromptBuilder(PromptSpec("plain", "is a {word} a {label} ?", None, readout="label_likelihood"), tokenizer, 1)
+    for negatives, shared_pool in ((others, True), ([*others, *lists["ant"], *lists["bee"]], False)):
+        features = word_set_features([(name, words, []) for name, words in lists.items()],
+                                     [token(tokenizer, w) for w in negatives], tokenizer, 0.25, 0.25, 0, None)
+        stream = iter(BalancedExamples(features, builder, batch_size=8, pad_id=tokenizer.pad_token_id, seed=0))
+        drawn = [Counter() for _ in features]
+        for _ in range(300):
+            batch = next(stream)
+            prompts = batch["input_ids"][batch["example_index"]]
+            for index, feature in enumerate(features):
+                mine = (batch["feature_index"] == index) & (batch["targets"] == 0)
+                words = {int(row[batch["label_positions"][0, 0] - 2]) for row in prompts[mine]}
+                assert words <= {e.token for e in feature.train_negative}
+                drawn[index].update(int(row[batch["label_positions"][0, 0] - 2]) for row in prompts[mine])
+            if shared_pool:
+                assert batch["input_ids"].shape[0] == 3 * 4 + 4
+        for index, feature in enumerate(features):
+            counts = [drawn[index][e.token] for e in feature.train_negative]
+            mean = sum(counts) / len(counts)
+            assert min(counts) > 0.6 * mean and max(counts) < 1.4 * mean

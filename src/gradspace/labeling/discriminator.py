@@ -16,6 +16,7 @@ and the backward pass covers only the few positions the label can influence.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,11 @@ from torch import nn
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.minimal_pairs import cache_argument_name
 from gradspace.labeling.prompts import PromptBatch, PromptBuilder
+
+
+# Label-free slot logits kept by a discriminator: 1 GiB is 5,000 prompts of SmolLM2 (49k vocabulary) and 1,000 of
+# Gemma-3 (262k), more than a labeling run's training words for a few features.
+SLOT_CACHE_BYTES = 2**30
 
 
 def slot_log_prior(slot_logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -41,7 +47,7 @@ class DiscriminatorOutput:
 class Discriminator(nn.Module):
     """Wraps a frozen causal LM; see the module docstring for the two passes."""
 
-    def __init__(self, lm: nn.Module, builder: PromptBuilder):
+    def __init__(self, lm: nn.Module, builder: PromptBuilder, slot_cache_bytes: int = SLOT_CACHE_BYTES):
         super().__init__()
         self.lm = lm
         self.lm.eval()
@@ -60,6 +66,9 @@ class Discriminator(nn.Module):
         self._prefix_last_hidden: torch.Tensor | None = None
         # example_likelihood: the word's log-likelihood in the label-free prompt, which no label changes, per prompt
         self._neutral_cache: dict[tuple[int, ...], float] = {}
+        # label_likelihood with one-token labels: each prompt's label-free slot logits (label_free_slot_logits)
+        self.slot_cache_bytes = slot_cache_bytes
+        self._slot_cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
 
     @property
     def embedding(self) -> torch.Tensor:
@@ -177,16 +186,35 @@ class Discriminator(nn.Module):
 
     @torch.no_grad()
     def label_free_slot_logits(self, batch: PromptBatch) -> torch.Tensor:
-        """[N, V] each prompt's next-token logits at its label slot, one forward per distinct prompt (see
-        `label_is_only_predicted`)."""
-        n_prompts = batch.input_ids.shape[0]
-        before = batch.label_positions - 1  # [N, 1]: the token that predicts the label
+        """[N, V] each prompt's next-token logits at its label slot (see `label_is_only_predicted`). The LM is frozen,
+        so they are kept per distinct prompt (least recently used dropped beyond `slot_cache_bytes`): a word drawn
+        again, by a later step or another feature, costs no forward."""
+        before = batch.label_positions[:, 0] - 1  # the token that predicts the label
+        keys = [tuple(row[: int(end) + 1].tolist()) for row, end in zip(batch.input_ids, before)]
+        found = {}
+        for key in dict.fromkeys(keys):
+            if key in self._slot_cache:
+                self._slot_cache.move_to_end(key)
+                found[key] = self._slot_cache[key]
+        missing = [key for key in dict.fromkeys(keys) if key not in found]
+        if missing:
+            rows = torch.tensor([keys.index(key) for key in missing], device=before.device)
+            computed = self._slot_logits(batch.input_ids[rows], before[rows])
+            for key, logits in zip(missing, computed):
+                found[key] = self._slot_cache[key] = logits.clone()  # its own storage, so dropping it frees it
+            while self._slot_cache and len(self._slot_cache) * computed[0].nbytes > self.slot_cache_bytes:
+                self._slot_cache.popitem(last=False)
+        return torch.stack([found[key] for key in keys])
+
+    def _slot_logits(self, input_ids: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        """[n, V] the next-token logits after position `before` [n] of each row, one forward for all rows."""
+        n_prompts = input_ids.shape[0]
         template = self._template_prefix()
         past = None if template is None else self._cache(template, n_prompts)
         # Causal attention: what comes at and after each prompt's label slot cannot change the states before it.
         end = max(int(before.max()) + 1, 1)
-        hidden = self.lm.base_model(input_ids=batch.input_ids[:, :end], use_cache=True, **{self._cache_argument: past}).last_hidden_state
-        return self._logits(self._slot_hidden(hidden, None, before, torch.arange(n_prompts, device=before.device), 0))[:, 0]
+        hidden = self.lm.base_model(input_ids=input_ids[:, :end], use_cache=True, **{self._cache_argument: past}).last_hidden_state
+        return self._logits(self._slot_hidden(hidden, None, before[:, None], torch.arange(n_prompts, device=before.device), 0))[:, 0]
 
     def _single_label_likelihood(self, batch: PromptBatch, examples: torch.Tensor, rows: torch.Tensor,
                                  label_probs: torch.Tensor | None, label_tokens: torch.Tensor | None,

@@ -100,36 +100,43 @@ def split_three(items: list, heldout_fraction: float, validation_fraction: float
     return train, validation, heldout
 
 
-def word_set_feature(
-    name: str, words: Sequence[str], negative_tokens: Sequence[int], tokenizer, heldout_fraction: float,
-    validation_fraction: float, seed: int, counts: Counter | None, label_words: Sequence[str] = (), max_negatives: int = 2000,
-) -> FeatureData:
-    """Positives are the words of the list that are single tokens; negatives are `negative_tokens` minus them."""
-    positive = list(dict.fromkeys(t for t in (word_token_id(tokenizer, str(w)) for w in words) if t is not None))
-    if not positive:
-        raise GradspaceError(
-            f"feature '{name}': none of its words {list(words)[:8]} is a single token of this model's vocabulary; "
-            f"give words the tokenizer knows as one token"
-        )
-    rng = random.Random(f"{seed}:{name}")
-    positive_set = set(positive)
-    negative = [t for t in dict.fromkeys(negative_tokens) if t not in positive_set]
+def word_set_features(
+    lists: Sequence[tuple[str, Sequence[str], Sequence[str]]], negative_tokens: Sequence[int], tokenizer,
+    heldout_fraction: float, validation_fraction: float, seed: int, counts: Counter | None, max_negatives: int = 2000,
+) -> list[FeatureData]:
+    """One feature per (name, words, label_words): positives are the words of its list that are single tokens,
+    negatives are `negative_tokens` minus them. The negatives are sampled and split once for all features, so a
+    word is a training, validation or held-out negative for every feature alike, and one draw of training
+    negatives can serve every feature of a batch (BalancedExamples)."""
+    rng = random.Random(f"{seed}:negatives")
+    negative = list(dict.fromkeys(negative_tokens))
     if len(negative) > max_negatives:
         negative = rng.sample(negative, max_negatives)
-    train_pos, validation_pos, heldout_pos = split_three(positive, heldout_fraction, validation_fraction, rng)
-    train_neg, validation_neg, heldout_neg = split_three(negative, heldout_fraction, validation_fraction, rng)
-    # Frequency in the corpus decides the baseline; without a corpus the list's own order does.
-    ranked = sorted(positive, key=lambda t: -counts[t]) if counts else positive
+    negative_parts = split_three(negative, heldout_fraction, validation_fraction, rng)
     examples = lambda tokens: [Example(t) for t in tokens]  # noqa: E731
-    feature = FeatureData(
-        name=name,
-        train_positive=examples(train_pos), train_negative=examples(train_neg),
-        heldout_positive=examples(heldout_pos), heldout_negative=examples(heldout_neg),
-        validation_positive=examples(validation_pos), validation_negative=examples(validation_neg),
-        top_activating_tokens=ranked[:1], label_words=[str(w) for w in label_words],
-    )
-    feature.check()
-    return feature
+    features = []
+    for name, words, label_words in lists:
+        positive = list(dict.fromkeys(t for t in (word_token_id(tokenizer, str(w)) for w in words) if t is not None))
+        if not positive:
+            raise GradspaceError(
+                f"feature '{name}': none of its words {list(words)[:8]} is a single token of this model's vocabulary; "
+                f"give words the tokenizer knows as one token"
+            )
+        positive_set = set(positive)
+        train_pos, validation_pos, heldout_pos = split_three(positive, heldout_fraction, validation_fraction, random.Random(f"{seed}:{name}"))
+        train_neg, validation_neg, heldout_neg = ([t for t in part if t not in positive_set] for part in negative_parts)
+        # Frequency in the corpus decides the baseline; without a corpus the list's own order does.
+        ranked = sorted(positive, key=lambda t: -counts[t]) if counts else positive
+        feature = FeatureData(
+            name=name,
+            train_positive=examples(train_pos), train_negative=examples(train_neg),
+            heldout_positive=examples(heldout_pos), heldout_negative=examples(heldout_neg),
+            validation_positive=examples(validation_pos), validation_negative=examples(validation_neg),
+            top_activating_tokens=ranked[:1], label_words=[str(w) for w in label_words],
+        )
+        feature.check()
+        features.append(feature)
+    return features
 
 
 def singular_category_words() -> dict[str, tuple[str, ...]]:
@@ -150,14 +157,10 @@ def category_features(ids: Sequence[str], tokenizer, heldout_fraction: float, va
     unknown = [name for name in ids if name not in categories]
     if unknown:
         raise GradspaceError(f"feature.ids {unknown} are not categories of the synthetic world; choose from {', '.join(categories)}")
-    features = []
-    for name in ids:
-        members = set(categories[name])
-        others = [w for other, words in categories.items() if other != name for w in words if w not in members]
-        negative_tokens = [t for t in (word_token_id(tokenizer, w) for w in others) if t is not None]
-        features.append(word_set_feature(name, categories[name], negative_tokens, tokenizer, heldout_fraction, validation_fraction,
-                                         seed, counts, label_words=[name]))
-    return features
+    # Every category's words are candidates; each category's own are taken out of its negatives.
+    negative_tokens = [t for t in (word_token_id(tokenizer, w) for words in categories.values() for w in words) if t is not None]
+    return word_set_features([(name, categories[name], [name]) for name in ids], negative_tokens, tokenizer, heldout_fraction,
+                             validation_fraction, seed, counts)
 
 
 # Inactive examples of a word list without feature.negatives: the vocabulary's words as labels may be (no fragments)
@@ -175,8 +178,8 @@ def word_list_features(sets: Mapping[str, Sequence[str]], labels: Mapping[str, S
     else:
         words = word_tokens(tokenizer, len(tokenizer), NEGATIVE_MIN_LETTERS, stop_words=False)
         negative_tokens = words.nonzero().flatten().tolist()
-    return [word_set_feature(name, sets[name], negative_tokens, tokenizer, heldout_fraction, validation_fraction, seed, counts,
-                             label_words=(labels or {}).get(name, ())) for name in ids]
+    return word_set_features([(name, sets[name], (labels or {}).get(name, ())) for name in ids], negative_tokens, tokenizer,
+                             heldout_fraction, validation_fraction, seed, counts)
 
 
 @torch.no_grad()

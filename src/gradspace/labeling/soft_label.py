@@ -46,7 +46,12 @@ def allowed_label_tokens(tokenizer, builder: PromptBuilder, vocabulary_size: int
 class BalancedExamples(IterableDataset):
     """Endless training batches: for every feature, batch_size/2 positives and batch_size/2 negatives. An example
     drawn by several features is one prompt in the batch (`example_index` maps items to prompts), so the
-    discriminator runs its label-independent part once."""
+    discriminator runs its label-independent part once.
+
+    The negatives of a step are one draw shared by the features: a uniform draw from all features' training
+    negatives, of which each feature takes those in its own pool, topped up from its pool where that leaves it
+    short. Each feature's negatives are still a uniform sample of its own pool; features with one pool (word
+    lists share their split of the negatives) then add only their positives to a step's prompts."""
 
     def __init__(self, features: Sequence[FeatureData], builder: PromptBuilder, batch_size: int, pad_id: int, seed: int):
         self.features = list(features)
@@ -57,14 +62,24 @@ class BalancedExamples(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         rng = random.Random(self.seed)
+        half = self.half
+        negative_pools = [set(feature.train_negative) for feature in self.features]
+        all_negatives = list(dict.fromkeys(e for feature in self.features for e in feature.train_negative))
         while True:
+            shared = rng.sample(all_negatives, min(half, len(all_negatives)))
             examples, targets, feature_index = [], [], []
             for index, feature in enumerate(self.features):
-                for pool, target in ((feature.train_positive, 1.0), (feature.train_negative, 0.0)):
-                    chosen = rng.sample(pool, self.half) if len(pool) >= self.half else rng.choices(pool, k=self.half)
-                    examples += chosen
-                    targets += [target] * self.half
-                    feature_index += [index] * self.half
+                pool = feature.train_positive
+                positives = rng.sample(pool, half) if len(pool) >= half else rng.choices(pool, k=half)
+                negatives = [e for e in shared if e in negative_pools[index]]
+                short = half - len(negatives)
+                if short:
+                    taken = set(negatives)
+                    rest = [e for e in feature.train_negative if e not in taken]
+                    negatives += rng.sample(rest, short) if len(rest) >= short else rng.choices(feature.train_negative, k=short)
+                examples += positives + negatives
+                targets += [1.0] * half + [0.0] * half
+                feature_index += [index] * (2 * half)
             distinct = list(dict.fromkeys(examples))
             position = {example: index for index, example in enumerate(distinct)}
             batch = self.builder.batch(distinct, self.pad_id)
