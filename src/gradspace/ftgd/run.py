@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,7 +23,7 @@ from gradspace.ftgd.module import FTGDModule
 from gradspace.ftgd.objectives import check_objective
 from gradspace.models.loading import load_model
 from gradspace.utils.io import RESULTS_FILE, write_results
-from gradspace.utils.memory import return_freed_memory
+from gradspace.utils.memory import return_freed_memory, sparse_tied_embedding_gradient
 from gradspace.utils.run_config import loggable_config
 from gradspace.utils.seeding import seed_everything
 from gradspace.utils.wandb_setup import finish_wandb, loggers_from_config, wandb_logger_of
@@ -145,7 +147,11 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
         max_steps=settings.ftgd.max_steps, max_epochs=-1, accumulate_grad_batches=settings.ftgd.passes_per_step,
     )
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path or None, weights_only=True)
+    # One process on one device: a tied embedding's gradient without its dense buffer (multi-process strategies
+    # bucket or flatten gradients themselves and are left as they are).
+    single_device = isinstance(trainer.strategy, SingleDeviceStrategy)
+    with sparse_tied_embedding_gradient(loaded.model) if single_device else contextlib.nullcontext():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path or None, weights_only=True)
     mask_config = settings.ftgd.mask
     results = {
         "status": "ok",
