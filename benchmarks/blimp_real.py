@@ -2,12 +2,15 @@
 the tokenizer's BOS, the old choice), the scores checked against minicons and against plain transformers code given
 the same prefix.
 
-    /work/benchvenv/bin/python benchmarks/blimp_real.py --model smollm2-135m --work-dir /work/blimp/smollm2
-    /work/benchvenv/bin/python benchmarks/blimp_real.py --model gemma3-270m --work-dir /tmp/gemma --pairs-per-paradigm 10
+    python benchmarks/blimp_real.py --model smollm2-135m --work-dir benchmarks/results/blimp/smollm2-135m --bos-pairs-per-paradigm 100
+    python benchmarks/blimp_real.py --model gemma3-270m --work-dir benchmarks/results/blimp/gemma3-270m --batch-size 128
+    python benchmarks/blimp_real.py --model gemma3-270m --work-dir /tmp/gemma --pairs-per-paradigm 10   # a sample
 
-All 67 x 1000 pairs take hours on a CPU (one thread: SmolLM2 about 14 pairs/s, Gemma about 7), so the work is done
-in stages, each paradigm's scores saved in `--work-dir` as soon as they exist: the same command run again continues
-where a killed run stopped. The stages, cheap ones first so that the checks exist early:
+(in a venv with `pip install -e '.[real,bench]'`). All 67 x 1000 pairs take hours on a CPU (one thread: SmolLM2
+about 14 pairs/s, Gemma about 7), so the work is done in stages, each paradigm's scores saved in `--work-dir` as
+soon as they exist: the same command run again continues where a killed run stopped, and the project keeps the
+scores of its full runs under benchmarks/results/blimp/ (committed as they came, across sessions), so that every
+number in RESULTS.md can be recomputed from them. The stages, cheap ones first so that the checks exist early:
 - plain:     `--reference-pairs-per-paradigm` pairs, one unpadded forward per sentence, transformers and torch only;
 - minicons:  `--check-pairs-per-paradigm` pairs, `IncrementalLMScorer.sequence_score` (bench_scoring's setup, its
              token ids checked against gradspace's); skipped with a note where minicons is not installed;
