@@ -135,5 +135,6 @@ def main() -> None:
     print(f"ratio speedup of batching {args.features} features over one at a time = {args.features * one / batched:.2f}x (no goal)")
     print(f"summary: {goal.name} {'MET' if goal.met else 'NOT MET'}")
 
+
 if __name__ == "__main__":
     main()

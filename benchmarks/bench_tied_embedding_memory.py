@@ -4,8 +4,8 @@
     python benchmarks/bench_tied_embedding_memory.py --model smollm2-135m
 
 Each variant runs in its own process (a process's peak RSS only grows): the model, AdamW, and `--steps` steps of
-two micro-batches of 4 BLiMP pairs (8 sentences; the good-minus-bad `bounded` loss), the way the term experiment's
-copies train (`ftgd.micro_batch_size=4`). Printed: the peak RSS after loading, after each backward pass and after
+two micro-batches of 4 BLiMP pairs through FTGD's own collation and `bounded` objective, the way the term
+experiment's copies train (`ftgd.micro_batch_size=4`). Printed: the peak RSS after loading, after each backward pass and after
 each Adam step, for `dense` (the embedding's own dense gradient, what torch does by default) and `sparse`
 (`gradspace.utils.memory.sparse_tied_embedding_gradient`, what FTGD runs with on one device), the ratio of the
 peaks above the loaded model, and the weights' sum after the steps in both (equal up to float rounding).
@@ -35,7 +35,9 @@ def run_variant(model_name: str, variant: str, blimp_dir: str, steps: int, threa
     import torch
     from omegaconf import OmegaConf
 
+    from gradspace.ftgd.objectives import collate_pairs, objective_loss
     from gradspace.models.loading import default_cache_dir, load_model
+    from gradspace.pairs import read_pairs_jsonl
     from gradspace.utils.memory import sparse_tied_embedding_gradient
 
     torch.set_num_threads(threads)
@@ -43,19 +45,15 @@ def run_variant(model_name: str, variant: str, blimp_dir: str, steps: int, threa
     loaded = load_model(model_cfg, default_cache_dir(), progress=False)
     model, tokenizer = loaded.model.train(), loaded.tokenizer
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    rows = [json.loads(line) for line in (Path(blimp_dir) / "wh_vs_that_with_gap_long_distance.jsonl").open()]
+    pairs = read_pairs_jsonl(Path(blimp_dir) / "wh_vs_that_with_gap_long_distance.jsonl")
     phases = {"loaded": peak_mb()}
     with sparse_tied_embedding_gradient(model) if variant == "sparse" else contextlib.nullcontext():
         for step in range(steps):
             for micro in range(2):
-                pairs = rows[(2 * step + micro) * 4:(2 * step + micro + 1) * 4]
-                encoded = tokenizer([r["sentence_good"] for r in pairs] + [r["sentence_bad"] for r in pairs],
-                                    return_tensors="pt", padding=True)
-                logits = model(**encoded).logits[:, :-1].float()
-                picked = torch.log_softmax(logits, -1).gather(-1, encoded["input_ids"][:, 1:, None]).squeeze(-1)
-                scores = (picked * encoded["attention_mask"][:, 1:]).sum(-1)
-                torch.nn.functional.softplus(scores[4:] - scores[:4]).mean().backward()
-                del logits, picked, scores
+                batch = collate_pairs(tokenizer, pairs[(2 * step + micro) * 4:(2 * step + micro + 1) * 4], "bounded")
+                loss, _ = objective_loss(model, batch, "bounded")
+                loss.backward()
+                del loss
                 phases[f"step {step} backward {micro}"] = peak_mb()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
