@@ -274,7 +274,8 @@ def test_user_errors(question_model, tmp_path):
 
 
 def test_sae_latent_is_labelled_end_to_end(question_model, tmp_path):
-    sae_overrides = ["sae=builtin", "sae.hook_name=blocks.1.hook_resid_post", "sae.d_sae=16", "sae.k=2", "sae.steps=30",
+    # No sae.hook_name: the default is the middle layer, blocks.1 of this 2-layer model (asserted below).
+    sae_overrides = ["sae=builtin", "sae.d_sae=16", "sae.k=2", "sae.steps=30",
                      "sae.batch_size=64", f"feature.corpus_path={question_model / 'corpus.txt'}"]
     cfg = label_cfg(question_model, tmp_path, "feature=sae_latent", *sae_overrides, word_lists=False)
     # Train (and cache) the built-in SAE first, to label latents that fire in both corpus splits but not everywhere.

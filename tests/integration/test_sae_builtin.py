@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from gradspace.labeling.features import latent_activations
+from gradspace.labeling.features import latent_activations, select_latents
+from gradspace.labeling.vocabulary import word_tokens
 from gradspace.labeling.sae import load_local_sae
 from gradspace.labeling.sae_training import BuiltinSAEConfig, collect_activations, ensure_builtin_sae
 from gradspace.synth.tokenizer import build_word_tokenizer
@@ -26,7 +27,7 @@ def model_and_tokenizer():
     return model, tokenizer
 
 
-def test_builtin_sae_is_trained_once_and_cached(model_and_tokenizer, tmp_path):
+def test_builtin_sae_is_trained_once_and_cached(model_and_tokenizer, tmp_path, monkeypatch):
     model, tokenizer = model_and_tokenizer
     config = BuiltinSAEConfig(hook_name="blocks.0.hook_resid_post", d_sae=24, k=3, steps=60, batch_size=64, lr=3e-3)
     sae = ensure_builtin_sae(config, model, tokenizer, TEXTS, "tiny@main", tmp_path)
@@ -36,8 +37,17 @@ def test_builtin_sae_is_trained_once_and_cached(model_and_tokenizer, tmp_path):
     assert reloaded.extra_cfg["training"]["fraction_variance_explained"] > 0.3  # it learned to reconstruct
     x = collect_activations(model, tokenizer, TEXTS[:5], config.hook_name)
     assert torch.equal(reloaded.encode(x), sae.encode(x))
-    again = ensure_builtin_sae(config, model, tokenizer, [], "tiny@main", tmp_path)  # no texts needed: cached
+    import gradspace.labeling.sae_training as sae_training
+
+    def no_training(*args):
+        raise AssertionError("a cached SAE was trained again")
+
+    monkeypatch.setattr(sae_training, "collect_activations", no_training)
+    again = ensure_builtin_sae(config, model, tokenizer, TEXTS, "tiny@main", tmp_path)
     assert torch.equal(again.W_dec, reloaded.W_dec)
+    # Other texts make another SAE: the cache is keyed by the texts as well as the model and the settings.
+    with pytest.raises(AssertionError, match="trained again"):
+        ensure_builtin_sae(config, model, tokenizer, TEXTS[:-1], "tiny@main", tmp_path)
 
 
 def test_latents_read_the_residual_stream_at_the_hook(model_and_tokenizer, tmp_path):
@@ -56,3 +66,21 @@ def test_latents_read_the_residual_stream_at_the_hook(model_and_tokenizer, tmp_p
                                  TEXTS, "tiny@main", tmp_path)
         ((tokens, acts),) = latent_activations(model, tokenizer, sae, [text], range(8))
         assert tokens == full[1:] and torch.allclose(acts, sae.encode(stream), atol=1e-6)
+
+
+def test_the_rule_picks_latents_whose_recomputed_firings_meet_it(model_and_tokenizer, tmp_path):
+    """select_latents streams the texts through the model and the SAE: the latents it picks fire, on the same texts
+    read again by latent_activations, at the densities it reports, only on words, on enough distinct words."""
+    model, tokenizer = model_and_tokenizer
+    sae = ensure_builtin_sae(BuiltinSAEConfig(hook_name="blocks.0.hook_resid_post", d_sae=24, k=3, steps=60, batch_size=64, lr=3e-3),
+                             model, tokenizer, TEXTS, "tiny@main", tmp_path)
+    chosen = select_latents(model, tokenizer, sae, TEXTS, count=2, threshold=0.0, density=[0.01, 0.6], word_share=0.9, min_words=2)
+    assert len(chosen.ids) == 2 and chosen.eligible >= 2 and chosen.tokens == sum(len(tokenizer.encode(t)) for t in TEXTS)
+    words = word_tokens(tokenizer, len(tokenizer), min_letters=1)
+    read = latent_activations(model, tokenizer, sae, TEXTS, chosen.ids)
+    tokens = torch.tensor([t for ids, _ in read for t in ids])
+    fired = torch.cat([acts for _, acts in read]) > 0
+    for column, latent in enumerate(chosen.ids):
+        on = tokens[fired[:, column]]
+        assert chosen.density[latent] == pytest.approx(len(on) / len(tokens)) and 0.01 <= chosen.density[latent] <= 0.6
+        assert words[on].float().mean() >= 0.9 and len(set(on.tolist())) == chosen.distinct_words[latent] >= 2

@@ -8,7 +8,7 @@ import torch
 from gradspace.errors import GradspaceError
 from gradspace.labeling.baselines import most_frequent_token, vocabulary_projection
 from gradspace.labeling.discrete import classification_metrics
-from gradspace.labeling.features import category_features, word_list_features, word_set_features
+from gradspace.labeling.features import LatentFirings, category_features, word_list_features, word_set_features
 from gradspace.labeling.prompts import PromptBuilder, PromptSpec
 from gradspace.labeling.soft_label import allowed_label_tokens, balanced_bce
 from gradspace.synth.grammar import CATEGORIES
@@ -170,3 +170,27 @@ def test_a_step_draws_one_set_of_negatives_for_all_features():
             counts = [drawn[index][e.token] for e in feature.train_negative]
             mean = sum(counts) / len(counts)
             assert min(counts) > 0.6 * mean and max(counts) < 1.4 * mean
+
+
+def test_the_latent_rule_counts_firings_words_and_density():
+    """Latent 0 fires on three words, latent 1 on one word only, latent 2 on punctuation, latent 3 everywhere,
+    latent 4 never: with at least 2 distinct words, 90% of firings on words and a density of at most 0.5, only
+    latent 0 is eligible."""
+    words = torch.tensor([True, True, True, True, False])  # tokens 0-3 are words, 4 is "?"
+    tokens = torch.tensor([0, 1, 2, 3, 4, 0, 1, 4])
+    fired = torch.zeros(len(tokens), 5, dtype=torch.bool)
+    fired[[0, 1, 2], 0] = True
+    fired[[0, 5], 1] = True
+    fired[[4, 7], 2] = True
+    fired[:, 3] = True
+    firings = LatentFirings(5, words)
+    firings.add(fired[:4], tokens[:4])
+    firings.add(fired[4:], tokens[4:])  # streamed in two batches: the counts add up, distinct words are not recounted
+    assert firings.tokens == 8 and firings.firings.tolist() == [3, 2, 2, 8, 0] and firings.word_firings.tolist() == [3, 2, 0, 6, 0]
+    assert firings.distinct_words().tolist() == [3, 1, 0, 4, 0]
+    chosen = firings.pick(1, density=[0.1, 0.5], word_share=0.9, min_words=2)
+    assert chosen.ids == [0] and chosen.eligible == 1 and chosen.density == {0: 3 / 8} and chosen.distinct_words == {0: 3}
+    with pytest.raises(GradspaceError, match="only 1 SAE latents meet the selection rule"):
+        firings.pick(2, density=[0.1, 0.5], word_share=0.9, min_words=2)
+    # Evenly spaced ranks of density: of 0 (3/8), 1 (2/8), 3 (8/8) eligible under looser bounds, the rarest and commonest.
+    assert firings.pick(2, density=[0.0, 1.0], word_share=0.7, min_words=1).ids == [1, 3]

@@ -65,6 +65,14 @@ class DiscreteConfig:
     swap_beam: int  # labels each round starts from
     max_examples: int  # per class: validation examples the candidates are scored on
     max_candidates: int  # labels the discrete step scores at most, per feature
+    tie_share: float  # a candidate ties with the best when it scores at least the best's AUROC in this share of resamples
+    resamples: int  # bootstrap resamples of the validation examples for tie_share
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.tie_share <= 1.0:
+            raise GradspaceError(f"discrete.tie_share={self.tie_share} must be in (0, 1]; 1.0 keeps the strict ranking")
+        if self.resamples < 1:
+            raise GradspaceError(f"discrete.resamples={self.resamples} must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,19 @@ class SAEFeatureConfig(FeatureConfig):
     threshold: float
     max_examples: int  # per class and split
     top_n: int  # strongest occurrences behind the most-frequent-token baseline
+    select_count: int  # > 0, with ids: []: this many latents picked by the rule of `features.select_latents`
+    select_density: list  # [low, high]: the share of training tokens a picked latent fires on
+    select_word_share: float  # at least this share of its firings on whole-word tokens
+    select_min_words: int  # and on at least this many distinct words
+
+    def __post_init__(self) -> None:
+        if self.select_count < 0:
+            raise GradspaceError(f"feature.select_count={self.select_count} must be 0 (use feature.ids) or positive")
+        if self.select_count and self.ids:
+            raise GradspaceError(f"feature.select_count={self.select_count} picks the latents itself; set feature.ids=[] "
+                                 f"(or select_count=0 to label ids {list(self.ids)})")
+        if len(self.select_density) != 2 or not 0 <= self.select_density[0] < self.select_density[1] <= 1:
+            raise GradspaceError(f"feature.select_density={list(self.select_density)} must be [low, high] with 0 <= low < high <= 1")
 
 
 FEATURE_KINDS = {"words": WordsFeatureConfig, "category": CategoryFeatureConfig, "sae": SAEFeatureConfig}
@@ -160,7 +181,7 @@ def feature_config(section: Any) -> FeatureConfig:
     if kind not in FEATURE_KINDS:
         raise GradspaceError(f"feature.kind='{kind}' is unknown; use one of {', '.join(FEATURE_KINDS)}")
     config = config_from_section(FEATURE_KINDS[kind], values, "feature")
-    if not config.ids:
+    if not config.ids and not getattr(config, "select_count", 0):
         raise GradspaceError("feature.ids is empty; name at least one feature, e.g. feature.ids=[mammal]")
     return config
 

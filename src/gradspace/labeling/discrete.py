@@ -4,6 +4,12 @@ objective); and the held-out evaluation of a hard label. At most `max_candidates
 all of them from the soft labels (their top tokens and the argmax labels they visited) and from the objective's
 gradient at the best ones (swaps): no list of words is enumerated.
 
+A word list's validation split holds few positive words, so two candidates' AUROCs there differ by noise as often
+as by merit. The point ranking decides only where its lead holds up: the candidates that score at least the best's
+AUROC in a set share of paired bootstrap resamples of the validation examples tie with it, and among them the soft
+labels' choice (the most probable under p) wins (Breiman's one-standard-error rule, with the optimiser's own
+preference in place of the simplest model).
+
 Single-token labels: the union of every restart's top candidates (and of the argmax labels visited most often
 during training) is scored. Multi-token labels: from each restart's argmax sequence, coordinate ascent replaces one position at a
 time with that position's top candidates.
@@ -40,6 +46,8 @@ class LabelScore:
     naturalness: float = 0.0  # balanced mean of -log q(label) under the LM's own prediction at the label slots
     objective: float = 0.0  # the training objective at this hard label: loss + kl_weight * naturalness
     threshold: float = 0.0  # the readout's decision boundary for this label (the per-label calibration)
+    # the readout per example, in the scorer's order (positives first): what the bootstrap of the selection resamples
+    example_scores: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def ranking_key(self) -> tuple[float, float, float]:
         """Larger is better: the higher AUROC, then the higher accuracy, then the lower objective."""
@@ -57,6 +65,8 @@ class DiscreteResult:
     scored: list[LabelScore] = field(default_factory=list)
     # label -> the first stage that scored it: one of STAGES
     found_by: dict[tuple[int, ...], str] = field(default_factory=dict)
+    # the labels within the validation split's noise of the top-ranked one (it among them), most probable under p first
+    tied: list[tuple[int, ...]] = field(default_factory=list)
 
     def scores_of(self, label: tuple[int, ...]) -> LabelScore | None:
         """The label's validation score if the discrete step scored it."""
@@ -167,7 +177,7 @@ class HardLabelScorer:
             accuracy, auroc, loss, threshold = classification_metrics(s, self.targets, None if thresholds is None else thresholds[index])
             naturalness = float(balanced_mean(nll, self.targets))
             results.append(LabelScore(tuple(int(t) for t in label), accuracy, auroc, loss, naturalness,
-                                      loss + self.kl_weight * naturalness, threshold))
+                                      loss + self.kl_weight * naturalness, threshold, s))
         return results
 
     @torch.no_grad()
@@ -239,7 +249,8 @@ def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfi
     the `config.top` labels the soft labels' argmax `visited` most often during training (most visited first), the LM prior's `config.prior_top` candidates for
     the first token (the rest of the best label so far after it), and up to `config.swap_rounds` rounds of
     gradient-guided swaps from the `config.swap_beam` best labels so far (each round starts only from labels not
-    yet expanded); `config.max_candidates` labels at most, in that order."""
+    yet expanded); `config.max_candidates` labels at most, in that order. Of the labels tied with the top-ranked one
+    within the validation examples' noise (`ties_with_first` at `config.tie_share`), the most probable under p wins."""
     candidates_per_position = p.topk(min(config.top, p.shape[-1]), dim=-1).indices  # [R, L, top]
     scored: dict[tuple[int, ...], LabelScore] = {}
     found_by: dict[tuple[int, ...], str] = {}
@@ -275,4 +286,32 @@ def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfi
             expanded.add(label)
             evaluate(scorer.swap_candidates(label, config.swap_top), "gradient_swap")
     ranked = sorted(scored.values(), key=LabelScore.ranking_key, reverse=True)
-    return DiscreteResult(best=ranked[0], scored=ranked, found_by=found_by)
+    scores = torch.stack([score.example_scores for score in ranked])
+    tied_mask = ties_with_first(scores, scorer.targets, config.tie_share, config.resamples)
+    tied = sorted((score.label_ids for score, is_tied in zip(ranked, tied_mask.tolist()) if is_tied),
+                  key=lambda label: label_probability(p, label), reverse=True)
+    return DiscreteResult(best=scored[tied[0]], scored=ranked, found_by=found_by, tied=tied)
+
+
+def label_probability(p: torch.Tensor, label: Sequence[int]) -> float:
+    """The most any restart's soft label [R, L, V] gives the hard label: max over restarts of the product over positions."""
+    positions = torch.arange(len(label))
+    return float(p[:, positions, torch.tensor(list(label))].prod(-1).max())
+
+
+def ties_with_first(scores: torch.Tensor, targets: torch.Tensor, share: float, resamples: int, seed: int = 0) -> torch.Tensor:
+    """[n_labels] bool: the labels whose AUROC is at least the first label's in `share` or more of `resamples` paired
+    bootstrap resamples of the examples (each class drawn with replacement from its own examples). `scores` is
+    [n_labels, n_examples], `targets` [n_examples]; the first label always ties with itself."""
+    positive, negative = scores[:, targets.bool()].double(), scores[:, ~targets.bool()].double()
+    # wins[l, i, j]: label l ranks positive i above negative j (a tie counts half), so a resample's AUROC is
+    # counts_pos · wins · counts_neg over the number of pairs, for all labels and resamples in two products.
+    wins = (positive[:, :, None] > negative[:, None, :]).double() + 0.5 * (positive[:, :, None] == negative[:, None, :]).double()
+    generator = torch.Generator().manual_seed(seed)
+    n_pos, n_neg = positive.shape[1], negative.shape[1]
+    draw = lambda n: torch.zeros(resamples, n, dtype=torch.float64).scatter_add_(  # noqa: E731
+        1, torch.randint(n, (resamples, n), generator=generator), torch.ones(resamples, n, dtype=torch.float64))
+    counts_pos, counts_neg = draw(n_pos), draw(n_neg)
+    auroc = torch.einsum("bi,lij,bj->bl", counts_pos, wins, counts_neg) / (n_pos * n_neg)  # [resamples, n_labels]
+    at_least_first = (auroc >= auroc[:, :1] - 1e-12).double().mean(0)
+    return at_least_first >= share - 1e-12

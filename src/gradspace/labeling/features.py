@@ -16,7 +16,7 @@ import torch
 
 from gradspace.errors import GradspaceError
 from gradspace.labeling.activations import token_activations
-from gradspace.labeling.config import FeatureConfig
+from gradspace.labeling.config import FeatureConfig, SAEFeatureConfig
 from gradspace.labeling.prompts import Example, word_token_id
 from gradspace.labeling.sae import SparseAutoencoder
 from gradspace.labeling.vocabulary import word_tokens
@@ -59,24 +59,32 @@ class Corpus:
 
 
 def load_corpus(feature: FeatureConfig, model_cfg: Mapping, cache_dir) -> Corpus | None:
-    """Texts to find feature activations and word frequencies in: the synthetic world's corpora for synthetic
-    models, or `feature.corpus_path` (one text per line; the last `heldout_fraction` of lines held out)."""
-    limit = feature.max_texts
+    """Texts to find feature activations and word frequencies in: `feature.corpus_path` (one text per line), else the
+    synthetic world's corpora for synthetic models, else for SAE latents of a real LM real English text (the
+    Wikipedia sample of `gradspace.data.english_text`). In a text file the last `heldout_fraction` of lines are held
+    out (whole articles of the Wikipedia sample)."""
     if feature.corpus_path:
         from pathlib import Path
 
         file = Path(str(feature.corpus_path)).expanduser()
         if not file.is_file():
             raise GradspaceError(f"feature.corpus_path={file} does not exist; point it at a text file with one text per line")
-        lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        cut = max(1, int(len(lines) * (1 - feature.heldout_fraction)))
-        return Corpus(lines[:cut][:limit], lines[cut:][:limit])
+        return _held_out_tail([line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()], feature)
     if model_cfg.get("source") == "synth":
         from gradspace.synth.world import WorldConfig, load_or_build_world
 
         world = load_or_build_world(WorldConfig(**dict(model_cfg.get("world") or {})), cache_dir)
-        return Corpus(world.train_corpus[:limit], world.heldout_corpus[:limit])
+        return Corpus(world.train_corpus[: feature.max_texts], world.heldout_corpus[: feature.max_texts])
+    if isinstance(feature, SAEFeatureConfig):
+        from gradspace.data.english_text import english_sentences
+
+        return _held_out_tail(english_sentences(cache_dir), feature)
     return None
+
+
+def _held_out_tail(lines: list[str], feature: FeatureConfig) -> Corpus:
+    cut = max(1, int(len(lines) * (1 - feature.heldout_fraction)))
+    return Corpus(lines[:cut][: feature.max_texts], lines[cut:][: feature.max_texts])
 
 
 def _split(items: list, fraction: float, rng: random.Random) -> tuple[list, list]:
@@ -190,6 +198,71 @@ def latent_activations(lm, tokenizer, sae: SparseAutoencoder, texts: Sequence[st
     device = sae.W_dec.device
     return [(ids, sae.encode(acts.to(device))[..., index.to(device)].cpu())
             for ids, acts in token_activations(lm, tokenizer, texts, sae.hook_name)]
+
+
+@dataclass
+class LatentSelection:
+    """The latents the rule picked, and what it saw: per picked latent its density and distinct words."""
+
+    ids: list[int]
+    eligible: int
+    tokens: int
+    density: dict[int, float]
+    distinct_words: dict[int, int]
+
+
+class LatentFirings:
+    """Per latent, over streamed token batches: how often it fires, how often on a whole-word token, and on which
+    distinct words."""
+
+    def __init__(self, d_sae: int, words: torch.Tensor):
+        self.words = words  # [V] bool: the whole-word tokens
+        self.firings = torch.zeros(d_sae, dtype=torch.long)
+        self.word_firings = torch.zeros(d_sae, dtype=torch.long)
+        self.tokens = 0
+        self._pairs: list[torch.Tensor] = []  # latent * V + token for each (latent, word) seen firing
+
+    def add(self, fired: torch.Tensor, tokens: torch.Tensor) -> None:
+        """`fired` [n, d_sae] bool for the `tokens` [n]."""
+        is_word = self.words[tokens]
+        self.tokens += len(tokens)
+        self.firings += fired.sum(0)
+        self.word_firings += fired[is_word].sum(0)
+        position, latent = fired[is_word].nonzero(as_tuple=True)
+        self._pairs.append((latent * len(self.words) + tokens[is_word][position]).unique())
+
+    def distinct_words(self) -> torch.Tensor:
+        if not self._pairs:
+            return torch.zeros_like(self.firings)
+        return torch.bincount(torch.cat(self._pairs).unique() // len(self.words), minlength=len(self.firings))
+
+    def pick(self, count: int, density: Sequence[float], word_share: float, min_words: int) -> LatentSelection:
+        """The rule: density within [low, high], `word_share` of the firings on words, `min_words` distinct words;
+        `count` of the eligible at evenly spaced ranks of density, rarest to commonest."""
+        share = self.firings.double() / max(1, self.tokens)
+        distinct = self.distinct_words()
+        eligible = ((share >= density[0]) & (share <= density[1]) & (self.firings > 0)
+                    & (self.word_firings >= word_share * self.firings) & (distinct >= min_words)).nonzero().flatten()
+        if len(eligible) < count:
+            raise GradspaceError(f"only {len(eligible)} SAE latents meet the selection rule on {self.tokens} tokens, fewer than "
+                                 f"feature.select_count={count}; lower select_count or widen select_density, select_word_share, "
+                                 f"select_min_words")
+        by_density = eligible[share[eligible].argsort(stable=True)]
+        picks = by_density[torch.linspace(0, len(by_density) - 1, count).round().long()].tolist()
+        return LatentSelection(picks, len(eligible), self.tokens, {i: float(share[i]) for i in picks},
+                               {i: int(distinct[i]) for i in picks})
+
+
+@torch.no_grad()
+def select_latents(lm, tokenizer, sae: SparseAutoencoder, texts: Sequence[str], count: int, threshold: float,
+                   density: Sequence[float], word_share: float, min_words: int) -> LatentSelection:
+    """The written rule of conf/feature/sae_latent.yaml over `texts` (`LatentFirings.pick`); a latent fires where its
+    activation exceeds `threshold`."""
+    vocabulary = max(len(tokenizer), int(lm.get_input_embeddings().weight.shape[0]))
+    firings = LatentFirings(sae.d_sae, word_tokens(tokenizer, vocabulary, min_letters=1))
+    for ids, acts in token_activations(lm, tokenizer, texts, sae.hook_name):
+        firings.add((sae.encode(acts.to(sae.W_dec.device)) > threshold).cpu(), torch.tensor(ids))
+    return firings.pick(count, density, word_share, min_words)
 
 
 def sae_latent_features(ids: Sequence[int], lm, tokenizer, sae: SparseAutoencoder, corpus: Corpus, threshold: float,

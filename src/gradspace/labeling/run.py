@@ -5,6 +5,7 @@ W&B table)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -19,8 +20,8 @@ from gradspace.labeling.config import (BuiltinSAEConfig, LabelingConfig, LocalSA
                                        WordsFeatureConfig)
 from gradspace.labeling.discrete import HardLabelScorer, select_label
 from gradspace.labeling.discriminator import Discriminator
-from gradspace.labeling.features import (Corpus, FeatureData, category_features, load_corpus, sae_latent_features, token_counts,
-                                         word_list_features)
+from gradspace.labeling.features import (Corpus, FeatureData, category_features, load_corpus, sae_latent_features, select_latents,
+                                         token_counts, word_list_features)
 from gradspace.labeling.oracle import OracleResult, is_accepted, oracle_check
 from gradspace.labeling.prompts import PromptBuilder, PromptSpec, resolve_prompt_spec
 from gradspace.labeling.sae import SparseAutoencoder, load_local_sae, load_saelens_sae
@@ -41,6 +42,8 @@ def load_sae(config: BuiltinSAEConfig | LocalSAEConfig | SAELensConfig, loaded: 
     if isinstance(config, BuiltinSAEConfig):
         from gradspace.labeling.sae_training import ensure_builtin_sae
 
+        if config.hook_name is None:  # the middle layer's residual stream
+            config = dataclasses.replace(config, hook_name=f"blocks.{loaded.model.config.num_hidden_layers // 2}.hook_resid_post")
         sae = ensure_builtin_sae(config, loaded.model, loaded.tokenizer, corpus.train, f"{loaded.path}@{loaded.revision}", cache_dir)
     elif isinstance(config, LocalSAEConfig):
         sae = load_local_sae(config.path)
@@ -64,7 +67,16 @@ def build_features(config: LabelingConfig, model_cfg, loaded: LoadedModel, cache
         if corpus is None:
             raise GradspaceError("SAE latents are found in a corpus; set feature.corpus_path=<text file, one text per line>")
         sae = load_sae(config.sae, loaded, corpus, cache_dir)
-        features = sae_latent_features(feature.ids, loaded.model, tokenizer, sae, corpus, feature.threshold, feature.max_examples,
+        ids = list(feature.ids)
+        if feature.select_count:
+            selection = select_latents(loaded.model, tokenizer, sae, corpus.train, feature.select_count, feature.threshold,
+                                       feature.select_density, feature.select_word_share, feature.select_min_words)
+            log.info("the rule picked latents %s of %d eligible (density %s, distinct words %s)", selection.ids, selection.eligible,
+                     {i: round(d, 4) for i, d in selection.density.items()}, selection.distinct_words)
+            sae.extra_cfg["selection"] = {"ids": selection.ids, "eligible": selection.eligible, "tokens": selection.tokens,
+                                          "density": selection.density, "distinct_words": selection.distinct_words}
+            ids = selection.ids
+        features = sae_latent_features(ids, loaded.model, tokenizer, sae, corpus, feature.threshold, feature.max_examples,
                                        feature.split_seed, feature.top_n, feature.validation_fraction)
         return features, sae
     counts = token_counts(tokenizer, corpus.train) if corpus else None
@@ -172,6 +184,8 @@ def label_feature(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
         "selection": {"accuracy": chosen.best.balanced_accuracy, "auroc": chosen.best.auroc, "loss": chosen.best.loss,
                       "naturalness": chosen.best.naturalness, "objective": chosen.best.objective,
                       "n_candidates": len(chosen.scored), "found_by": chosen.found_by[chosen.best.label_ids],
+                      "top_ranked": token_text(tokenizer, chosen.scored[0].label_ids),
+                      "tied": [token_text(tokenizer, ids) for ids in chosen.tied],
                       "examples": {"positive": len(feature.validation_positive[:limit]), "negative": len(feature.validation_negative[:limit])},
                       "ranking": [[token_text(tokenizer, s.label_ids), round(s.auroc, 4), round(s.balanced_accuracy, 4)]
                                   for s in chosen.scored[:10]]},

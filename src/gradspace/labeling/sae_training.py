@@ -4,8 +4,6 @@ so the SAE path runs offline. It is cached in SAELens format under `cache_dir/sa
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -15,13 +13,14 @@ import torch
 from gradspace.errors import GradspaceError
 from gradspace.labeling.sae import CFG_FILE, SparseAutoencoder, load_local_sae, save_sae
 from gradspace.labeling.activations import token_activations
+from gradspace.utils.cache import fingerprint
 
 TRAINABLE = ("topk", "standard")
 
 
 @dataclass
 class BuiltinSAEConfig:
-    hook_name: str = "blocks.2.hook_resid_post"
+    hook_name: str | None = None  # None: the model's middle layer, blocks.<n_layers // 2>.hook_resid_post
     architecture: str = "topk"
     d_sae: int = 512
     k: int = 8  # topk: latents active per token
@@ -71,11 +70,14 @@ def train_sae(activations: torch.Tensor, config: BuiltinSAEConfig, hook_name: st
 
 def ensure_builtin_sae(config: BuiltinSAEConfig, lm, tokenizer, texts: Sequence[str], model_id: str, cache_dir: str | Path) -> SparseAutoencoder:
     """The cached SAE for (model, config), trained on `texts` the first time."""
-    key = hashlib.sha256(json.dumps({"model": model_id, **asdict(config)}, sort_keys=True).encode()).hexdigest()[:12]
+    texts = list(texts)[: config.n_texts]
+    if config.hook_name is None:
+        raise GradspaceError("the built-in SAE needs sae.hook_name (label.py fills in the model's middle layer)")
+    key = fingerprint({"model": model_id, **asdict(config)}, texts)[:12]
     directory = Path(cache_dir).expanduser() / "saes" / f"{config.architecture}-{config.d_sae}-{config.hook_name}-{key}"
     if (directory / CFG_FILE).is_file():
         return load_local_sae(directory)
-    activations = collect_activations(lm, tokenizer, list(texts)[: config.n_texts], config.hook_name)
+    activations = collect_activations(lm, tokenizer, texts, config.hook_name)
     sae = train_sae(activations, config, config.hook_name, extra_cfg={"model_name": model_id, "training": asdict(config)})
     with torch.no_grad():
         recon = sae(activations[:4096])
