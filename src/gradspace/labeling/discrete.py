@@ -286,6 +286,8 @@ def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfi
             expanded.add(label)
             evaluate(scorer.swap_candidates(label, config.swap_top), "gradient_swap")
     ranked = sorted(scored.values(), key=LabelScore.ranking_key, reverse=True)
+    if config.tie_share >= 1.0:  # the strict ranking
+        return DiscreteResult(best=ranked[0], scored=ranked, found_by=found_by, tied=[ranked[0].label_ids])
     scores = torch.stack([score.example_scores for score in ranked])
     tied_mask = ties_with_first(scores, scorer.targets, config.tie_share, config.resamples)
     tied = sorted((score.label_ids for score, is_tied in zip(ranked, tied_mask.tolist()) if is_tied),
