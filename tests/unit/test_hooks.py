@@ -1,6 +1,7 @@
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM,
+                          LlamaConfig, LlamaForCausalLM)
 
 from gradspace.errors import GradspaceError
 from gradspace.models.hooks import capture_activations
@@ -14,7 +15,14 @@ def tiny_models():
                                             intermediate_size=64, vocab_size=40, max_position_embeddings=32))
     gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=40, n_positions=32,
                                       bos_token_id=0, eos_token_id=0))
-    return [(neox.eval(), neox.gpt_neox.final_layer_norm), (gpt2.eval(), gpt2.transformer.ln_f)]
+    # The real models' architectures (SmolLM2: llama, Gemma-3-270M: gemma3_text), as tiny as these.
+    llama = LlamaForCausalLM(LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         intermediate_size=64, vocab_size=40, max_position_embeddings=32))
+    gemma = Gemma3ForCausalLM(Gemma3TextConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                               head_dim=8, intermediate_size=64, vocab_size=40, max_position_embeddings=32,
+                                               sliding_window=16))
+    return [(neox.eval(), neox.gpt_neox.final_layer_norm), (gpt2.eval(), gpt2.transformer.ln_f), (llama.eval(), llama.model.norm),
+            (gemma.eval(), gemma.model.norm)]
 
 
 @pytest.mark.parametrize("model, final_norm", tiny_models())
@@ -45,3 +53,17 @@ def test_bad_hook_names(name, message):
     with pytest.raises(GradspaceError, match=message):
         with capture_activations(model, [name]):
             pass
+
+
+@pytest.mark.parametrize("model, final_norm", tiny_models())
+def test_a_forward_stopped_at_the_hook_captures_the_same_and_runs_nothing_after(model, final_norm):
+    ids = torch.randint(0, 40, (2, 6))
+    with torch.no_grad(), capture_activations(model, ["blocks.0.hook_resid_post"]) as full:
+        model(ids)
+    after = []
+    handle = final_norm.register_forward_hook(lambda *_: after.append(True))
+    with torch.no_grad(), capture_activations(model, ["blocks.0.hook_resid_post"], stop_forward=True) as stopped:
+        model(ids)
+        after.append("the statement after the forward")  # skipped: the forward ended by leaving the context
+    handle.remove()
+    assert torch.equal(stopped["blocks.0.hook_resid_post"], full["blocks.0.hook_resid_post"]) and after == []

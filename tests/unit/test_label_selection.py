@@ -15,13 +15,15 @@ SOFT_WORD, SHARP_WORD, BAD_WORD = 7, 3, 5
 
 
 def selection_config(**changes) -> DiscreteConfig:
-    settings = dict(top=3, sweeps=1, prior_top=0, swap_rounds=0, swap_top=1, swap_beam=1, max_examples=256,
-                    max_candidates=64, tie_share=0.16, resamples=400)
+    """The soft label's top word as its only candidate, one round of swaps from it."""
+    settings = dict(top=1, sweeps=1, prior_top=0, swap_rounds=1, swap_top=1, swap_beam=1, max_examples=256,
+                    max_candidates=64, tie_share=0.16, resamples=400, tie_break="soft_label")
     return DiscreteConfig(**{**settings, **changes})
 
 
 class TableScorer(HardLabelScorer):
-    """A scorer whose readout of label (t,) on the examples is the fixed row `table[t]` (positives first)."""
+    """A scorer whose readout of label (t,) on the examples is the fixed row `table[t]` (positives first), and whose
+    gradient swaps propose the sharp word from any label."""
 
     def __init__(self, table: torch.Tensor, n_positive: int):
         self.table = table
@@ -30,6 +32,9 @@ class TableScorer(HardLabelScorer):
 
     def per_example_outputs(self, labels):
         return self.table[[label[0] for label in labels]], torch.zeros(len(labels), self.table.shape[1])
+
+    def swap_candidates(self, label, top):
+        return [(SHARP_WORD,)]
 
 
 def readouts(n_positive: int, n_negative: int, misranked_positives: int, seed: int) -> torch.Tensor:
@@ -56,23 +61,26 @@ def soft_label_on(word: int, runner_up: int) -> torch.Tensor:
 
 
 def test_within_the_noise_of_few_validation_words_the_soft_labels_word_wins():
-    """4 validation positives: the soft label's word misranks one of them (AUROC ~0.9), another candidate none
-    (1.0); the lead rests on one word, so the soft label's word is kept. The strict ranking keeps the other."""
+    """4 validation positives: the soft label's word misranks one of them (AUROC ~0.9), the swap's word none (1.0);
+    the lead rests on one word, so the soft label's word is kept. The strict ranking, and the lowest objective among
+    the tied, keep the swap's word."""
     table = table_of(n_positive=4, n_negative=60, soft_misranked=1)
     scorer, p = TableScorer(table, 4), soft_label_on(SOFT_WORD, SHARP_WORD)
     chosen = select_label(scorer, p, selection_config())
-    assert chosen.scored[0].auroc == pytest.approx(1.0) and chosen.scores_of((SOFT_WORD,)).auroc < 1.0
-    assert chosen.best.label_ids == (SOFT_WORD,) and (SHARP_WORD,) in chosen.tied
+    assert chosen.found_by == {(SOFT_WORD,): "soft_label_top", (SHARP_WORD,): "gradient_swap"}
+    assert chosen.scored[0].label_ids == (SHARP_WORD,) and chosen.scored[0].auroc == pytest.approx(1.0)
+    assert chosen.best.label_ids == (SOFT_WORD,) and chosen.best.auroc < 1.0 and set(chosen.tied) == {(SOFT_WORD,), (SHARP_WORD,)}
     strict = select_label(scorer, p, selection_config(tie_share=1.0))
-    assert strict.best.label_ids != (SOFT_WORD,) and strict.best.auroc == pytest.approx(1.0)
+    by_objective = select_label(scorer, p, selection_config(tie_break="objective"))
+    assert strict.best.label_ids == by_objective.best.label_ids == (SHARP_WORD,)
+    assert by_objective.best.objective < chosen.best.objective
 
 
 def test_a_lead_the_validation_words_bear_out_beats_the_soft_label():
-    """40 validation positives, of which the soft label's word misranks 12: the better candidate wins outright."""
+    """40 validation positives, of which the soft label's word misranks 12: the swap's word wins outright."""
     table = table_of(n_positive=40, n_negative=60, soft_misranked=12)
     chosen = select_label(TableScorer(table, 40), soft_label_on(SOFT_WORD, SHARP_WORD), selection_config())
-    assert chosen.best.label_ids != (SOFT_WORD,) and chosen.best.auroc == pytest.approx(1.0)
-    assert (SOFT_WORD,) not in chosen.tied
+    assert chosen.best.label_ids == (SHARP_WORD,) and chosen.tied == [(SHARP_WORD,)]
 
 
 def test_ties_are_paired_bootstrap_resamples_of_each_class():
@@ -87,7 +95,8 @@ def test_ties_are_paired_bootstrap_resamples_of_each_class():
 
 
 @pytest.mark.parametrize(("changes", "message"), [({"tie_share": 0.0}, "tie_share=0.0 must be in"),
-                                                  ({"resamples": 0}, "resamples=0 must be at least 1")])
+                                                  ({"resamples": 0}, "resamples=0 must be at least 1"),
+                                                  ({"tie_break": "votes"}, "tie_break='votes' is unknown")])
 def test_selection_settings_are_checked(changes, message):
     with pytest.raises(GradspaceError, match=message):
         selection_config(**changes)

@@ -28,7 +28,7 @@ def token_activations(lm, tokenizer, texts: Sequence[str], hook_name: str, batch
         for row, ids in enumerate(chunk):
             input_ids[row, : len(ids)] = torch.tensor(ids)
             attention[row, : len(ids)] = 1
-        with capture_activations(lm, [hook_name]) as captured:
+        with capture_activations(lm, [hook_name], stop_forward=True) as captured:  # the blocks after the hook never run
             lm(input_ids=input_ids.to(device), attention_mask=attention.to(device))
         activations = captured[hook_name].float().cpu()
         for row, ids in enumerate(chunk):

@@ -53,6 +53,9 @@ class SoftLabelConfig:
             raise GradspaceError(f"label.steps={self.steps} must be positive (the example stream is endless)")
 
 
+TIE_BREAKS = ("soft_label", "objective")
+
+
 @dataclass(frozen=True)
 class DiscreteConfig:
     """The `discrete` section: which candidates the discrete step scores as hard tokens."""
@@ -67,10 +70,13 @@ class DiscreteConfig:
     max_candidates: int  # labels the discrete step scores at most, per feature
     tie_share: float  # a candidate ties with the best when it scores at least the best's AUROC in this share of resamples
     resamples: int  # bootstrap resamples of the validation examples for tie_share
+    tie_break: str  # among tied candidates: "soft_label" (the soft labels' own first) or "objective" (the lowest)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.tie_share <= 1.0:
             raise GradspaceError(f"discrete.tie_share={self.tie_share} must be in (0, 1]; 1.0 keeps the strict ranking")
+        if self.tie_break not in TIE_BREAKS:
+            raise GradspaceError(f"discrete.tie_break='{self.tie_break}' is unknown; use one of {', '.join(TIE_BREAKS)}")
         if self.resamples < 1:
             raise GradspaceError(f"discrete.resamples={self.resamples} must be at least 1")
 

@@ -5,10 +5,11 @@ all of them from the soft labels (their top tokens and the argmax labels they vi
 gradient at the best ones (swaps): no list of words is enumerated.
 
 A word list's validation split holds few positive words, so two candidates' AUROCs there differ by noise as often
-as by merit. The point ranking decides only where its lead holds up: the candidates that score at least the best's
-AUROC in a set share of paired bootstrap resamples of the validation examples tie with it, and among them the soft
-labels' choice (the most probable under p) wins (Breiman's one-standard-error rule, with the optimiser's own
-preference in place of the simplest model).
+as by merit; and the swaps are ranked by the gradient on those same validation examples, so their validation
+scores are biased upwards. The point ranking decides only where its lead holds up: the candidates that score at
+least the best's AUROC in a set share of paired bootstrap resamples of the validation examples tie with it, and
+among them the soft labels' own candidates come first, the lowest training objective of them winning (Breiman's
+one-standard-error rule, with the optimiser's candidates in place of the simplest model).
 
 Single-token labels: the union of every restart's top candidates (and of the argmax labels visited most often
 during training) is scored. Multi-token labels: from each restart's argmax sequence, coordinate ascent replaces one position at a
@@ -54,8 +55,10 @@ class LabelScore:
         return (self.auroc, self.balanced_accuracy, -self.objective)
 
 
-# The stages of the discrete step, in order; the first two are the soft label's own result.
+# The stages of the discrete step, in order; the first two are the soft label's own result, and coordinate ascent
+# only recombines the soft labels' top tokens (the LM prior and the swaps bring words of their own).
 SOFT_LABEL_STAGES = ("soft_label_visited", "soft_label_top")
+SOFT_LABEL_DERIVED = (*SOFT_LABEL_STAGES, "coordinate_ascent")
 STAGES = (*SOFT_LABEL_STAGES, "coordinate_ascent", "lm_prior", "gradient_swap")
 
 
@@ -250,7 +253,8 @@ def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfi
     the first token (the rest of the best label so far after it), and up to `config.swap_rounds` rounds of
     gradient-guided swaps from the `config.swap_beam` best labels so far (each round starts only from labels not
     yet expanded); `config.max_candidates` labels at most, in that order. Of the labels tied with the top-ranked one
-    within the validation examples' noise (`ties_with_first` at `config.tie_share`), the most probable under p wins."""
+    within the validation examples' noise (`ties_with_first` at `config.tie_share`), `config.tie_break` picks: the
+    soft labels' own candidates first, then the lowest objective (soft_label), or the lowest objective (objective)."""
     candidates_per_position = p.topk(min(config.top, p.shape[-1]), dim=-1).indices  # [R, L, top]
     scored: dict[tuple[int, ...], LabelScore] = {}
     found_by: dict[tuple[int, ...], str] = {}
@@ -290,15 +294,13 @@ def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfi
         return DiscreteResult(best=ranked[0], scored=ranked, found_by=found_by, tied=[ranked[0].label_ids])
     scores = torch.stack([score.example_scores for score in ranked])
     tied_mask = ties_with_first(scores, scorer.targets, config.tie_share, config.resamples)
-    tied = sorted((score.label_ids for score, is_tied in zip(ranked, tied_mask.tolist()) if is_tied),
-                  key=lambda label: label_probability(p, label), reverse=True)
+    tied_scores = [score for score, is_tied in zip(ranked, tied_mask.tolist()) if is_tied]
+    if config.tie_break == "soft_label":  # the soft labels' own candidates before those the validation gradient found
+        tied_scores.sort(key=lambda score: (found_by[score.label_ids] not in SOFT_LABEL_DERIVED, score.objective))
+    else:
+        tied_scores.sort(key=lambda score: score.objective)
+    tied = [score.label_ids for score in tied_scores]
     return DiscreteResult(best=scored[tied[0]], scored=ranked, found_by=found_by, tied=tied)
-
-
-def label_probability(p: torch.Tensor, label: Sequence[int]) -> float:
-    """The most any restart's soft label [R, L, V] gives the hard label: max over restarts of the product over positions."""
-    positions = torch.arange(len(label))
-    return float(p[:, positions, torch.tensor(list(label))].prod(-1).max())
 
 
 def ties_with_first(scores: torch.Tensor, targets: torch.Tensor, share: float, resamples: int, seed: int = 0) -> torch.Tensor:

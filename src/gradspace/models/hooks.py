@@ -23,6 +23,7 @@ BLOCK_PATHS = {
     "gpt2": ("transformer.h", "attn", "mlp"),
     "llama": ("model.layers", "self_attn", "mlp"),
     "gemma2": ("model.layers", "self_attn", "mlp"),
+    "gemma3_text": ("model.layers", "self_attn", "mlp"),
 }
 
 
@@ -59,22 +60,36 @@ def _first_tensor(value):
     return value[0] if isinstance(value, (tuple, list)) else value
 
 
+class _ForwardStopped(Exception):
+    """Raised by a capturing hook once every activation asked for is in: the rest of the forward is not needed."""
+
+
 @contextmanager
-def capture_activations(model: torch.nn.Module, hook_names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Within the context, each forward pass stores `captured[hook_name] = activation [B, T, d]`."""
+def capture_activations(model: torch.nn.Module, hook_names: list[str], stop_forward: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the context, each forward pass stores `captured[hook_name] = activation [B, T, d]`. With
+    `stop_forward`, the forward ends as soon as every hook has fired (the later blocks and the output layer never
+    run; code after the forward call inside the context is skipped)."""
     captured: dict[str, torch.Tensor] = {}
     handles = []
+
+    def store(name: str, value) -> None:
+        captured[name] = value
+        if stop_forward and len(captured) == len(hook_names):
+            raise _ForwardStopped
+
     for name in hook_names:
         module, which = resolve_hook(model, name)
         if which == "input":
             handles.append(module.register_forward_pre_hook(
-                lambda _m, args, kwargs, name=name: captured.__setitem__(name, kwargs.get("hidden_states", args[0] if args else None)),
+                lambda _m, args, kwargs, name=name: store(name, kwargs.get("hidden_states", args[0] if args else None)),
                 with_kwargs=True,
             ))
         else:
-            handles.append(module.register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, _first_tensor(out))))
+            handles.append(module.register_forward_hook(lambda _m, _i, out, name=name: store(name, _first_tensor(out))))
     try:
         yield captured
+    except _ForwardStopped:
+        pass
     finally:
         for handle in handles:
             handle.remove()

@@ -1,0 +1,79 @@
+"""Issue 12's tables from `label.py` runs: one markdown table per results.json (a model and a seed), and over the
+seeds of a model the goal's count: features whose final label reaches >= 0.9 x the oracle's held-out AUROC and
+beats the most-frequent-token baseline in at least 2 of 3 seeds, and those whose label is the category word or a
+listed synonym (conf/feature/word_lists.yaml `labels`).
+
+    python benchmarks/label_tables.py <run dir>/results.json [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+
+def meets(feature: dict) -> tuple[bool, bool]:
+    """(>= 0.9 x oracle, beats the baseline); a feature without a baseline beats it."""
+    auroc = feature["heldout_auroc"]
+    near_oracle = feature["oracle"] is None or auroc >= 0.9 * feature["oracle"]["heldout_auroc"]
+    baseline = feature["baselines"].get("most_frequent_top_activating")
+    beats = baseline is None or baseline["heldout_auroc"] is None or auroc > baseline["heldout_auroc"]
+    return near_oracle, beats
+
+
+def table(results: dict) -> str:
+    lines = ["| feature | oracle AUROC | soft-label argmax (held-out AUROC) | final label | stage | held-out acc / AUROC "
+             "| ≥ 0.9 × oracle | baseline (AUROC) | beats baseline | accepted word |", "|---|" * 1 + "---|" * 9]
+    for f in results["features"]:
+        if f["label"] is None:
+            lines.append(f"| {f['feature']} | {f['oracle']['heldout_auroc']:.3f} | – | (no label: oracle near chance) | | | | | | |")
+            continue
+        near_oracle, beats = meets(f)
+        baseline = f["baselines"].get("most_frequent_top_activating")
+        baseline_text = "–" if baseline is None else f"{baseline['label']} ({baseline['heldout_auroc']:.3f})"
+        oracle = "–" if f["oracle"] is None else f"{f['oracle']['heldout_auroc']:.3f}"
+        soft = f["soft_label"]
+        lines.append(f"| {f['feature']} | {oracle} | {soft['argmax']} ({soft['heldout_auroc']:.3f}) | {f['label']} | "
+                     f"{f['selection']['found_by']} | {f['heldout_accuracy']:.3f} / {f['heldout_auroc']:.3f} | "
+                     f"{'yes' if near_oracle else 'no'} | {baseline_text} | {'yes' if beats else 'no'} | "
+                     f"{'yes' if f.get('accepted') else 'no'} |")
+    labelled = [f for f in results["features"] if f["label"] is not None]
+    both = sum(all(meets(f)) for f in labelled)
+    accepted = sum(bool(f.get("accepted")) for f in labelled)
+    soft_accepted = sum(bool(f["soft_label"].get("accepted")) for f in labelled)
+    lines.append("")
+    lines.append(f"meets both (≥ 0.9 × oracle and beats the baseline): {both}/{len(results['features'])}; accepted word: "
+                 f"{accepted}/{len(results['features'])}; the soft label's argmax an accepted word: {soft_accepted}/{len(results['features'])}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", type=Path, help="results.json files of label.py runs")
+    args = parser.parse_args()
+    per_model: dict[str, list[dict]] = defaultdict(list)
+    for path in args.results:
+        results = json.loads(path.read_text(encoding="utf-8"))
+        timings = json.loads((path.parent / "timings.json").read_text(encoding="utf-8"))
+        seed = results["config"].get("seed")
+        print(f"\n{results['model']['name']}, seed {seed} ({path}); oracle {timings['oracle_seconds']:.0f} s, training "
+              f"{timings['train_seconds']:.0f} s ({results['steps']} steps)\n")
+        print(table(results))
+        per_model[results["model"]["name"]].append(results)
+    for model, runs in per_model.items():
+        if len(runs) < 2:
+            continue
+        counts: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+        for results in runs:
+            for f in results["features"]:
+                counts[f["feature"]].append((f["label"] is not None and all(meets(f)), bool(f.get("accepted"))))
+        goal = sum(sum(both for both, _ in marks) >= 2 for marks in counts.values())
+        accepted = sum(sum(word for _, word in marks) >= 2 for marks in counts.values())
+        print(f"\n{model} over {len(runs)} seeds: features meeting both in at least 2 seeds {goal}/{len(counts)} (goal 9); "
+              f"accepted word in at least 2 seeds {accepted}/{len(counts)} (goal 6)")
+
+
+if __name__ == "__main__":
+    main()
