@@ -23,7 +23,39 @@ def meets(feature: dict) -> tuple[bool, bool]:
     return near_oracle, beats
 
 
+def baseline_text(feature: dict, kind: str) -> str:
+    baseline = feature["baselines"].get(kind)
+    if baseline is None or baseline["heldout_auroc"] is None:
+        return "–"
+    return f"{baseline['label']} ({baseline['heldout_auroc']:.3f})"
+
+
+def latent_table(results: dict) -> str:
+    """SAE latents: no category word, so no oracle and no accepted words; both baselines, and what the rule saw."""
+    selection = (results.get("sae") or {}).get("selection") or {}
+    density, distinct = selection.get("density", {}), selection.get("distinct_words", {})
+    lines = ["| latent | density | distinct words | top-activating words | final label | stage | held-out acc / AUROC "
+             "| soft-label argmax (AUROC) | most frequent (AUROC) | vocabulary projection (AUROC) | beats both |", "|---" * 11 + "|"]
+    wins = 0
+    for f in results["features"]:
+        latent = f["feature"].removeprefix("latent")
+        beaten = [b["heldout_auroc"] for b in f["baselines"].values() if b["heldout_auroc"] is not None]
+        beats = all(f["heldout_auroc"] > auroc for auroc in beaten)
+        wins += beats
+        soft = f["soft_label"]
+        top = ", ".join(dict.fromkeys(f.get("top_activating", [])))
+        lines.append(f"| {latent} | {density.get(latent, float('nan')):.4f} | {distinct.get(latent, '–')} | {top or '–'} | {f['label']} | "
+                     f"{f['selection']['found_by']} | {f['heldout_accuracy']:.3f} / {f['heldout_auroc']:.3f} | "
+                     f"{soft['argmax']} ({soft['heldout_auroc']:.3f}) | {baseline_text(f, 'most_frequent_top_activating')} | "
+                     f"{baseline_text(f, 'vocabulary_projection')} | {'yes' if beats else 'no'} |")
+    lines += ["", f"the label beats both baselines on held-out occurrences: {wins}/{len(results['features'])}; rule: "
+              f"{selection.get('eligible', '?')} eligible latents over {selection.get('tokens', '?')} training tokens"]
+    return "\n".join(lines)
+
+
 def table(results: dict) -> str:
+    if results.get("sae"):
+        return latent_table(results)
     lines = ["| feature | oracle AUROC | soft-label argmax (held-out AUROC) | final label | stage | held-out acc / AUROC "
              "| ≥ 0.9 × oracle | baseline (AUROC) | beats baseline | accepted word |", "|---|" * 1 + "---|" * 9]
     for f in results["features"]:

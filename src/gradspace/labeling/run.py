@@ -192,6 +192,7 @@ def label_feature(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
         "heldout_accuracy": best.balanced_accuracy,
         "heldout_auroc": best.auroc,
         "heldout_examples": {"positive": len(feature.heldout_positive[:heldout_limit]), "negative": len(feature.heldout_negative[:heldout_limit])},
+        "top_activating": [token_text(tokenizer, [t]) for t in feature.top_activating_tokens[:10]],
         "baselines": baselines,
         "example_prompt": builder.render_text(feature.heldout_positive[0], best.label_ids),
     }
