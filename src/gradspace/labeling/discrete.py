@@ -68,7 +68,7 @@ class DiscreteResult:
     scored: list[LabelScore] = field(default_factory=list)
     # label -> the first stage that scored it: one of STAGES
     found_by: dict[tuple[int, ...], str] = field(default_factory=dict)
-    # the labels within the validation split's noise of the top-ranked one (it among them), most probable under p first
+    # the labels within the validation split's noise of the top-ranked one (it among them), in `tie_break` order: best first
     tied: list[tuple[int, ...]] = field(default_factory=list)
 
     def scores_of(self, label: tuple[int, ...]) -> LabelScore | None:
