@@ -284,14 +284,14 @@ def test_sae_latent_is_labelled_end_to_end(question_model, tmp_path):
     # Train (and cache) the built-in SAE first, to label latents that fire in both corpus splits but not everywhere.
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from gradspace.labeling.features import latent_activations, load_corpus
+    from gradspace.labeling.features import latent_columns, load_corpus, sae_codes
     from gradspace.labeling.sae_training import BuiltinSAEConfig, ensure_builtin_sae
 
     model, tokenizer = AutoModelForCausalLM.from_pretrained(question_model), AutoTokenizer.from_pretrained(question_model)
     corpus = load_corpus(LabelingConfig.from_config(cfg).feature, cfg.model, tmp_path / "cache")
     config = BuiltinSAEConfig(hook_name="blocks.1.hook_resid_post", d_sae=16, k=2, steps=30, batch_size=64)
     sae = ensure_builtin_sae(config, model, tokenizer, corpus.train, f"{question_model}@main", tmp_path / "cache")
-    rates = [torch.cat([acts for _, acts in latent_activations(model, tokenizer, sae, texts, range(16))]).gt(0).float().mean(0)
+    rates = [torch.cat([acts for _, acts in latent_columns(sae_codes(model, tokenizer, sae, texts), range(16))]).gt(0).float().mean(0)
              for texts in (corpus.train, corpus.heldout)]
     # Latents that fire on part of both splits, often enough in training to leave validation occurrences.
     firing = [i for i in range(16) if all(0 < float(rate[i]) < 1 for rate in rates) and 0.05 < float(rates[0][i]) < 0.95][:2]
@@ -308,7 +308,8 @@ def test_sae_latent_is_labelled_end_to_end(question_model, tmp_path):
 
     builder = PromptBuilder(PromptSpec("synth", cfg.prompt.families.synth.template, ("yes", "no")), tokenizer, label_length=1)
     yes, no = tokenizer.convert_tokens_to_ids(["yes", "no"])
-    latents = sae_latent_features(firing, model, tokenizer, sae, corpus, 0.0, int(cfg.feature.max_examples), 0)
+    latents = sae_latent_features(firing, sae, *(sae_codes(model, tokenizer, sae, texts) for texts in (corpus.train, corpus.heldout)),
+                                  0.0, int(cfg.feature.max_examples), 0)
     for feature, result in zip(latents, results["features"]):
         projection = result["baselines"]["vocabulary_projection"]
         assert len(projection["top10"]) == 10 and projection["heldout_auroc"] is not None
@@ -323,6 +324,31 @@ def test_sae_latent_is_labelled_end_to_end(question_model, tmp_path):
         inactive = [readout(e) for e in feature.heldout_negative[:500]]
         ordered = sum((a > b) + 0.5 * (a == b) for a in active for b in inactive) / (len(active) * len(inactive))
         assert result["heldout_auroc"] == pytest.approx(ordered, abs=1e-6)
+
+
+def test_sae_latents_picked_by_the_rule_from_one_pass_over_each_split(question_model, tmp_path, monkeypatch):
+    """feature.select_count: the rule picks the latents and the run labels those, reading each corpus split through
+    the model once (the rule and the latents' examples share the training texts' codes)."""
+    import gradspace.labeling.features as features
+
+    passes = []
+    read = features.token_activations
+
+    def counted(lm, tokenizer, texts, hook_name, **kwargs):
+        passes.append(len(texts))
+        return read(lm, tokenizer, texts, hook_name, **kwargs)
+
+    monkeypatch.setattr(features, "token_activations", counted)
+    cfg = label_cfg(question_model, tmp_path, "feature=sae_latent", "sae=builtin", "sae.d_sae=16", "sae.k=2", "sae.steps=30",
+                    "sae.batch_size=64", f"feature.corpus_path={question_model / 'corpus.txt'}", "feature.ids=[]",
+                    "feature.select_count=2", "feature.select_density=[0.01,0.5]", "feature.select_min_words=2",
+                    "label.steps=2", "label.restarts=1", word_lists=False)
+    corpus = features.load_corpus(LabelingConfig.from_config(cfg).feature, cfg.model, tmp_path / "cache")
+    results = run(cfg)
+    selection = results["sae"]["selection"]
+    assert len(selection["ids"]) == 2 and selection["eligible"] >= 2
+    assert [f["feature"] for f in results["features"]] == [f"latent{i}" for i in selection["ids"]]
+    assert passes == [len(corpus.train), len(corpus.heldout)]
 
 
 @pytest.mark.parametrize("template", ["the big is a the big {word} a {label} ?", "the big {label} is a {word} ?"])

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from gradspace.labeling.features import latent_activations, select_latents
+from gradspace.labeling.features import latent_columns, sae_codes, select_latents
 from gradspace.labeling.vocabulary import word_tokens
 from gradspace.labeling.sae import load_local_sae
 from gradspace.labeling.sae_training import BuiltinSAEConfig, collect_activations, ensure_builtin_sae
@@ -64,20 +64,21 @@ def test_latents_read_the_residual_stream_at_the_hook(model_and_tokenizer, tmp_p
         assert torch.allclose(stream, hidden[layer + 1][0, 1:], atol=1e-5) == (layer == 0)
         sae = ensure_builtin_sae(BuiltinSAEConfig(hook_name=hook, d_sae=8, k=2, steps=2, batch_size=16), model, tokenizer,
                                  TEXTS, "tiny@main", tmp_path)
-        ((tokens, acts),) = latent_activations(model, tokenizer, sae, [text], range(8))
+        ((tokens, acts),) = latent_columns(sae_codes(model, tokenizer, sae, [text]), range(8))
         assert tokens == full[1:] and torch.allclose(acts, sae.encode(stream), atol=1e-6)
 
 
 def test_the_rule_picks_latents_whose_recomputed_firings_meet_it(model_and_tokenizer, tmp_path):
-    """select_latents streams the texts through the model and the SAE: the latents it picks fire, on the same texts
-    read again by latent_activations, at the densities it reports, only on words, on enough distinct words."""
+    """select_latents reads the texts' SAE codes: the latents it picks fire, on the same texts read again by
+    latent_columns, at the densities it reports, only on words, on enough distinct words."""
     model, tokenizer = model_and_tokenizer
     sae = ensure_builtin_sae(BuiltinSAEConfig(hook_name="blocks.0.hook_resid_post", d_sae=24, k=3, steps=60, batch_size=64, lr=3e-3),
                              model, tokenizer, TEXTS, "tiny@main", tmp_path)
-    chosen = select_latents(model, tokenizer, sae, TEXTS, count=2, threshold=0.0, density=[0.01, 0.6], word_share=0.9, min_words=2)
-    assert len(chosen.ids) == 2 and chosen.eligible >= 2 and chosen.tokens == sum(len(tokenizer.encode(t)) for t in TEXTS)
     words = word_tokens(tokenizer, len(tokenizer), min_letters=1)
-    read = latent_activations(model, tokenizer, sae, TEXTS, chosen.ids)
+    chosen = select_latents(sae_codes(model, tokenizer, sae, TEXTS), words, count=2, threshold=0.0, density=[0.01, 0.6],
+                            word_share=0.9, min_words=2)
+    assert len(chosen.ids) == 2 and chosen.eligible >= 2 and chosen.tokens == sum(len(tokenizer.encode(t)) for t in TEXTS)
+    read = latent_columns(sae_codes(model, tokenizer, sae, TEXTS), chosen.ids)
     tokens = torch.tensor([t for ids, _ in read for t in ids])
     fired = torch.cat([acts for _, acts in read]) > 0
     for column, latent in enumerate(chosen.ids):

@@ -136,7 +136,7 @@ def test_cfg_sizes_must_match_the_weights(tmp_path):
 
 def test_latent_index_out_of_range_is_an_error():
     with pytest.raises(GradspaceError, match=r"out of range; this SAE has 10 latents"):
-        sae_latent_features([3, 10], lm=None, tokenizer=None, sae=SAES["standard"](), corpus=None, threshold=0.0, max_examples=10, seed=0)
+        sae_latent_features([3, 10], sae=SAES["standard"](), train_codes=[], heldout_codes=[], threshold=0.0, max_examples=10, seed=0)
 
 
 def test_readme_sae_commands_compose():

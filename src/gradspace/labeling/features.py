@@ -190,14 +190,23 @@ def word_list_features(sets: Mapping[str, Sequence[str]], labels: Mapping[str, S
                              heldout_fraction, validation_fraction, seed, counts)
 
 
+# One text's token ids and its SAE codes [n_tokens, d_sae], sparse (a top-k SAE has k nonzero codes a token)
+TextCodes = tuple[list[int], torch.Tensor]
+
+
 @torch.no_grad()
-def latent_activations(lm, tokenizer, sae: SparseAutoencoder, texts: Sequence[str], latents: Sequence[int]
-                       ) -> list[tuple[list[int], torch.Tensor]]:
-    """Per text: (token ids, activations [n_tokens, len(latents)] of the SAE's `latents` at its hook point)."""
-    index = torch.tensor(list(latents))
+def sae_codes(lm, tokenizer, sae: SparseAutoencoder, texts: Sequence[str]) -> list[TextCodes]:
+    """Per text: its token ids and the SAE's codes at its hook point, read in one pass that the latent rule and the
+    latents' examples then share (each forward pass of a real LM over the corpus takes minutes on a CPU)."""
     device = sae.W_dec.device
-    return [(ids, sae.encode(acts.to(device))[..., index.to(device)].cpu())
+    return [(ids, sae.encode(acts.to(device)).cpu().to_sparse())
             for ids, acts in token_activations(lm, tokenizer, texts, sae.hook_name)]
+
+
+def latent_columns(codes: Sequence[TextCodes], latents: Sequence[int]) -> list[tuple[list[int], torch.Tensor]]:
+    """Per text: (token ids, activations [n_tokens, len(latents)] of `latents`, dense)."""
+    index = torch.tensor(list(latents), dtype=torch.long)
+    return [(ids, text_codes.index_select(1, index).to_dense()) for ids, text_codes in codes]
 
 
 @dataclass
@@ -253,29 +262,26 @@ class LatentFirings:
                                {i: int(distinct[i]) for i in picks})
 
 
-@torch.no_grad()
-def select_latents(lm, tokenizer, sae: SparseAutoencoder, texts: Sequence[str], count: int, threshold: float,
-                   density: Sequence[float], word_share: float, min_words: int) -> LatentSelection:
-    """The written rule of conf/feature/sae_latent.yaml over `texts` (`LatentFirings.pick`); a latent fires where its
-    activation exceeds `threshold`."""
-    vocabulary = max(len(tokenizer), int(lm.get_input_embeddings().weight.shape[0]))
-    firings = LatentFirings(sae.d_sae, word_tokens(tokenizer, vocabulary, min_letters=1))
-    for ids, acts in token_activations(lm, tokenizer, texts, sae.hook_name):
-        firings.add((sae.encode(acts.to(sae.W_dec.device)) > threshold).cpu(), torch.tensor(ids))
+def select_latents(codes: Sequence[TextCodes], words: torch.Tensor, count: int, threshold: float, density: Sequence[float],
+                   word_share: float, min_words: int) -> LatentSelection:
+    """The written rule of conf/feature/sae_latent.yaml over the texts' `codes` (`LatentFirings.pick`); a latent
+    fires where its activation exceeds `threshold`; `words` [V] marks the whole-word tokens."""
+    firings = LatentFirings(codes[0][1].shape[1], words)
+    for ids, text_codes in codes:
+        firings.add(text_codes.to_dense() > threshold, torch.tensor(ids, dtype=torch.long))
     return firings.pick(count, density, word_share, min_words)
 
 
-def sae_latent_features(ids: Sequence[int], lm, tokenizer, sae: SparseAutoencoder, corpus: Corpus, threshold: float,
-                        max_examples: int, seed: int, top_n: int = 20, validation_fraction: float = 0.25) -> list[FeatureData]:
-    """Each latent: token occurrences (with the text before them) where it fires above `threshold` vs. where it does not."""
+def sae_latent_features(ids: Sequence[int], sae: SparseAutoencoder, train_codes: Sequence[TextCodes],
+                        heldout_codes: Sequence[TextCodes], threshold: float, max_examples: int, seed: int, top_n: int = 20,
+                        validation_fraction: float = 0.25) -> list[FeatureData]:
+    """Each latent: token occurrences (with the text before them) where it fires above `threshold` vs. where it
+    does not, in the training texts' codes (split into train and validation) and the held-out texts' codes."""
     latents = [int(i) for i in ids]
     bad = [i for i in latents if not 0 <= i < sae.d_sae]
     if bad:
         raise GradspaceError(f"SAE latent ids {bad} are out of range; this SAE has {sae.d_sae} latents (0..{sae.d_sae - 1})")
-    splits = {
-        part: latent_activations(lm, tokenizer, sae, texts, latents)
-        for part, texts in (("train", corpus.train), ("heldout", corpus.heldout))
-    }
+    splits = {part: latent_columns(codes, latents) for part, codes in (("train", train_codes), ("heldout", heldout_codes))}
     features = []
     for column, latent in enumerate(latents):
         rng = random.Random(f"{seed}:latent{latent}")

@@ -20,12 +20,13 @@ from gradspace.labeling.config import (BuiltinSAEConfig, LabelingConfig, LocalSA
                                        WordsFeatureConfig)
 from gradspace.labeling.discrete import HardLabelScorer, select_label
 from gradspace.labeling.discriminator import Discriminator
-from gradspace.labeling.features import (Corpus, FeatureData, category_features, load_corpus, sae_latent_features, select_latents,
-                                         token_counts, word_list_features)
+from gradspace.labeling.features import (Corpus, FeatureData, category_features, load_corpus, sae_codes, sae_latent_features,
+                                         select_latents, token_counts, word_list_features)
 from gradspace.labeling.oracle import OracleResult, is_accepted, oracle_check
 from gradspace.labeling.prompts import PromptBuilder, PromptSpec, resolve_prompt_spec
 from gradspace.labeling.sae import SparseAutoencoder, load_local_sae, load_saelens_sae
 from gradspace.labeling.soft_label import BalancedExamples, SoftLabel, allowed_label_tokens
+from gradspace.labeling.vocabulary import word_tokens
 from gradspace.models.hooks import resolve_hook
 from gradspace.models.loading import LoadedModel, load_model
 from gradspace.utils.io import write_results
@@ -68,16 +69,20 @@ def build_features(config: LabelingConfig, model_cfg, loaded: LoadedModel, cache
             raise GradspaceError("SAE latents are found in a corpus; set feature.corpus_path=<text file, one text per line>")
         sae = load_sae(config.sae, loaded, corpus, cache_dir)
         ids = list(feature.ids)
+        train_codes = sae_codes(loaded.model, tokenizer, sae, corpus.train)
         if feature.select_count:
-            selection = select_latents(loaded.model, tokenizer, sae, corpus.train, feature.select_count, feature.threshold,
-                                       feature.select_density, feature.select_word_share, feature.select_min_words)
+            vocabulary = max(len(tokenizer), int(loaded.model.get_input_embeddings().weight.shape[0]))
+            selection = select_latents(train_codes, word_tokens(tokenizer, vocabulary, min_letters=1), feature.select_count,
+                                       feature.threshold, feature.select_density, feature.select_word_share,
+                                       feature.select_min_words)
             log.info("the rule picked latents %s of %d eligible (density %s, distinct words %s)", selection.ids, selection.eligible,
                      {i: round(d, 4) for i, d in selection.density.items()}, selection.distinct_words)
             sae.extra_cfg["selection"] = {"ids": selection.ids, "eligible": selection.eligible, "tokens": selection.tokens,
                                           "density": selection.density, "distinct_words": selection.distinct_words}
             ids = selection.ids
-        features = sae_latent_features(ids, loaded.model, tokenizer, sae, corpus, feature.threshold, feature.max_examples,
-                                       feature.split_seed, feature.top_n, feature.validation_fraction)
+        features = sae_latent_features(ids, sae, train_codes, sae_codes(loaded.model, tokenizer, sae, corpus.heldout),
+                                       feature.threshold, feature.max_examples, feature.split_seed, feature.top_n,
+                                       feature.validation_fraction)
         return features, sae
     counts = token_counts(tokenizer, corpus.train) if corpus else None
     if isinstance(feature, WordsFeatureConfig):
