@@ -25,7 +25,7 @@ from gradspace.models.loading import load_model
 from gradspace.utils.io import RESULTS_FILE, write_results
 from gradspace.utils.memory import return_freed_memory, sparse_tied_embedding_gradient
 from gradspace.utils.run_config import loggable_config
-from gradspace.utils.seeding import seed_everything
+from gradspace.utils.seeding import seed_everything, set_torch_threads
 from gradspace.utils.wandb_setup import finish_wandb, loggers_from_config, wandb_logger_of
 
 
@@ -72,8 +72,7 @@ def run(cfg: DictConfig, base: BaseMeasurement | None = None) -> dict:
     cache_dir = Path(cfg.paths.cache_dir).expanduser()
     seed_everything(settings.seed)
     threads_before = torch.get_num_threads()
-    if settings.torch_threads is not None:
-        torch.set_num_threads(settings.torch_threads)
+    set_torch_threads(settings.torch_threads)
     try:
         return _fit_and_measure(cfg, settings, objective, callbacks, ckpt_path, output_dir, cache_dir, base)
     finally:

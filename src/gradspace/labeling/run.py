@@ -31,7 +31,7 @@ from gradspace.models.hooks import resolve_hook
 from gradspace.models.loading import LoadedModel, load_model
 from gradspace.utils.io import write_results
 from gradspace.utils.run_config import loggable_config
-from gradspace.utils.seeding import seed_everything
+from gradspace.utils.seeding import seed_everything, set_torch_threads
 from gradspace.utils.wandb_setup import loggers_from_config, wandb_logger_of
 
 log = logging.getLogger(__name__)
@@ -245,6 +245,7 @@ def log_results(loggers: list, results: list[dict]) -> None:
 def run(cfg: DictConfig) -> dict:
     config = LabelingConfig.from_config(cfg)  # every labeling section checked before any model is loaded
     seed_everything(int(cfg.seed))
+    set_torch_threads(cfg.get("torch_threads"))
     cache_dir = Path(str(cfg.paths.cache_dir)).expanduser()
     loaded = load_model(cfg.model, cache_dir, progress=False)
     tokenizer = loaded.tokenizer

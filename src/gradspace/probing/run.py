@@ -52,7 +52,7 @@ from gradspace.utils.cache import fingerprint
 from gradspace.utils.io import RESULTS_FILE, write_results
 from gradspace.utils.memory import return_freed_memory
 from gradspace.utils.run_config import loggable_config, plain_section
-from gradspace.utils.seeding import seed_everything
+from gradspace.utils.seeding import seed_everything, set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -463,8 +463,7 @@ def run(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     cache_dir = Path(cfg.paths.cache_dir).expanduser()
     seed_everything(int(cfg.seed))
-    if int(cfg.get("torch_threads") or 0) > 0:
-        torch.set_num_threads(int(cfg.torch_threads))
+    set_torch_threads(cfg.get("torch_threads"))
     for objective in [*cfg.gradient.objectives, cfg.transfer.objective, *(cfg.transfer.get("side_effect_objectives") or [])]:
         check_objective(str(objective))
     check_granularity(str(cfg.granularity))

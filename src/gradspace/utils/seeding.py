@@ -9,3 +9,16 @@ def seed_everything(seed: int) -> None:
     import torch
 
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def set_torch_threads(threads) -> None:
+    """An entry point's `torch_threads`: None keeps torch's default (all cores), else that many CPU threads."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        from gradspace.errors import GradspaceError
+
+        raise GradspaceError(f"torch_threads={threads!r} is not a whole number >= 1; set torch_threads=<threads> or null")
+    import torch
+
+    torch.set_num_threads(threads)
