@@ -158,3 +158,18 @@ def test_failed_wandb_login_falls_back_to_offline_once_in_bounded_time(tmp_path,
     assert len(warnings) == 1 and "this run logs offline, upload it later with `wandb sync" in warnings[0]
     assert "WANDB_MODE" not in os.environ
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_a_wandb_run_starts_without_the_anonymous_setting_warning(tmp_path):
+    # In a fresh process: wandb prints the warning once per process, so an earlier test's run would hide it.
+    script = (
+        "from gradspace.utils import wandb_setup\n"
+        f"logger = wandb_setup.make_wandb_logger(project='p', mode='offline', save_dir={str(tmp_path)!r}, name='n',"
+        " group=None, tags=[], config={})\n"
+        "wandb_setup.finish_wandb()\n"
+    )
+    env = {**os.environ, "WANDB_SILENT": "false"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "anonymous" not in proc.stdout + proc.stderr
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1

@@ -87,6 +87,9 @@ def make_wandb_logger(
         project=project, entity=entity, name=name, group=group, tags=list(tags or []),
         save_dir=str(save_dir), config=config, mode=resolved_mode,
     )
+    # Lightning always passes `anonymous` (None by default) to wandb.init, and wandb then warns on every run that
+    # the setting has no effect; the key is dropped, since no gradspace config sets it.
+    logger._wandb_init.pop("anonymous", None)
     with argv_without_secrets():
         _ = logger.experiment
     return logger
