@@ -24,6 +24,7 @@ from gradspace.ftgd.objectives import check_objective
 from gradspace.models.loading import load_model
 from gradspace.utils.io import RESULTS_FILE, write_results
 from gradspace.utils.memory import return_freed_memory, sparse_tied_embedding_gradient
+from gradspace.utils.progress import with_step_progress_bar
 from gradspace.utils.run_config import loggable_config
 from gradspace.utils.seeding import seed_everything, set_torch_threads
 from gradspace.utils.wandb_setup import finish_wandb, loggers_from_config, wandb_logger_of
@@ -141,7 +142,7 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
     if base is not None and base.key == key and not ckpt_path:  # a resumed run has its own in the checkpoint
         transfer.before, heldout.before = base.eval_before, base.heldout_before
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callback_list,
+        cfg.trainer, callbacks=with_step_progress_bar(callback_list, cfg.trainer, "FTGD steps"),
         logger=loggers_from_config(cfg, default_name=run_label(cfg), tags=[cfg.model.name, cfg.task.name, cfg.objective.name]) or False,
         max_steps=settings.ftgd.max_steps, max_epochs=-1, accumulate_grad_batches=settings.ftgd.passes_per_step,
     )

@@ -30,6 +30,7 @@ from gradspace.labeling.vocabulary import word_tokens
 from gradspace.models.hooks import resolve_hook
 from gradspace.models.loading import LoadedModel, load_model
 from gradspace.utils.io import write_results
+from gradspace.utils.progress import with_step_progress_bar
 from gradspace.utils.run_config import loggable_config
 from gradspace.utils.seeding import seed_everything, set_torch_threads
 from gradspace.utils.wandb_setup import loggers_from_config, wandb_logger_of
@@ -107,7 +108,8 @@ def train_soft_labels(cfg: DictConfig, config: LabelingConfig, discriminator: Di
     module = SoftLabel(discriminator, allowed, names, config.label, hydra.utils.instantiate(config.label.optimizer),
                        total_steps=config.label.steps, seed=int(cfg.seed))
     # label.yaml sets the trainer's steps from label.steps and turns checkpoints off; every trainer.* override applies.
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False,
+                                      callbacks=with_step_progress_bar([], cfg.trainer, "soft-label steps"))
     pad_id = discriminator.builder.tokenizer.pad_token_id
     loader = DataLoader(BalancedExamples(features, discriminator.builder, config.label.batch_size, pad_id, int(cfg.seed)),
                         batch_size=None, num_workers=0)
