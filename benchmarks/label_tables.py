@@ -1,7 +1,8 @@
 """Issue 12's tables from `label.py` runs: one markdown table per results.json (a model and a seed), and over the
 seeds of a model the goal's count: features whose final label reaches >= 0.9 x the oracle's held-out AUROC and
 beats the most-frequent-token baseline in at least 2 of 3 seeds, and those whose label is the category word or a
-listed synonym (conf/feature/word_lists.yaml `labels`).
+listed synonym (conf/feature/word_lists.yaml `labels`); for SAE-latent runs, the latents whose label beats both
+baselines in at least 2 seeds.
 
     python benchmarks/label_tables.py <run dir>/results.json [...]
 """
@@ -23,6 +24,11 @@ def meets(feature: dict) -> tuple[bool, bool]:
     return near_oracle, beats
 
 
+def beats_both_baselines(feature: dict) -> bool:
+    """An SAE latent's label above every baseline that has a held-out AUROC (most frequent word, vocabulary projection)."""
+    return all(feature["heldout_auroc"] > b["heldout_auroc"] for b in feature["baselines"].values() if b["heldout_auroc"] is not None)
+
+
 def baseline_text(feature: dict, kind: str) -> str:
     baseline = feature["baselines"].get(kind)
     if baseline is None or baseline["heldout_auroc"] is None:
@@ -39,8 +45,7 @@ def latent_table(results: dict) -> str:
     wins = 0
     for f in results["features"]:
         latent = f["feature"].removeprefix("latent")
-        beaten = [b["heldout_auroc"] for b in f["baselines"].values() if b["heldout_auroc"] is not None]
-        beats = all(f["heldout_auroc"] > auroc for auroc in beaten)
+        beats = beats_both_baselines(f)
         wins += beats
         soft = f["soft_label"]
         top = ", ".join(dict.fromkeys(f.get("top_activating", [])))
@@ -85,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", type=Path, help="results.json files of label.py runs")
     args = parser.parse_args()
-    per_model: dict[str, list[dict]] = defaultdict(list)
+    per_model: dict[tuple[str, bool], list[dict]] = defaultdict(list)
     for path in args.results:
         results = json.loads(path.read_text(encoding="utf-8"))
         timings = json.loads((path.parent / "timings.json").read_text(encoding="utf-8"))
@@ -93,9 +98,17 @@ def main() -> None:
         print(f"\n{results['model']['name']}, seed {seed} ({path}); oracle {timings['oracle_seconds']:.0f} s, training "
               f"{timings['train_seconds']:.0f} s ({results['steps']} steps)\n")
         print(table(results))
-        per_model[results["model"]["name"]].append(results)
-    for model, runs in per_model.items():
+        per_model[results["model"]["name"], bool(results.get("sae"))].append(results)
+    for (model, sae), runs in per_model.items():
         if len(runs) < 2:
+            continue
+        if sae:
+            wins: dict[str, int] = defaultdict(int)
+            for results in runs:
+                for f in results["features"]:
+                    wins[f["feature"]] += beats_both_baselines(f)
+            print(f"\n{model} SAE latents over {len(runs)} seeds: the label beats both baselines in at least 2 seeds on "
+                  f"{sum(count >= 2 for count in wins.values())}/{len(wins)}")
             continue
         counts: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
         for results in runs:
