@@ -276,7 +276,7 @@ def test_user_errors(question_model, tmp_path):
         run(label_cfg(question_model, tmp_path, "feature=sae_latent", word_lists=False))
 
 
-def test_sae_latent_is_labelled_end_to_end(question_model, tmp_path):
+def test_sae_latent_is_labelled_end_to_end(question_model, tmp_path, caplog):
     # No sae.hook_name: the default is the middle layer, blocks.1 of this 2-layer model (asserted below).
     sae_overrides = ["sae=builtin", "sae.d_sae=16", "sae.k=2", "sae.steps=30",
                      "sae.batch_size=64", f"feature.corpus_path={question_model / 'corpus.txt'}"]
@@ -297,10 +297,14 @@ def test_sae_latent_is_labelled_end_to_end(question_model, tmp_path):
     firing = [i for i in range(16) if all(0 < float(rate[i]) < 1 for rate in rates) and 0.05 < float(rates[0][i]) < 0.95][:2]
     assert firing, "no latent of the tiny SAE fires on part of both splits"
 
+    caplog.set_level("INFO", logger="gradspace")
     results = run(label_cfg(question_model, tmp_path, "feature=sae_latent", *sae_overrides, f"feature.ids=[{','.join(map(str, firing))}]",
                             "label.steps=2", "label.restarts=1", word_lists=False))
     assert results["sae"]["hook_name"] == "blocks.1.hook_resid_post" and results["sae"]["d_sae"] == 16
     assert [f["feature"] for f in results["features"]] == [f"latent{i}" for i in firing]
+    # A latent has no category word: its line says what it fires on, not "oracle AUROC n/a".
+    for f in results["features"]:
+        assert f"{f['feature']}: fires most on '{', '.join(dict.fromkeys(f['top_activating']))}' | label" in caplog.text
     # The held-out AUROC of each label, recomputed independently: every held-out prompt written out as text and run
     # by one plain forward, AUROC as the share of (active, inactive) pairs the yes-no logit difference orders right.
     from gradspace.labeling.features import sae_latent_features

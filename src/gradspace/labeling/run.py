@@ -284,9 +284,11 @@ def run(cfg: DictConfig) -> dict:
         # The K features train in one batch: each gets an equal share of the training time.
         entry["wall_seconds"] = train_seconds / len(trainable) + time.perf_counter() - feature_start
         results[feature.name] = entry
-        log.info("%s: oracle AUROC %s | label %r (%s, accepted %s) held-out accuracy %.3f AUROC %.3f | soft-label argmax %r "
+        # Without a category word (SAE latents) what the feature fires on is what its label is to be read against.
+        log.info("%s: %s | label %r (%s, accepted %s) held-out accuracy %.3f AUROC %.3f | soft-label argmax %r "
                  "held-out AUROC %.3f | baseline %s", feature.name,
-                 "n/a" if entry["oracle"] is None else f"{entry['oracle']['heldout_auroc']:.3f} ({entry['oracle']['label']!r})",
+                 f"fires most on {', '.join(dict.fromkeys(entry['top_activating']))!r}" if entry["oracle"] is None
+                 else f"oracle AUROC {entry['oracle']['heldout_auroc']:.3f} ({entry['oracle']['label']!r})",
                  entry["label"], entry["selection"]["found_by"], entry["accepted"], entry["heldout_accuracy"], entry["heldout_auroc"],
                  entry["soft_label"]["argmax"], entry["soft_label"]["heldout_auroc"],
                  {k: (b["label"], None if b["heldout_auroc"] is None else round(b["heldout_auroc"], 3)) for k, b in entry["baselines"].items()})
