@@ -17,7 +17,8 @@ SOFT_WORD, SHARP_WORD, BAD_WORD = 7, 3, 5
 def selection_config(**changes) -> DiscreteConfig:
     """The soft label's top word as its only candidate, one round of swaps from it."""
     settings = dict(top=1, sweeps=1, prior_top=0, swap_rounds=1, swap_top=1, swap_beam=1, max_examples=256,
-                    max_candidates=64, tie_share=0.16, resamples=400, tie_break="soft_label")
+                    max_candidates=64, tie_share=0.16, resamples=400, tie_break="soft_label",
+                    tie_objective_words="train_and_validation")
     return DiscreteConfig(**{**settings, **changes})
 
 
@@ -83,6 +84,26 @@ def test_a_lead_the_validation_words_bear_out_beats_the_soft_label():
     assert chosen.best.label_ids == (SHARP_WORD,) and chosen.tied == [(SHARP_WORD,)]
 
 
+def test_the_tie_break_objective_is_measured_on_the_words_it_is_given():
+    """Two soft-label words tied on 4 validation positives: on them the first separates the classes more widely
+    (the lower objective); on 40 words (the training and validation words together) the second does, and wins.
+    Without those words the validation objective decides."""
+    other_word = 2
+    validation = table_of(n_positive=4, n_negative=60, soft_misranked=0)
+    validation[SOFT_WORD] = torch.cat([5.0 + torch.rand(4), torch.rand(60)])  # a wide margin on the 4 words
+    validation[other_word] = torch.cat([1.2 + torch.rand(4), torch.rand(60)])
+    wide = table_of(n_positive=40, n_negative=60, soft_misranked=0)
+    wide[SOFT_WORD] = readouts(40, 60, 12, 100)  # on more words it misranks a third of them
+    wide[other_word] = torch.cat([1.2 + torch.rand(40), torch.rand(60)])
+    p = soft_label_on(SOFT_WORD, other_word)
+    config = selection_config(top=2, swap_rounds=0)
+    on_validation = select_label(TableScorer(validation, 4), p, config)
+    on_more_words = select_label(TableScorer(validation, 4), p, config, tie_scorer=TableScorer(wide, 40))
+    assert set(on_validation.tied) == set(on_more_words.tied) == {(SOFT_WORD,), (other_word,)}
+    assert on_validation.best.label_ids == (SOFT_WORD,) and on_more_words.best.label_ids == (other_word,)
+    assert on_more_words.tie_objectives[(other_word,)] < on_more_words.tie_objectives[(SOFT_WORD,)]
+
+
 def test_ties_are_paired_bootstrap_resamples_of_each_class():
     """Against a perfect label, one misranked word of 8 is noise (a resample leaves it out with probability
     (7/8)^8 = 0.34), two are not ((6/8)^8 = 0.10 < 0.16); an identical readout always ties, a bad one never."""
@@ -96,7 +117,8 @@ def test_ties_are_paired_bootstrap_resamples_of_each_class():
 
 @pytest.mark.parametrize(("changes", "message"), [({"tie_share": 0.0}, "tie_share=0.0 must be in"),
                                                   ({"resamples": 0}, "resamples=0 must be at least 1"),
-                                                  ({"tie_break": "votes"}, "tie_break='votes' is unknown")])
+                                                  ({"tie_break": "votes"}, "tie_break='votes' is unknown"),
+                                                  ({"tie_objective_words": "heldout"}, "tie_objective_words='heldout' is unknown")])
 def test_selection_settings_are_checked(changes, message):
     with pytest.raises(GradspaceError, match=message):
         selection_config(**changes)

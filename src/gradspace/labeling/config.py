@@ -54,6 +54,8 @@ class SoftLabelConfig:
 
 
 TIE_BREAKS = ("soft_label", "objective")
+# The words the tie-break's objective is measured on: every word the selection may see, or the validation words alone.
+TIE_OBJECTIVE_WORDS = ("train_and_validation", "validation")
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,16 @@ class DiscreteConfig:
     tie_share: float  # a candidate ties with the best when it scores at least the best's AUROC in this share of resamples
     resamples: int  # bootstrap resamples of the validation examples for tie_share
     tie_break: str  # among tied candidates: "soft_label" (the soft labels' own first) or "objective" (the lowest)
+    tie_objective_words: str  # where the tie-break's objective is measured: "train_and_validation" or "validation"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.tie_share <= 1.0:
             raise GradspaceError(f"discrete.tie_share={self.tie_share} must be in (0, 1]; 1.0 keeps the strict ranking")
         if self.tie_break not in TIE_BREAKS:
             raise GradspaceError(f"discrete.tie_break='{self.tie_break}' is unknown; use one of {', '.join(TIE_BREAKS)}")
+        if self.tie_objective_words not in TIE_OBJECTIVE_WORDS:
+            raise GradspaceError(f"discrete.tie_objective_words='{self.tie_objective_words}' is unknown; "
+                                 f"use one of {', '.join(TIE_OBJECTIVE_WORDS)}")
         if self.resamples < 1:
             raise GradspaceError(f"discrete.resamples={self.resamples} must be at least 1")
 

@@ -9,7 +9,10 @@ as by merit; and the swaps are ranked by the gradient on those same validation e
 scores are biased upwards. The point ranking decides only where its lead holds up: the candidates that score at
 least the best's AUROC in a set share of paired bootstrap resamples of the validation examples tie with it, and
 among them the soft labels' own candidates come first, the lowest training objective of them winning (Breiman's
-one-standard-error rule, with the optimiser's candidates in place of the simplest model).
+one-standard-error rule, with the optimiser's candidates in place of the simplest model). That objective is
+measured on the training and the validation words together: on the validation words alone it is as noisy as their
+AUROC (a list may hold 3 validation positives and 3 times as many training ones), and on the training words it is
+what the soft labels minimised.
 
 Single-token labels: the union of every restart's top candidates (and of the argmax labels visited most often
 during training) is scored. Multi-token labels: from each restart's argmax sequence, coordinate ascent replaces one position at a
@@ -70,6 +73,8 @@ class DiscreteResult:
     found_by: dict[tuple[int, ...], str] = field(default_factory=dict)
     # the labels within the validation split's noise of the top-ranked one (it among them), in `tie_break` order: best first
     tied: list[tuple[int, ...]] = field(default_factory=list)
+    # each tied label's objective as the tie-break measured it
+    tie_objectives: dict[tuple[int, ...], float] = field(default_factory=dict)
 
     def scores_of(self, label: tuple[int, ...]) -> LabelScore | None:
         """The label's validation score if the discrete step scored it."""
@@ -247,14 +252,16 @@ class HardLabelScorer:
 
 
 def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfig,
-                 visited: Sequence[tuple[int, ...]] = ()) -> DiscreteResult:
+                 visited: Sequence[tuple[int, ...]] = (), tie_scorer: HardLabelScorer | None = None) -> DiscreteResult:
     """Best hard label among the `config.top` candidates of the soft labels `p` [R, L, V] (one feature's restarts),
     the `config.top` labels the soft labels' argmax `visited` most often during training (most visited first), the LM prior's `config.prior_top` candidates for
     the first token (the rest of the best label so far after it), and up to `config.swap_rounds` rounds of
     gradient-guided swaps from the `config.swap_beam` best labels so far (each round starts only from labels not
     yet expanded); `config.max_candidates` labels at most, in that order. Of the labels tied with the top-ranked one
     within the validation examples' noise (`ties_with_first` at `config.tie_share`), `config.tie_break` picks: the
-    soft labels' own candidates first, then the lowest objective (soft_label), or the lowest objective (objective)."""
+    soft labels' own candidates first, then the lowest objective (soft_label), or the lowest objective (objective);
+    the objective measured by `tie_scorer` (the training and validation words) where given, else on the validation
+    examples."""
     candidates_per_position = p.topk(min(config.top, p.shape[-1]), dim=-1).indices  # [R, L, top]
     scored: dict[tuple[int, ...], LabelScore] = {}
     found_by: dict[tuple[int, ...], str] = {}
@@ -294,13 +301,14 @@ def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfi
         return DiscreteResult(best=ranked[0], scored=ranked, found_by=found_by, tied=[ranked[0].label_ids])
     scores = torch.stack([score.example_scores for score in ranked])
     tied_mask = ties_with_first(scores, scorer.targets, config.tie_share, config.resamples)
-    tied_scores = [score for score, is_tied in zip(ranked, tied_mask.tolist()) if is_tied]
+    tied = [score.label_ids for score, is_tied in zip(ranked, tied_mask.tolist()) if is_tied]
+    measured = scored if tie_scorer is None or len(tied) == 1 else {s.label_ids: s for s in tie_scorer.score_labels(tied)}
+    objectives = {label: measured[label].objective for label in tied}
     if config.tie_break == "soft_label":  # the soft labels' own candidates before those the validation gradient found
-        tied_scores.sort(key=lambda score: (found_by[score.label_ids] not in SOFT_LABEL_DERIVED, score.objective))
+        tied.sort(key=lambda label: (found_by[label] not in SOFT_LABEL_DERIVED, objectives[label]))
     else:
-        tied_scores.sort(key=lambda score: score.objective)
-    tied = [score.label_ids for score in tied_scores]
-    return DiscreteResult(best=scored[tied[0]], scored=ranked, found_by=found_by, tied=tied)
+        tied.sort(key=lambda label: objectives[label])
+    return DiscreteResult(best=scored[tied[0]], scored=ranked, found_by=found_by, tied=tied, tie_objectives=objectives)
 
 
 def ties_with_first(scores: torch.Tensor, targets: torch.Tensor, share: float, resamples: int, seed: int = 0) -> torch.Tensor:

@@ -143,7 +143,12 @@ def label_feature(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
     limit, heldout_limit = config.discrete.max_examples, config.evaluation.max_examples
     selection = HardLabelScorer(discriminator, feature.validation_positive[:limit], feature.validation_negative[:limit], pad_id,
                                 allowed, config.label.kl_weight)
-    chosen = select_label(selection, p, config.discrete, visited)
+    tie_scorer = None
+    if config.discrete.tie_objective_words == "train_and_validation":
+        tie_scorer = HardLabelScorer(discriminator, feature.train_positive[:limit] + feature.validation_positive[:limit],
+                                     feature.train_negative[:limit] + feature.validation_negative[:limit], pad_id, allowed,
+                                     config.label.kl_weight)
+    chosen = select_label(selection, p, config.discrete, visited, tie_scorer)
     # The soft label's own result: the argmax of the restart whose argmax did best on validation, and its top 10.
     argmaxes = [tuple(int(t) for t in p[r].argmax(-1).tolist()) for r in range(p.shape[0])]
     unscored = [ids for ids in dict.fromkeys(argmaxes) if chosen.scores_of(ids) is None]
@@ -193,6 +198,7 @@ def label_feature(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
                       "n_candidates": len(chosen.scored), "found_by": chosen.found_by[chosen.best.label_ids],
                       "top_ranked": token_text(tokenizer, chosen.scored[0].label_ids),
                       "tied": [token_text(tokenizer, ids) for ids in chosen.tied],
+                      "tie_objectives": [round(chosen.tie_objectives[ids], 4) for ids in chosen.tied],
                       "examples": {"positive": len(feature.validation_positive[:limit]), "negative": len(feature.validation_negative[:limit])},
                       "ranking": [[token_text(tokenizer, s.label_ids), round(s.auroc, 4), round(s.balanced_accuracy, 4)]
                                   for s in chosen.scored[:10]]},
