@@ -203,7 +203,7 @@ def test_a_label_the_prompt_never_sees_is_scored_from_one_forward_per_example_se
         n = scorer.prompts.input_ids.shape[0]
         out = Discriminator(model, builder)(scorer.prompts, discriminator.embedding[[label]], torch.zeros(n, dtype=torch.long),
                             with_slot_logits=True, label_tokens=torch.tensor([label]))
-        expected.append((out.scores, -slot_log_prior(out.slot_logits, allowed)[:, 0, label[0]]))
+        expected.append((out.scores, -slot_log_prior(out.item_slot_logits(), allowed)[:, 0, label[0]]))
 
     forwards = prompt_forwards(model, builder, monkeypatch)
     scores, surprisal = scorer.per_example_outputs(labels)

@@ -171,7 +171,7 @@ class HardLabelScorer:
             if out.slot_logits is None:
                 surprisal_rows.append(torch.zeros(c, n))
                 continue
-            log_q = slot_log_prior(out.slot_logits, allowed)
+            log_q = slot_log_prior(out.item_slot_logits(), allowed)
             picked = log_q.gather(-1, chunk[rows][..., None]).squeeze(-1)  # [c*n, L]
             surprisal_rows.append(-picked.sum(-1).view(c, n).cpu())
         return torch.cat(score_rows), torch.cat(surprisal_rows)
@@ -203,7 +203,7 @@ class HardLabelScorer:
             an_weights = None if an is None else torch.full((1,), an, device=device)
             out = self.discriminator(prompts, placeholder, rows, with_slot_logits=True, an_weights=an_weights,
                                      label_tokens=torch.zeros(placeholder.shape[:2], dtype=torch.long, device=device))
-            return slot_log_prior(out.slot_logits[:, 0], allowed)
+            return slot_log_prior(out.item_slot_logits()[:, 0], allowed)
 
         # The first slot's prediction does not depend on the label, except through its article ("a" or "an").
         if prompts.label_article_positions is None:
@@ -237,7 +237,7 @@ class HardLabelScorer:
                 out = self.discriminator(prompts, one_hot @ embedding.float(), rows, with_slot_logits=self.kl_weight > 0,
                                          an_weights=self.takes_an.to(device)[label_ids[:, 0]].float(), label_probs=one_hot)
                 scores = out.scores
-                log_q = None if out.slot_logits is None else slot_log_prior(out.slot_logits, allowed)
+                log_q = None if out.slot_logits is None else slot_log_prior(out.item_slot_logits(), allowed)
             loss = readout_loss(calibrate(scores, targets)[0], targets)
             (gradient,) = torch.autograd.grad(loss, one_hot)
         # The current token's term is the same constant for every token of a position, so it drops out.

@@ -41,7 +41,16 @@ def slot_log_prior(slot_logits: torch.Tensor, allowed: torch.Tensor) -> torch.Te
 @dataclass
 class DiscriminatorOutput:
     scores: torch.Tensor  # [N] the readout: larger where the label fits the example better
-    slot_logits: torch.Tensor | None  # [N, L, V] next-token logits predicting each label slot (for the naturalness prior)
+    # next-token logits predicting each label slot (for the naturalness prior): [N, L, V] per item, or, for a label
+    # the prompt never sees, [M, L, V] per distinct prompt with `slot_rows` [N] giving each item's row
+    slot_logits: torch.Tensor | None
+    slot_rows: torch.Tensor | None = None
+
+    def item_slot_logits(self) -> torch.Tensor | None:
+        """[N, L, V] each item's slot logits."""
+        if self.slot_logits is None or self.slot_rows is None:
+            return self.slot_logits
+        return self.slot_logits[self.slot_rows]
 
 
 class Discriminator(nn.Module):
@@ -227,7 +236,10 @@ class Discriminator(nn.Module):
             scores = log_q[examples, label_tokens[rows, 0]]
         else:
             scores = (log_q @ label_probs[:, 0].float().T)[examples, rows]  # [N, R] then each item's cell
-        return DiscriminatorOutput(scores=scores, slot_logits=prompt_logits[examples, None] if with_slot_logits else None)
+        if not with_slot_logits:
+            return DiscriminatorOutput(scores=scores, slot_logits=None)
+        # Per prompt, not per item: restarts and features asking about the same prompt share its row.
+        return DiscriminatorOutput(scores=scores, slot_logits=prompt_logits[:, None], slot_rows=examples)
 
     def _span_log_likelihood(self, hidden: torch.Tensor, ids: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
                              offset: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import IterableDataset
 
 from gradspace.labeling.config import SoftLabelConfig
-from gradspace.labeling.discriminator import Discriminator, slot_log_prior
+from gradspace.labeling.discriminator import Discriminator, DiscriminatorOutput, slot_log_prior
 from gradspace.labeling.features import FeatureData
 from gradspace.labeling.prompts import PromptBatch, PromptBuilder
 from gradspace.labeling.vocabulary import word_tokens
@@ -101,6 +101,23 @@ def balanced_bce(scores: torch.Tensor, targets: torch.Tensor, groups: torch.Tens
     present = count > 0
     per_class = torch.where(present, total / count.clamp(min=1), torch.zeros_like(total))
     return (per_class.sum(1) / present.sum(1).clamp(min=1)).mean()
+
+
+def naturalness_kl(p: torch.Tensor, log_p: torch.Tensor, out: DiscriminatorOutput, rows: torch.Tensor,
+                   allowed: torch.Tensor) -> torch.Tensor:
+    """KL(p_row ‖ q_item) averaged over items and label positions: p [R, L, V] per row, q from the items' slot
+    logits. Each row's log q is summed over its items first (a [R, M] count matrix times the M slot-logit rows), so
+    nothing of size items × vocabulary is built where items share a prompt's slot logits (`slot_rows`): K features
+    × R restarts reading the same prompts cost one vocabulary-sized row per prompt, not per item."""
+    log_q = slot_log_prior(out.slot_logits, allowed).masked_fill(~allowed, 0.0)  # [M, L, V]
+    n_items = rows.shape[0]
+    slots = torch.arange(n_items, device=rows.device) if out.slot_rows is None else out.slot_rows
+    counts = torch.zeros(p.shape[0], log_q.shape[0], device=p.device, dtype=log_q.dtype)
+    counts.index_put_((rows, slots), torch.ones_like(rows, dtype=log_q.dtype), accumulate=True)  # [R, M]
+    summed_log_q = (counts @ log_q.flatten(1)).view(p.shape)  # [R, L, V]: each row's log q summed over its items
+    items_per_row = counts.sum(1)  # [R]
+    entropy_part = (items_per_row[:, None, None] * p * log_p).sum()
+    return (entropy_part - (p * summed_log_q).sum()) / (n_items * p.shape[1])
 
 
 class SoftLabel(L.LightningModule):
@@ -187,11 +204,7 @@ class SoftLabel(L.LightningModule):
         prediction = balanced_bce(scores, targets, rows, p.shape[0])
         log_p = torch.log(p.clamp_min(1e-12))
         entropy = -(p * log_p).sum(-1).mean()
-        kl = torch.zeros((), device=self.device)
-        if want_prior:
-            log_q = slot_log_prior(out.slot_logits, self.allowed)
-            p_rows = p[rows]
-            kl = (p_rows * (log_p[rows] - log_q.masked_fill(~self.allowed, 0.0))).sum(-1).mean()
+        kl = naturalness_kl(p, log_p, out, rows, self.allowed) if want_prior else torch.zeros((), device=self.device)
         loss = prediction + self.config.entropy_weight * entropy + self.config.kl_weight * kl
 
         with torch.no_grad():
