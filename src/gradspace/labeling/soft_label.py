@@ -116,8 +116,8 @@ def naturalness_kl(p: torch.Tensor, log_p: torch.Tensor, out: DiscriminatorOutpu
     counts.index_put_((rows, slots), torch.ones_like(rows, dtype=log_q.dtype), accumulate=True)  # [R, M]
     summed_log_q = (counts @ log_q.flatten(1)).view(p.shape)  # [R, L, V]: each row's log q summed over its items
     items_per_row = counts.sum(1)  # [R]
-    entropy_part = (items_per_row[:, None, None] * p * log_p).sum()
-    return (entropy_part - (p * summed_log_q).sum()) / (n_items * p.shape[1])
+    negative_entropy = (items_per_row[:, None, None] * p * log_p).sum()  # Σ over items of Σ p log p
+    return (negative_entropy - (p * summed_log_q).sum()) / (n_items * p.shape[1])
 
 
 class SoftLabel(L.LightningModule):
