@@ -18,6 +18,7 @@ from harness import pin_threads, print_header
 from gradspace.labeling.config import LabelingConfig
 from gradspace.labeling.discrete import HardLabelScorer
 from gradspace.labeling.discriminator import Discriminator
+from gradspace.labeling.oracle import word_label_ids
 from gradspace.labeling.prompts import PromptBuilder, resolve_prompt_spec
 from gradspace.labeling.run import build_features
 from gradspace.labeling.soft_label import allowed_label_tokens
@@ -47,12 +48,10 @@ def main() -> None:
     discriminator = Discriminator(loaded.model, builder)
     allowed = allowed_label_tokens(tokenizer, builder, discriminator.embedding.shape[0], config.label.vocabulary,
                                    config.label.min_letters, config.label.stop_words)
-    labels = []
-    for word in args.labels:
-        ids = tokenizer.encode((" " if builder.space_sensitive else "") + word, add_special_tokens=False)
+    labels = [word_label_ids(builder, word) for word in args.labels]
+    for word, ids in zip(args.labels, labels):
         if len(ids) != 1:
-            raise SystemExit(f"error: '{word}' is {len(ids)} tokens for {args.model}; give one-token words")
-        labels.append((ids[0],))
+            raise SystemExit(f"error: '{word}' is {len(ids)} tokens for {args.model} in the label slot; give one-token words")
     limit = config.discrete.max_examples
     print(f"objective = balanced cross-entropy of the calibrated readout + "
           f"{config.label.kl_weight} x naturalness (-log q of the label); {limit} negatives per split at most")
