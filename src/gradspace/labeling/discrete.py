@@ -11,8 +11,7 @@ least the best's AUROC in a set share of paired bootstrap resamples of the valid
 among them the soft labels' own candidates come first, the lowest training objective of them winning (Breiman's
 one-standard-error rule, with the optimiser's candidates in place of the simplest model). That objective is
 measured on the training and the validation words together: on the validation words alone it is as noisy as their
-AUROC (a list may hold 3 validation positives and 3 times as many training ones), and on the training words it is
-what the soft labels minimised.
+AUROC (a list may hold 4 validation positives), and on the training words it is what the soft labels minimised.
 
 Single-token labels: the union of every restart's top candidates (and of the argmax labels visited most often
 during training) is scored. Multi-token labels: from each restart's argmax sequence, coordinate ascent replaces one position at a
