@@ -128,6 +128,8 @@ def main() -> None:
         accepted = sum(sum(word for _, word in marks) >= 2 for marks in counts.values())
         print(f"\n{model} over {len(runs)} seeds: features meeting both in at least 2 seeds {goal}/{len(counts)} (goal 9); "
               f"accepted word in at least 2 seeds {accepted}/{len(counts)} (goal 6)")
+        print("seeds meeting both / with an accepted word, per feature: " + ", ".join(
+            f"{name} {sum(both for both, _ in marks)}/{sum(word for _, word in marks)}" for name, marks in counts.items()))
 
 
 if __name__ == "__main__":
