@@ -72,8 +72,9 @@ class DiscreteResult:
     found_by: dict[tuple[int, ...], str] = field(default_factory=dict)
     # the labels within the validation split's noise of the top-ranked one (it among them), in `tie_break` order: best first
     tied: list[tuple[int, ...]] = field(default_factory=list)
-    # each tied label's objective as the tie-break measured it
+    # each tied label's objective and AUROC as the tie-break measured them
     tie_objectives: dict[tuple[int, ...], float] = field(default_factory=dict)
+    tie_aurocs: dict[tuple[int, ...], float] = field(default_factory=dict)
 
     def scores_of(self, label: tuple[int, ...]) -> LabelScore | None:
         """The label's validation score if the discrete step scored it."""
@@ -258,9 +259,9 @@ def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfi
     gradient-guided swaps from the `config.swap_beam` best labels so far (each round starts only from labels not
     yet expanded); `config.max_candidates` labels at most, in that order. Of the labels tied with the top-ranked one
     within the validation examples' noise (`ties_with_first` at `config.tie_share`), `config.tie_break` picks: the
-    soft labels' own candidates first, then the lowest objective (soft_label), or the lowest objective (objective);
-    the objective measured by `tie_scorer` (the training and validation words) where given, else on the validation
-    examples."""
+    soft labels' own candidates first, then the best measure (soft_label), or the best measure (objective); the
+    measure (`config.tie_measure`: the lowest objective, or the highest AUROC and then the lowest objective) taken by
+    `tie_scorer` (the training and validation words) where given, else on the validation examples."""
     candidates_per_position = p.topk(min(config.top, p.shape[-1]), dim=-1).indices  # [R, L, top]
     scored: dict[tuple[int, ...], LabelScore] = {}
     found_by: dict[tuple[int, ...], str] = {}
@@ -303,11 +304,15 @@ def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfi
     tied = [score.label_ids for score, is_tied in zip(ranked, tied_mask.tolist()) if is_tied]
     measured = scored if tie_scorer is None or len(tied) == 1 else {s.label_ids: s for s in tie_scorer.score_labels(tied)}
     objectives = {label: measured[label].objective for label in tied}
+    aurocs = {label: measured[label].auroc for label in tied}
+    merit = ((lambda label: (-aurocs[label], objectives[label])) if config.tie_measure == "auroc"
+             else (lambda label: (objectives[label],)))
     if config.tie_break == "soft_label":  # the soft labels' own candidates before those the validation gradient found
-        tied.sort(key=lambda label: (found_by[label] not in SOFT_LABEL_DERIVED, objectives[label]))
+        tied.sort(key=lambda label: (found_by[label] not in SOFT_LABEL_DERIVED, *merit(label)))
     else:
-        tied.sort(key=lambda label: objectives[label])
-    return DiscreteResult(best=scored[tied[0]], scored=ranked, found_by=found_by, tied=tied, tie_objectives=objectives)
+        tied.sort(key=merit)
+    return DiscreteResult(best=scored[tied[0]], scored=ranked, found_by=found_by, tied=tied, tie_objectives=objectives,
+                          tie_aurocs=aurocs)
 
 
 def ties_with_first(scores: torch.Tensor, targets: torch.Tensor, share: float, resamples: int, seed: int = 0) -> torch.Tensor:

@@ -199,6 +199,7 @@ def label_feature(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
                       "top_ranked": token_text(tokenizer, chosen.scored[0].label_ids),
                       "tied": [token_text(tokenizer, ids) for ids in chosen.tied],
                       "tie_objectives": [round(chosen.tie_objectives[ids], 4) for ids in chosen.tied],
+                      "tie_aurocs": [round(chosen.tie_aurocs[ids], 4) for ids in chosen.tied],
                       "examples": {"positive": len(feature.validation_positive[:limit]), "negative": len(feature.validation_negative[:limit])},
                       "ranking": [[token_text(tokenizer, s.label_ids), round(s.auroc, 4), round(s.balanced_accuracy, 4)]
                                   for s in chosen.scored[:10]]},
