@@ -12,6 +12,8 @@ among them the soft labels' own candidates come first, the lowest training objec
 one-standard-error rule, with the optimiser's candidates in place of the simplest model). That objective is
 measured on the training and the validation words together: on the validation words alone it is as noisy as their
 AUROC (a list may hold 4 validation positives), and on the training words it is what the soft labels minimised.
+`tie_measure=auroc` orders the tied by their AUROC on those words instead (then by the objective): the objective
+rewards a label the LM expects at the slot, which an adjective before the category noun can be ("serious" for crimes).
 
 Single-token labels: the union of every restart's top candidates (and of the argmax labels visited most often
 during training) is scored. Multi-token labels: from each restart's argmax sequence, coordinate ascent replaces one position at a
