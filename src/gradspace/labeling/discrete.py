@@ -261,8 +261,8 @@ def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfi
     gradient-guided swaps from the `config.swap_beam` best labels so far (each round starts only from labels not
     yet expanded); `config.max_candidates` labels at most, in that order. Of the labels tied with the top-ranked one
     within the validation examples' noise (`ties_with_first` at `config.tie_share`), `config.tie_break` picks: the
-    soft labels' own candidates first, then the best measure (soft_label), or the best measure (objective); the
-    measure (`config.tie_measure`: the lowest objective, or the highest AUROC and then the lowest objective) taken by
+    soft labels' own candidates first and then by `config.tie_measure` (soft_label), or by that measure alone
+    (objective). The measure is the lowest objective, or the highest AUROC and then the lowest objective, taken by
     `tie_scorer` (the training and validation words) where given, else on the validation examples."""
     candidates_per_position = p.topk(min(config.top, p.shape[-1]), dim=-1).indices  # [R, L, top]
     scored: dict[tuple[int, ...], LabelScore] = {}
