@@ -19,17 +19,19 @@ def meets(feature: dict) -> tuple[bool, bool]:
     """(>= 0.9 x oracle, beats the baseline); a feature without a baseline beats it."""
     auroc = feature["heldout_auroc"]
     near_oracle = feature["oracle"] is None or auroc >= 0.9 * feature["oracle"]["heldout_auroc"]
+    return near_oracle, beats_baseline(feature, auroc)
+
+
+def beats_baseline(feature: dict, auroc: float) -> bool:
+    """`auroc` above the most-frequent-token baseline's on the same held-out words; a feature without one beats it."""
     baseline = feature["baselines"].get("most_frequent_top_activating")
-    beats = baseline is None or baseline["heldout_auroc"] is None or auroc > baseline["heldout_auroc"]
-    return near_oracle, beats
+    return baseline is None or baseline["heldout_auroc"] is None or auroc > baseline["heldout_auroc"]
 
 
 def category_word_beats_baseline(feature: dict) -> bool:
-    """The oracle's label (the category word) above the most-frequent-token baseline on the same held-out words: where
-    it is not, only a label better than the category word itself meets the goal."""
-    baseline = feature["baselines"].get("most_frequent_top_activating")
-    return feature["oracle"] is not None and (baseline is None or baseline["heldout_auroc"] is None
-                                              or feature["oracle"]["heldout_auroc"] > baseline["heldout_auroc"])
+    """The oracle's label (the category word) above the baseline: where it is not, only a label better than the
+    category word itself meets the goal."""
+    return feature["oracle"] is not None and beats_baseline(feature, feature["oracle"]["heldout_auroc"])
 
 
 def beats_both_baselines(feature: dict) -> bool:
@@ -76,13 +78,11 @@ def table(results: dict) -> str:
             lines.append(f"| {f['feature']} | {f['oracle']['heldout_auroc']:.3f} | – | (no label: oracle near chance) | | | | | | |")
             continue
         near_oracle, beats = meets(f)
-        baseline = f["baselines"].get("most_frequent_top_activating")
-        baseline_text = "–" if baseline is None else f"{baseline['label']} ({baseline['heldout_auroc']:.3f})"
         oracle = "–" if f["oracle"] is None else f"{f['oracle']['heldout_auroc']:.3f}"
         soft = f["soft_label"]
         lines.append(f"| {f['feature']} | {oracle} | {soft['argmax']} ({soft['heldout_auroc']:.3f}) | {f['label']} | "
                      f"{f['selection']['found_by']} | {f['heldout_accuracy']:.3f} / {f['heldout_auroc']:.3f} | "
-                     f"{'yes' if near_oracle else 'no'} | {baseline_text} | {'yes' if beats else 'no'} | "
+                     f"{'yes' if near_oracle else 'no'} | {baseline_text(f, 'most_frequent_top_activating')} | {'yes' if beats else 'no'} | "
                      f"{'yes' if f.get('accepted') else 'no'} |")
     labelled = [f for f in results["features"] if f["label"] is not None]
     both = sum(all(meets(f)) for f in labelled)
