@@ -17,11 +17,8 @@ from harness import pin_threads, print_header
 
 from gradspace.labeling.config import LabelingConfig
 from gradspace.labeling.discrete import HardLabelScorer
-from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.oracle import word_label_ids
-from gradspace.labeling.prompts import PromptBuilder, resolve_prompt_spec
-from gradspace.labeling.run import build_features
-from gradspace.labeling.soft_label import allowed_label_tokens
+from gradspace.labeling.run import build_discriminator, build_features
 from gradspace.models.loading import load_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -42,13 +39,9 @@ def main() -> None:
     cache = Path(str(cfg.paths.cache_dir)).expanduser()
     loaded = load_model(cfg.model, cache, progress=False)
     tokenizer = loaded.tokenizer
-    spec = resolve_prompt_spec(config.prompt, tokenizer, str(cfg.model.get("source", "hf")), str(cfg.model.name))
-    builder = PromptBuilder(spec, tokenizer, 1, add_bos=config.prompt.add_bos)
+    _, discriminator, allowed = build_discriminator(config, cfg.model, loaded)
     (feature,), _ = build_features(config, cfg.model, loaded, cache)
-    discriminator = Discriminator(loaded.model, builder)
-    allowed = allowed_label_tokens(tokenizer, builder, discriminator.embedding.shape[0], config.label.vocabulary,
-                                   config.label.min_letters, config.label.stop_words)
-    labels = [word_label_ids(builder, word) for word in args.labels]
+    labels = [word_label_ids(discriminator.builder, word) for word in args.labels]
     for word, ids in zip(args.labels, labels):
         if len(ids) != 1:
             raise SystemExit(f"error: '{word}' is {len(ids)} tokens for {args.model} in the label slot; give one-token words")

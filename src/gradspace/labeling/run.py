@@ -58,6 +58,18 @@ def load_sae(config: BuiltinSAEConfig | LocalSAEConfig | SAELensConfig, loaded: 
     return sae.to(loaded.model.device)
 
 
+def build_discriminator(config: LabelingConfig, model_cfg, loaded: LoadedModel) -> tuple[PromptSpec, Discriminator, torch.Tensor]:
+    """The prompt the configuration resolves to for this model, the frozen LM reading it, and the tokens a label may
+    use: (spec, discriminator, allowed)."""
+    tokenizer = loaded.tokenizer
+    spec = resolve_prompt_spec(config.prompt, tokenizer, str(model_cfg.get("source", "hf")), str(model_cfg.name))
+    builder = PromptBuilder(spec, tokenizer, config.label.length, add_bos=config.prompt.add_bos)
+    discriminator = Discriminator(loaded.model, builder)
+    allowed = allowed_label_tokens(tokenizer, builder, discriminator.embedding.shape[0], config.label.vocabulary,
+                                   config.label.min_letters, config.label.stop_words)
+    return spec, discriminator, allowed
+
+
 def build_features(config: LabelingConfig, model_cfg, loaded: LoadedModel, cache_dir: Path
                    ) -> tuple[list[FeatureData], SparseAutoencoder | None]:
     feature = config.feature
@@ -258,15 +270,12 @@ def run(cfg: DictConfig) -> dict:
     cache_dir = Path(str(cfg.paths.cache_dir)).expanduser()
     loaded = load_model(cfg.model, cache_dir, progress=False)
     tokenizer = loaded.tokenizer
-    spec: PromptSpec = resolve_prompt_spec(config.prompt, tokenizer, str(cfg.model.get("source", "hf")), str(cfg.model.name))
-    builder = PromptBuilder(spec, tokenizer, config.label.length, add_bos=config.prompt.add_bos)
+    spec, discriminator, allowed = build_discriminator(config, cfg.model, loaded)
+    builder = discriminator.builder
     features, sae = build_features(config, cfg.model, loaded, cache_dir)
     if any(f.train_positive[0].context for f in features) and not builder.uses_context:
         log.info("the prompt has no {context} slot: context-dependent activations are judged from the word alone")
     names = [f.name for f in features]
-    discriminator = Discriminator(loaded.model, builder)
-    allowed = allowed_label_tokens(tokenizer, builder, discriminator.embedding.shape[0], config.label.vocabulary,
-                                   config.label.min_letters, config.label.stop_words)
     # The oracle check first: a feature the readout cannot tell apart with its own name gets no label.
     oracle_start = time.perf_counter()
     oracles = {f.name: oracle_check(discriminator, f, allowed, config.evaluation.max_examples) for f in features}
