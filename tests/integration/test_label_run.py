@@ -18,6 +18,7 @@ from gradspace.utils.io import relative_to_run, split_timings
 from gradspace.labeling.config import DiscreteConfig, LabelingConfig
 from gradspace.labeling.discrete import SOFT_LABEL_STAGES, HardLabelScorer, select_label
 from gradspace.labeling.discriminator import Discriminator
+from gradspace.labeling.features import singular_category_words
 from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
 from gradspace.labeling.run import run
 from gradspace.labeling.soft_label import allowed_label_tokens
@@ -121,6 +122,7 @@ def test_soft_label_recovers_the_planted_label(question_model, tmp_path):
     # The most frequent positive word is no category name: the baseline must do worse than the label.
     baseline = feature["baselines"]["most_frequent_top_activating"]
     assert baseline["label"] in CATEGORIES["mammal"] and baseline["heldout_accuracy"] < 1.0
+    assert feature["baselines"]["first_listed"]["label"] == singular_category_words()["mammal"][0]
     assert feature["example_prompt"].endswith("a mammal ?")
     assert results["steps"] == 60 and results["trajectory"]
     assert feature["selection"]["found_by"] in SOFT_LABEL_STAGES

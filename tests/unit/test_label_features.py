@@ -1,5 +1,6 @@
 """Features, losses, metrics, label vocabulary and baselines of the labeling method (no model)."""
 
+import sys
 from collections import Counter
 
 import pytest
@@ -46,7 +47,7 @@ def test_features_share_one_split_of_the_negatives(tokenizer):
     # one feature and a held-out negative of another.
     negatives = [token(tokenizer, w) for w in WORDS]
     mammal, fish = word_set_features([("mammal", ["dog", "cat", "cow", "pig"], []), ("fish", ["eel", "cod", "tuna"], [])],
-                                     negatives, tokenizer, 0.3, 0.3, 0, None)
+                                     negatives, tokenizer, 0.3, 0.3, 0, {})
     parts = ("train_negative", "validation_negative", "heldout_negative")
     for part in parts:
         own = {name: {e.token for e in getattr(feature, part)} for name, feature in (("mammal", mammal), ("fish", fish))}
@@ -56,6 +57,24 @@ def test_features_share_one_split_of_the_negatives(tokenizer):
         assert not own["mammal"] & positives["mammal"] and not own["fish"] & positives["fish"]
     mammal_train = {e.token for e in mammal.train_negative}
     assert not mammal_train & {e.token for e in fish.heldout_negative + fish.validation_negative}
+
+
+def test_a_word_list_without_corpus_ranks_its_words_by_english_frequency(tokenizer):
+    # The list's author put "eel" first; English puts "dog" (1.3e-4) far above "cat", "cow" and "eel" (1.7e-6).
+    lists = {"animals": ["eel", "cow", "dog", "cat", "hen", "owl"]}
+    (feature,) = word_list_features(lists, {}, ["animals"], ["crow", "cod", "tuna", "pig"], tokenizer, 0.3, 0.25, 0, None)
+    assert feature.top_activating_tokens == [token(tokenizer, "dog")]
+    assert feature.first_listed_token == token(tokenizer, "eel")
+    # A corpus, where given, decides instead.
+    (feature,) = word_list_features(lists, {}, ["animals"], ["crow", "cod", "tuna", "pig"], tokenizer, 0.3, 0.25, 0,
+                                    Counter({token(tokenizer, "hen"): 3}))
+    assert feature.top_activating_tokens == [token(tokenizer, "hen")]
+
+
+def test_english_frequencies_without_wordfreq_say_how_to_install_it(tokenizer, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wordfreq", None)  # import wordfreq now raises ImportError
+    with pytest.raises(GradspaceError, match="pip install wordfreq.*feature.corpus_path"):
+        word_list_features({"animals": ["dog", "cat", "cow"]}, {}, ["animals"], None, tokenizer, 0.3, 0.25, 0, None)
 
 
 def test_word_list_with_no_token_in_vocabulary_is_an_error(tokenizer):
@@ -72,7 +91,7 @@ def test_unknown_feature_ids_are_errors(tokenizer):
 
 def test_a_single_word_cannot_be_split_into_train_validation_and_heldout(tokenizer):
     with pytest.raises(GradspaceError, match="no validation_positive.*heldout_positive"):
-        word_set_features([("one", ["dog"], [])], [token(tokenizer, "owl"), token(tokenizer, "eel")], tokenizer, 0.3, 0.25, 0, None)
+        word_set_features([("one", ["dog"], [])], [token(tokenizer, "owl"), token(tokenizer, "eel")], tokenizer, 0.3, 0.25, 0, {})
 
 
 def test_category_negatives_are_other_categories_words():
@@ -153,7 +172,7 @@ def test_a_step_draws_one_set_of_negatives_for_all_features():
     builder = PromptBuilder(PromptSpec("plain", "is a {word} a {label} ?", None, readout="label_likelihood"), tokenizer, 1)
     for negatives, shared_pool in ((others, True), ([*others, *lists["ant"], *lists["bee"]], False)):
         features = word_set_features([(name, words, []) for name, words in lists.items()],
-                                     [token(tokenizer, w) for w in negatives], tokenizer, 0.25, 0.25, 0, None)
+                                     [token(tokenizer, w) for w in negatives], tokenizer, 0.25, 0.25, 0, {})
         stream = iter(BalancedExamples(features, builder, batch_size=8, pad_id=tokenizer.pad_token_id, seed=0))
         drawn = [Counter() for _ in features]
         for _ in range(300):

@@ -1,5 +1,6 @@
-"""Labels without optimisation, scored beside the learned one: the most frequent top-activating token, and for SAE
-latents the output-centric vocabulary projection (unembedding · decoder direction)."""
+"""Labels without optimisation, scored beside the learned one: the most frequent top-activating token, for word lists
+also the list's first word, and for SAE latents the output-centric vocabulary projection (unembedding · decoder
+direction)."""
 
 from __future__ import annotations
 

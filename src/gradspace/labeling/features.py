@@ -40,6 +40,8 @@ class FeatureData:
     label_words: list[str] = field(default_factory=list)
     # Tokens of the strongest examples (repeated by frequency): the "most frequent top-activating token" baseline.
     top_activating_tokens: list[int] = field(default_factory=list)
+    # Word lists: the list's first word, the category's prototype as its author wrote it (a second baseline)
+    first_listed_token: int | None = None
     decoder_direction: torch.Tensor | None = None  # SAE latents: the latent's decoder row
 
     def check(self) -> None:
@@ -110,12 +112,13 @@ def split_three(items: list, heldout_fraction: float, validation_fraction: float
 
 def word_set_features(
     lists: Sequence[tuple[str, Sequence[str], Sequence[str]]], negative_tokens: Sequence[int], tokenizer,
-    heldout_fraction: float, validation_fraction: float, seed: int, counts: Counter | None, max_negatives: int = 2000,
+    heldout_fraction: float, validation_fraction: float, seed: int, frequency: Mapping[int, float], max_negatives: int = 2000,
 ) -> list[FeatureData]:
     """One feature per (name, words, label_words): positives are the words of its list that are single tokens,
     negatives are `negative_tokens` minus them. The negatives are sampled and split once for all features, so a
     word is a training, validation or held-out negative for every feature alike, and one draw of training
-    negatives can serve every feature of a batch (BalancedExamples)."""
+    negatives can serve every feature of a batch (BalancedExamples). `frequency` (per token) picks each list's
+    most frequent word, the most-frequent-token baseline; ties go to the earlier word of the list."""
     rng = random.Random(f"{seed}:negatives")
     negative = list(dict.fromkeys(negative_tokens))
     if len(negative) > max_negatives:
@@ -133,14 +136,13 @@ def word_set_features(
         positive_set = set(positive)
         train_pos, validation_pos, heldout_pos = split_three(positive, heldout_fraction, validation_fraction, random.Random(f"{seed}:{name}"))
         train_neg, validation_neg, heldout_neg = ([t for t in part if t not in positive_set] for part in negative_parts)
-        # Frequency in the corpus decides the baseline; without a corpus the list's own order does.
-        ranked = sorted(positive, key=lambda t: -counts[t]) if counts else positive
+        ranked = sorted(positive, key=lambda t: -frequency.get(t, 0))
         feature = FeatureData(
             name=name,
             train_positive=examples(train_pos), train_negative=examples(train_neg),
             heldout_positive=examples(heldout_pos), heldout_negative=examples(heldout_neg),
             validation_positive=examples(validation_pos), validation_negative=examples(validation_neg),
-            top_activating_tokens=ranked[:1], label_words=[str(w) for w in label_words],
+            top_activating_tokens=ranked[:1], first_listed_token=positive[0], label_words=[str(w) for w in label_words],
         )
         feature.check()
         features.append(feature)
@@ -168,7 +170,7 @@ def category_features(ids: Sequence[str], tokenizer, heldout_fraction: float, va
     # Every category's words are candidates; each category's own are taken out of its negatives.
     negative_tokens = [t for t in (word_token_id(tokenizer, w) for words in categories.values() for w in words) if t is not None]
     return word_set_features([(name, categories[name], [name]) for name in ids], negative_tokens, tokenizer, heldout_fraction,
-                             validation_fraction, seed, counts)
+                             validation_fraction, seed, counts or Counter())
 
 
 # Inactive examples of a word list without feature.negatives: the vocabulary's words as labels may be (no fragments)
@@ -178,6 +180,8 @@ NEGATIVE_MIN_LETTERS = 3
 def word_list_features(sets: Mapping[str, Sequence[str]], labels: Mapping[str, Sequence[str]], ids: Sequence[str],
                        negatives: Sequence[str] | None, tokenizer, heldout_fraction: float, validation_fraction: float, seed: int,
                        counts: Counter | None) -> list[FeatureData]:
+    """Word-list features; `counts` (token counts of a corpus) rank each list's words for the most-frequent-token
+    baseline, and without a corpus their frequency in English does (gradspace.data.word_frequency)."""
     unknown = [name for name in ids if name not in sets]
     if unknown:
         raise GradspaceError(f"feature.ids {unknown} are not in feature.sets ({', '.join(sets)}); add their word lists")
@@ -186,8 +190,21 @@ def word_list_features(sets: Mapping[str, Sequence[str]], labels: Mapping[str, S
     else:
         words = word_tokens(tokenizer, len(tokenizer), NEGATIVE_MIN_LETTERS, stop_words=False)
         negative_tokens = words.nonzero().flatten().tolist()
+    frequency = counts if counts is not None else english_token_frequencies(tokenizer, [str(w) for name in ids for w in sets[name]])
     return word_set_features([(name, sets[name], (labels or {}).get(name, ())) for name in ids], negative_tokens, tokenizer,
-                             heldout_fraction, validation_fraction, seed, counts)
+                             heldout_fraction, validation_fraction, seed, frequency)
+
+
+def english_token_frequencies(tokenizer, words: Sequence[str]) -> dict[int, float]:
+    """{token: frequency in English} of the words that are single tokens (words sharing a token: the larger)."""
+    from gradspace.data.word_frequency import english_frequencies
+
+    frequency: dict[int, float] = {}
+    for word, share in zip(words, english_frequencies(words)):
+        token = word_token_id(tokenizer, word)
+        if token is not None:
+            frequency[token] = max(frequency.get(token, 0.0), share)
+    return frequency
 
 
 # One text's token ids and its SAE codes [n_tokens, d_sae], sparse (a top-k SAE has k nonzero codes a token)

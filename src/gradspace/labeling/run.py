@@ -36,7 +36,7 @@ from gradspace.utils.seeding import seed_everything, set_torch_threads
 from gradspace.utils.wandb_setup import loggers_from_config, wandb_logger_of
 
 log = logging.getLogger(__name__)
-BASELINE_KINDS = ("most_frequent_top_activating", "vocabulary_projection")
+BASELINE_KINDS = ("most_frequent_top_activating", "first_listed", "vocabulary_projection")
 
 
 def load_sae(config: BuiltinSAEConfig | LocalSAEConfig | SAELensConfig, loaded: LoadedModel, corpus: Corpus,
@@ -139,6 +139,8 @@ def baseline_labels(feature: FeatureData, allowed: torch.Tensor, unembedding: to
     frequent = most_frequent_token(feature.top_activating_tokens, allowed)
     if frequent is not None:
         labels["most_frequent_top_activating"] = (frequent,)
+    if feature.first_listed_token is not None and bool(allowed[feature.first_listed_token]):
+        labels["first_listed"] = (feature.first_listed_token,)
     if feature.decoder_direction is not None:
         projection = vocabulary_projection(unembedding, feature.decoder_direction, allowed, top=10)
         labels["vocabulary_projection"] = (projection[0],)
@@ -258,8 +260,9 @@ def log_results(loggers: list, results: list[dict]) -> None:
     if wandb_logger is None:
         return
     wandb_logger.log_table(key="labels", columns=["feature", "oracle_auroc", "label", "probability", "heldout_accuracy", "heldout_auroc",
-                                            "soft_argmax", "soft_argmax_auroc", "top10", "baseline_frequent", "baseline_projection"],
-                     data=table)
+                                                  "soft_argmax", "soft_argmax_auroc", "top10", "baseline_frequent",
+                                                  "baseline_first_listed", "baseline_projection"],
+                           data=table)
     finish_wandb()
 
 
