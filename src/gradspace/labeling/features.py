@@ -117,8 +117,9 @@ def word_set_features(
     """One feature per (name, words, label_words): positives are the words of its list that are single tokens,
     negatives are `negative_tokens` minus them. The negatives are sampled and split once for all features, so a
     word is a training, validation or held-out negative for every feature alike, and one draw of training
-    negatives can serve every feature of a batch (BalancedExamples). `frequency` (per token) picks each list's
-    most frequent word, the most-frequent-token baseline; ties go to the earlier word of the list."""
+    negatives can serve every feature of a batch (BalancedExamples). `frequency` (per token) ranks each list's
+    words for the most-frequent-token baseline (ties: the earlier word of the list), which takes the first of them
+    that may be a label: the most frequent of "can, case, box" is a stop word."""
     rng = random.Random(f"{seed}:negatives")
     negative = list(dict.fromkeys(negative_tokens))
     if len(negative) > max_negatives:
@@ -142,7 +143,7 @@ def word_set_features(
             train_positive=examples(train_pos), train_negative=examples(train_neg),
             heldout_positive=examples(heldout_pos), heldout_negative=examples(heldout_neg),
             validation_positive=examples(validation_pos), validation_negative=examples(validation_neg),
-            top_activating_tokens=ranked[:1], first_listed_token=positive[0], label_words=[str(w) for w in label_words],
+            top_activating_tokens=ranked, first_listed_token=positive[0], label_words=[str(w) for w in label_words],
         )
         feature.check()
         features.append(feature)
