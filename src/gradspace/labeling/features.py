@@ -38,7 +38,8 @@ class FeatureData:
     validation_negative: list[Example] = field(default_factory=list)
     # The category word (the oracle's hand-given label) and the synonyms and hypernyms that count as it, if written down
     label_words: list[str] = field(default_factory=list)
-    # Tokens of the strongest examples (repeated by frequency): the "most frequent top-activating token" baseline.
+    # The "most frequent top-activating token" baseline's tokens: an SAE latent's strongest occurrences (repeated by
+    # frequency), a word list's words (ranked by frequency).
     top_activating_tokens: list[int] = field(default_factory=list)
     # Word lists: the list's first word, the category's prototype as its author wrote it (a second baseline)
     first_listed_token: int | None = None
