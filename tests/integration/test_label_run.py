@@ -500,6 +500,20 @@ def test_label_py_writes_results(question_model, tmp_path):
     assert logged["heldout/auroc/animals"] == pytest.approx(feature["heldout_auroc"])
 
 
+def test_labels_go_to_an_offline_wandb_run_as_a_table(question_model, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    results = run(label_cfg(question_model, tmp_path, "logger=wandb", "label.steps=2", "label.restarts=1"))
+    (table_file,) = tmp_path.rglob("labels_*.table.json")
+    table = json.loads(table_file.read_text())
+    (row,) = table["data"]
+    entry = dict(zip(table["columns"], row))
+    (feature,) = results["features"]
+    assert len(row) == len(table["columns"]) and entry["label"] == feature["label"]
+    assert entry["baseline_frequent"] == feature["baselines"]["most_frequent_top_activating"]["label"]
+    assert entry["baseline_first_listed"] == feature["baselines"]["first_listed"]["label"] == "dog"
+
+
 def test_same_seed_writes_identical_results_and_timings_apart(question_model, tmp_path):
     overrides = ("feature.ids=[mammal,bird]", "label.steps=4")
     run(label_cfg(question_model, tmp_path, *overrides))
