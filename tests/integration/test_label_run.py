@@ -101,6 +101,7 @@ def label_cfg(model_dir: Path, out: Path, *overrides: str, word_lists: bool = Tr
         return compose("label", overrides=[
             "model=local", f"model.path={model_dir}", "prompt.style=synth", "logger=none", "trainer.accelerator=cpu",
             f"paths.output_dir={out}", f"paths.cache_dir={out / 'cache'}", *features, "label.restarts=2", "label.steps=30",
+            "label.method=descent",
             *overrides,
         ])
 

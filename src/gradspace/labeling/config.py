@@ -17,6 +17,9 @@ from gradspace.labeling.sae_training import BuiltinSAEConfig
 from gradspace.utils.run_config import config_from_section, plain_section
 
 VOCABULARIES = ("words", "all")
+# How a label is found: the exact scan of every allowed token (scan), the soft label's descent (descent), the descent
+# with the scan beside it as a baseline (both), or the scan wherever the readout makes it affordable (auto).
+METHODS = ("auto", "scan", "descent", "both")
 # What the frozen LM's output says about (example, label): see gradspace.labeling.discriminator.
 READOUTS = ("answer", "example_likelihood", "label_likelihood")
 
@@ -41,8 +44,14 @@ class SoftLabelConfig:
     min_letters: int  # words: tokens with at least this many letters (shorter ones are mostly fragments)
     stop_words: bool  # words: also function and stop words ("the", "which", "about")
     optimizer: dict  # a `_target_` node with `_partial_: true`, called with the soft label's parameters
+    method: str  # one of METHODS
+    scan_beam: int  # two-token scans: the one-token scan's best first tokens each given every second token
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise GradspaceError(f"label.method='{self.method}' is unknown; use one of {', '.join(METHODS)}")
+        if self.scan_beam < 1:
+            raise GradspaceError(f"label.scan_beam={self.scan_beam} must be at least 1")
         if self.vocabulary not in VOCABULARIES:
             raise GradspaceError(f"label.vocabulary='{self.vocabulary}' is unknown; use one of {', '.join(VOCABULARIES)}")
         if self.restarts < 1 or self.batch_size < 2 or self.length < 1:
@@ -96,6 +105,10 @@ class DiscreteConfig:
 class EvaluationConfig:
     max_examples: int  # per class: held-out examples the hard label and the baselines are scored on
     min_oracle_auroc: float  # below it, the readout cannot tell the feature apart even with its own name: no label
+    # A readout that reads the label is scanned one forward per (token, example): the vocabulary_scan baseline (and
+    # label.method=auto's scan) is run where allowed tokens × examples stays within this
+    scan_max_items: int
+    scorer_model: dict | None  # a model config (as under model/): every label is also scored by that model's readout
 
 
 @dataclass(frozen=True)
@@ -148,7 +161,22 @@ class SAEFeatureConfig(FeatureConfig):
             raise GradspaceError(f"feature.select_density={list(self.select_density)} must be [low, high] with 0 <= low < high <= 1")
 
 
-FEATURE_KINDS = {"words": WordsFeatureConfig, "category": CategoryFeatureConfig, "sae": SAEFeatureConfig}
+@dataclass(frozen=True)
+class RecordsFeatureConfig(FeatureConfig):
+    """`kind: records`: activation records in a jsonl file (gradspace.labeling.records), active above `threshold`."""
+
+    path: str
+    threshold: float
+    labels: dict  # per feature: the category word first, then the synonyms and hypernyms a label may be
+    top_n: int  # strongest records behind the most-frequent-token baseline
+
+    def __post_init__(self) -> None:
+        if not self.path or self.path == "???":
+            raise GradspaceError("feature=records needs feature.path=<file.jsonl> of activation records")
+
+
+FEATURE_KINDS = {"words": WordsFeatureConfig, "category": CategoryFeatureConfig, "sae": SAEFeatureConfig,
+                 "records": RecordsFeatureConfig}
 
 
 @dataclass(frozen=True)
@@ -198,7 +226,7 @@ def feature_config(section: Any) -> FeatureConfig:
     if kind not in FEATURE_KINDS:
         raise GradspaceError(f"feature.kind='{kind}' is unknown; use one of {', '.join(FEATURE_KINDS)}")
     config = config_from_section(FEATURE_KINDS[kind], values, "feature")
-    if not config.ids and not getattr(config, "select_count", 0):
+    if not config.ids and not getattr(config, "select_count", 0) and kind != "records":
         raise GradspaceError("feature.ids is empty; name at least one feature, e.g. feature.ids=[mammal]")
     return config
 

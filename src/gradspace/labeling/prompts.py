@@ -41,10 +41,16 @@ class PromptSpec:
 
 @dataclass(frozen=True)
 class Example:
-    """One token to classify: its id and (for context-dependent features) the tokens before it in its text."""
+    """One token to classify: its id and (for context-dependent features) the tokens before it in its text. `word`,
+    where given, is the text the prompt spells at the word slot (an activation record's span, a word respelled for
+    another model's tokenizer, several tokens there); else the token's own text."""
 
     token: int
     context: tuple[int, ...] = ()
+    word: str = ""
+
+    def text(self, tokenizer) -> str:
+        return self.word or tokenizer.decode([self.token]).strip()
 
 
 @dataclass
@@ -231,7 +237,7 @@ class PromptBuilder:
             ids = list(example.context)
             return [i for i in ids if i not in self.tokenizer.all_special_ids]
         # The word is re-spelled from its text so that it reads as a word after the template's quote or space.
-        word = self.tokenizer.decode([example.token]).strip()
+        word = example.text(self.tokenizer)
         if slot == "article":
             return list(self.article_ids[self.article(word)])
         return self.spell(word, "word")
@@ -250,7 +256,7 @@ class PromptBuilder:
                 ids.extend(piece)
             elif piece == "word":
                 word_start = len(ids)
-                ids.extend(self.spell(self.tokenizer.decode([example.token]).strip(), "word", self.neutral_space_before))
+                ids.extend(self.spell(example.text(self.tokenizer), "word", self.neutral_space_before))
             else:
                 ids.extend(self._slot_ids(piece, example))
         return ids, word_start

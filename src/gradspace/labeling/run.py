@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 
 from gradspace.errors import GradspaceError
 from gradspace.labeling.baselines import most_frequent_token, vocabulary_projection
-from gradspace.labeling.config import (BuiltinSAEConfig, LabelingConfig, LocalSAEConfig, SAEFeatureConfig, SAELensConfig,
-                                       WordsFeatureConfig)
+from gradspace.labeling.config import (BuiltinSAEConfig, LabelingConfig, LocalSAEConfig, RecordsFeatureConfig, SAEFeatureConfig,
+                                       SAELensConfig, WordsFeatureConfig)
 from gradspace.labeling.discrete import HardLabelScorer, select_label
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import (Corpus, FeatureData, category_features, load_corpus, sae_codes, sae_latent_features,
@@ -25,6 +25,9 @@ from gradspace.labeling.features import (Corpus, FeatureData, category_features,
 from gradspace.labeling.oracle import OracleResult, is_accepted, oracle_check
 from gradspace.labeling.prompts import PromptBuilder, PromptSpec, resolve_prompt_spec
 from gradspace.labeling.sae import SparseAutoencoder, load_local_sae, load_saelens_sae
+from gradspace.labeling.records import record_features
+from gradspace.labeling.scan import ScanResult, beam_scan, vocabulary_scan
+from gradspace.labeling.scorer import build_scorer
 from gradspace.labeling.soft_label import BalancedExamples, SoftLabel, allowed_label_tokens
 from gradspace.labeling.vocabulary import word_tokens
 from gradspace.models.hooks import resolve_hook
@@ -36,7 +39,7 @@ from gradspace.utils.seeding import seed_everything, set_torch_threads
 from gradspace.utils.wandb_setup import loggers_from_config, wandb_logger_of
 
 log = logging.getLogger(__name__)
-BASELINE_KINDS = ("most_frequent_top_activating", "first_listed", "vocabulary_projection")
+BASELINE_KINDS = ("most_frequent_top_activating", "first_listed", "vocabulary_projection", "vocabulary_scan")
 
 
 def load_sae(config: BuiltinSAEConfig | LocalSAEConfig | SAELensConfig, loaded: LoadedModel, corpus: Corpus,
@@ -73,8 +76,11 @@ def build_discriminator(config: LabelingConfig, model_cfg, loaded: LoadedModel) 
 def build_features(config: LabelingConfig, model_cfg, loaded: LoadedModel, cache_dir: Path
                    ) -> tuple[list[FeatureData], SparseAutoencoder | None]:
     feature = config.feature
-    corpus = load_corpus(feature, model_cfg, cache_dir)
     tokenizer = loaded.tokenizer
+    if isinstance(feature, RecordsFeatureConfig):
+        return record_features(feature.path, [str(i) for i in feature.ids], feature.labels, feature.threshold, tokenizer,
+                               feature.heldout_fraction, feature.validation_fraction, feature.split_seed, feature.top_n), None
+    corpus = load_corpus(feature, model_cfg, cache_dir)
     if isinstance(feature, SAEFeatureConfig):
         if config.sae is None:
             raise GradspaceError("feature.kind=sae needs an SAE; add sae=builtin (or sae=local sae.path=..., or sae=saelens)")
@@ -147,21 +153,18 @@ def baseline_labels(feature: FeatureData, allowed: torch.Tensor, unembedding: to
     return labels, projection
 
 
-def label_feature(config: LabelingConfig, feature: FeatureData, p: torch.Tensor, visited: list[tuple[int, ...]],
-                  discriminator: Discriminator, allowed: torch.Tensor, unembedding: torch.Tensor, oracle: OracleResult | None) -> dict:
-    """One feature's result: the discrete step over its restarts' soft labels `p` [R, L, V] on the validation
-    examples, then the chosen label, the soft label's own argmax and top-10, and the baselines on held-out examples
-    (at the decision boundary the validation examples set)."""
+def descent_label(config: LabelingConfig, feature: FeatureData, p: torch.Tensor, visited: list[tuple[int, ...]],
+                  discriminator: Discriminator, allowed: torch.Tensor, heldout: HardLabelScorer) -> tuple[tuple[int, ...], float, dict]:
+    """The discrete step over one feature's restarts' soft labels `p` [R, L, V] on the validation examples: (the chosen
+    label, its validation threshold, the soft label's own result and the selection's record)."""
     builder = discriminator.builder
     tokenizer, pad_id = builder.tokenizer, builder.tokenizer.pad_token_id
-    limit, heldout_limit = config.discrete.max_examples, config.evaluation.max_examples
+    limit = config.discrete.max_examples
     selection = HardLabelScorer(discriminator, feature.validation_positive[:limit], feature.validation_negative[:limit], pad_id,
                                 allowed, config.label.kl_weight)
     tie_scorer = None
     if config.discrete.tie_objective_words == "train_and_validation":
-        tie_scorer = HardLabelScorer(discriminator, feature.train_positive[:limit] + feature.validation_positive[:limit],
-                                     feature.train_negative[:limit] + feature.validation_negative[:limit], pad_id, allowed,
-                                     config.label.kl_weight)
+        tie_scorer = training_scorer(config, feature, discriminator, allowed)
     chosen = select_label(selection, p, config.discrete, visited, tie_scorer)
     # The soft label's own result: the argmax of the restart whose argmax did best on validation, and its top 10.
     argmaxes = [tuple(int(t) for t in p[r].argmax(-1).tolist()) for r in range(p.shape[0])]
@@ -170,46 +173,23 @@ def label_feature(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
     restart = max(range(p.shape[0]), key=lambda r: validation[argmaxes[r]].ranking_key())
     top10 = p[restart, 0].topk(10)
     top10_labels = [(int(t),) + argmaxes[restart][1:] for t in top10.indices]
-    baselines_ids, projection = baseline_labels(feature, allowed, unembedding)
-    candidates = [chosen.best.label_ids, *top10_labels] + [ids for ids in baselines_ids.values() if len(ids) == config.label.length]
-    candidates = list(dict.fromkeys(candidates))
-    thresholds = [validation[ids].threshold if ids in validation else None for ids in candidates]
-    heldout = HardLabelScorer(discriminator, feature.heldout_positive[:heldout_limit], feature.heldout_negative[:heldout_limit],
-                              pad_id, allowed)
-    heldout_scores = {ids: heldout.score_labels([ids], None if threshold is None else [threshold])[0]
-                      for ids, threshold in zip(candidates, thresholds)}
-    best = heldout_scores[chosen.best.label_ids]
-
-    token_probs = torch.stack([p[:, position, token] for position, token in enumerate(best.label_ids)], dim=-1).prod(-1)
-    baselines = {}
-    for kind, ids in baselines_ids.items():
-        score = heldout_scores.get(ids)
-        baselines[kind] = {
-            "label": token_text(tokenizer, ids), "token_ids": list(ids),
-            "heldout_accuracy": score.balanced_accuracy if score else None, "heldout_auroc": score.auroc if score else None,
-        }
-        if kind == "vocabulary_projection":
-            baselines[kind]["top10"] = [token_text(tokenizer, [t]) for t in projection]
-    label = token_text(tokenizer, best.label_ids)
+    held = {ids: heldout.score_labels([ids], [validation[ids].threshold] if ids in validation else None)[0]
+            for ids in dict.fromkeys([argmaxes[restart], *top10_labels])}
+    best = chosen.best.label_ids
+    token_probs = torch.stack([p[:, position, token] for position, token in enumerate(best)], dim=-1).prod(-1)
     soft_argmax = token_text(tokenizer, argmaxes[restart])
-    return {
-        "feature": feature.name,
-        "oracle": oracle_summary(oracle),
-        "label": label,
-        "label_token_ids": list(best.label_ids),
-        "accepted": is_accepted(label, feature),
+    record = {
         "probability": float(token_probs.max()),
         "soft_label": {
             "restart": restart, "argmax": soft_argmax, "accepted": is_accepted(soft_argmax, feature),
-            "heldout_auroc": heldout_scores[argmaxes[restart]].auroc,
-            "heldout_accuracy": heldout_scores[argmaxes[restart]].balanced_accuracy,
+            "heldout_auroc": held[argmaxes[restart]].auroc, "heldout_accuracy": held[argmaxes[restart]].balanced_accuracy,
         },
-        "top10": [{"token": token_text(tokenizer, [int(t)]), "probability": float(pr), "heldout_auroc": heldout_scores[ids].auroc}
+        "top10": [{"token": token_text(tokenizer, [int(t)]), "probability": float(pr), "heldout_auroc": held[ids].auroc}
                   for pr, t, ids in zip(top10.values, top10.indices, top10_labels)],
         "restart_argmax": [token_text(tokenizer, ids) for ids in argmaxes],
         "selection": {"accuracy": chosen.best.balanced_accuracy, "auroc": chosen.best.auroc, "loss": chosen.best.loss,
                       "naturalness": chosen.best.naturalness, "objective": chosen.best.objective,
-                      "n_candidates": len(chosen.scored), "found_by": chosen.found_by[chosen.best.label_ids],
+                      "n_candidates": len(chosen.scored), "found_by": chosen.found_by[best],
                       "top_ranked": token_text(tokenizer, chosen.scored[0].label_ids),
                       "tied": [token_text(tokenizer, ids) for ids in chosen.tied],
                       "tie_objectives": [round(chosen.tie_objectives[ids], 4) for ids in chosen.tied],
@@ -217,13 +197,110 @@ def label_feature(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
                       "examples": {"positive": len(feature.validation_positive[:limit]), "negative": len(feature.validation_negative[:limit])},
                       "ranking": [[token_text(tokenizer, s.label_ids), round(s.auroc, 4), round(s.balanced_accuracy, 4)]
                                   for s in chosen.scored[:10]]},
+    }
+    return best, chosen.best.threshold, record
+
+
+def training_scorer(config: LabelingConfig, feature: FeatureData, discriminator: Discriminator, allowed: torch.Tensor) -> HardLabelScorer:
+    """The objective on every word the selection may see (training and validation): what the soft label minimises
+    and the scan minimises exactly."""
+    limit = config.discrete.max_examples
+    return HardLabelScorer(discriminator, feature.train_positive[:limit] + feature.validation_positive[:limit],
+                           feature.train_negative[:limit] + feature.validation_negative[:limit],
+                           discriminator.builder.tokenizer.pad_token_id, allowed, config.label.kl_weight)
+
+
+def validation_threshold(config: LabelingConfig, feature: FeatureData, discriminator: Discriminator, allowed: torch.Tensor,
+                         label: tuple[int, ...]) -> float:
+    """The label's decision boundary on the validation examples, where held-out accuracy is read."""
+    limit = config.discrete.max_examples
+    scorer = HardLabelScorer(discriminator, feature.validation_positive[:limit], feature.validation_negative[:limit],
+                             discriminator.builder.tokenizer.pad_token_id, allowed)
+    return scorer.score_labels([label])[0].threshold
+
+
+def scan_feasible(config: LabelingConfig, scorer: HardLabelScorer) -> bool:
+    """Whether the exact scan is affordable: a table (the label is only predicted; two-token labels by a beam over
+    it), else one forward per (token, example) within `evaluation.scan_max_items`."""
+    if scorer.discriminator.builder.readout == "label_likelihood":
+        return True
+    return config.label.length == 1 and int(scorer.allowed.sum()) * len(scorer.targets) <= config.evaluation.scan_max_items
+
+
+def run_scan(config: LabelingConfig, feature: FeatureData, discriminator: Discriminator, allowed: torch.Tensor,
+             one_token: Discriminator | None) -> tuple[ScanResult, ScanResult | None]:
+    """The scan's label on the training and validation words: one-token labels over every allowed token, two-token
+    labels by `beam_scan` from the one-token scan's best first tokens (`one_token`: the discriminator of one-token
+    labels); (the scan, the one-token scan it started from or None)."""
+    scorer = training_scorer(config, feature, discriminator, allowed)
+    if config.label.length == 1:
+        return vocabulary_scan(scorer), None
+    single = vocabulary_scan(training_scorer(config, feature, one_token, allowed), keep=config.label.scan_beam)
+    return beam_scan(discriminator, scorer, [ids[0] for ids, _ in single.ranking]), single
+
+
+def label_feature(config: LabelingConfig, feature: FeatureData, found: tuple[tuple[int, ...], float, dict],
+                  scan: ScanResult | None, single: ScanResult | None, method: str, discriminator: Discriminator,
+                  one_token: Discriminator | None, allowed: torch.Tensor, unembedding: torch.Tensor,
+                  oracle: OracleResult | None) -> dict:
+    """One feature's result: the found label (`found`: label ids, validation threshold, the method's own record), the
+    scan beside it, and the baselines, all scored on the held-out examples at the validation examples' boundary."""
+    builder = discriminator.builder
+    tokenizer, pad_id = builder.tokenizer, builder.tokenizer.pad_token_id
+    heldout_limit = config.evaluation.max_examples
+    heldout = HardLabelScorer(discriminator, feature.heldout_positive[:heldout_limit], feature.heldout_negative[:heldout_limit],
+                              pad_id, allowed)
+    label_ids, threshold, record = found
+    best = heldout.score_labels([label_ids], [threshold])[0]
+
+    def scored(ids: tuple[int, ...], scorer: HardLabelScorer, by: Discriminator) -> dict:
+        score = best if ids == label_ids else scorer.score_labels(
+            [ids], [validation_threshold(config, feature, by, allowed, ids)])[0]
+        text = token_text(tokenizer, ids)
+        return {"label": text, "token_ids": list(ids), "accepted": is_accepted(text, feature),
+                "heldout_accuracy": score.balanced_accuracy, "heldout_auroc": score.auroc}
+
+    baselines_ids, projection = baseline_labels(feature, allowed, unembedding)
+    baselines = {}
+    for kind, ids in baselines_ids.items():
+        if len(ids) == config.label.length:
+            baselines[kind] = scored(ids, heldout, discriminator)
+        else:
+            baselines[kind] = {"label": token_text(tokenizer, ids), "token_ids": list(ids), "accepted": None,
+                               "heldout_accuracy": None, "heldout_auroc": None}
+        if kind == "vocabulary_projection":
+            baselines[kind]["top10"] = [token_text(tokenizer, [t]) for t in projection]
+    if scan is not None:
+        baselines["vocabulary_scan"] = {**scored(scan.label_ids, heldout, discriminator), "objective": scan.objective,
+                                        "n_scored": scan.n_scored, "seconds": round(scan.seconds, 3)}
+    label = token_text(tokenizer, label_ids)
+    entry = {
+        "feature": feature.name,
+        "oracle": oracle_summary(oracle),
+        "method": method,
+        "label": label,
+        "label_token_ids": list(label_ids),
+        "accepted": is_accepted(label, feature),
+        **record,
         "heldout_accuracy": best.balanced_accuracy,
         "heldout_auroc": best.auroc,
         "heldout_examples": {"positive": len(feature.heldout_positive[:heldout_limit]), "negative": len(feature.heldout_negative[:heldout_limit])},
         "top_activating": [token_text(tokenizer, [t]) for t in feature.top_activating_tokens[:10]],
         "baselines": baselines,
-        "example_prompt": builder.render_text(feature.heldout_positive[0], best.label_ids),
+        "example_prompt": builder.render_text(feature.heldout_positive[0], label_ids),
     }
+    if single is not None:  # a two-token scan: the best one-token label beside it
+        one_heldout = HardLabelScorer(one_token, feature.heldout_positive[:heldout_limit], feature.heldout_negative[:heldout_limit],
+                                      pad_id, allowed)
+        entry["one_token"] = scored(single.label_ids, one_heldout, one_token)
+    return entry
+
+
+def scan_record(scan: ScanResult, tokenizer) -> dict:
+    """What the scan's selection saw: its ten best labels by objective."""
+    return {"selection": {"found_by": "vocabulary_scan", "objective": scan.objective, "n_candidates": scan.n_scored,
+                          "seconds": round(scan.seconds, 3),
+                          "ranking": [[token_text(tokenizer, ids), round(objective, 4)] for ids, objective in scan.ranking[:10]]}}
 
 
 def oracle_summary(oracle: OracleResult | None) -> dict | None:
@@ -245,13 +322,19 @@ def log_results(loggers: list, results: list[dict]) -> None:
     from gradspace.utils.wandb_setup import finish_wandb
 
     labelled = [r for r in results if r["label"] is not None]
-    oracle = lambda r: None if r["oracle"] is None else round(r["oracle"]["heldout_auroc"], 4)  # noqa: E731
-    table = [[r["feature"], oracle(r), r["label"], round(r["probability"], 4), round(r["heldout_accuracy"], 4), round(r["heldout_auroc"], 4),
-              r["soft_label"]["argmax"], round(r["soft_label"]["heldout_auroc"], 4), " ".join(t["token"] for t in r["top10"]),
-              *[r["baselines"].get(k, {}).get("label") for k in BASELINE_KINDS]]
+    rounded = lambda value: None if value is None else round(value, 4)  # noqa: E731
+    table = [[r["feature"], rounded(r["oracle"] and r["oracle"]["heldout_auroc"]), r["method"], r["label"],
+              rounded(r.get("probability")), round(r["heldout_accuracy"], 4), round(r["heldout_auroc"], 4),
+              r["soft_label"]["argmax"] if "soft_label" in r else None,
+              rounded(r["soft_label"]["heldout_auroc"]) if "soft_label" in r else None,
+              " ".join(t["token"] for t in r["top10"]) if "top10" in r else None,
+              *[r["baselines"].get(k, {}).get("label") for k in BASELINE_KINDS],
+              rounded(r["baselines"].get("vocabulary_scan", {}).get("heldout_auroc")),
+              r["scorer"]["model"] if r.get("scorer") else None, rounded(r["scorer"]["heldout_auroc"]) if r.get("scorer") else None]
              for r in labelled]
     metrics = ({f"heldout/accuracy/{r['feature']}": r["heldout_accuracy"] for r in labelled}
                | {f"heldout/auroc/{r['feature']}": r["heldout_auroc"] for r in labelled}
+               | {f"scorer/auroc/{r['feature']}": r["scorer"]["heldout_auroc"] for r in labelled if r.get("scorer")}
                | {f"oracle/auroc/{r['feature']}": r["oracle"]["heldout_auroc"] for r in results if r["oracle"]})
     for logger in loggers:
         logger.log_metrics(metrics)
@@ -259,11 +342,36 @@ def log_results(loggers: list, results: list[dict]) -> None:
     wandb_logger = wandb_logger_of(loggers)
     if wandb_logger is None:
         return
-    wandb_logger.log_table(key="labels", columns=["feature", "oracle_auroc", "label", "probability", "heldout_accuracy", "heldout_auroc",
-                                                  "soft_argmax", "soft_argmax_auroc", "top10", "baseline_frequent",
-                                                  "baseline_first_listed", "baseline_projection"],
+    wandb_logger.log_table(key="labels", columns=["feature", "oracle_auroc", "method", "label", "probability", "heldout_accuracy",
+                                                  "heldout_auroc", "soft_argmax", "soft_argmax_auroc", "top10", "baseline_frequent",
+                                                  "baseline_first_listed", "baseline_projection", "baseline_vocabulary_scan",
+                                                  "baseline_vocabulary_scan_auroc", "scorer_model", "scorer_auroc"],
                            data=table)
     finish_wandb()
+
+
+def resolve_method(config: LabelingConfig, scorers: list[HardLabelScorer]) -> str:
+    """label.method with auto resolved: the scan where it is affordable for every feature, else the descent."""
+    feasible = all(scan_feasible(config, scorer) for scorer in scorers)
+    if config.label.method == "auto":
+        return "scan" if feasible else "descent"
+    if config.label.method == "scan" and not feasible:
+        raise GradspaceError(f"label.method=scan: this readout reads the label, so the scan costs one forward per token and "
+                             f"example, more than evaluation.scan_max_items={config.evaluation.scan_max_items}; use "
+                             f"label.method=descent, a smaller label.vocabulary, or raise evaluation.scan_max_items")
+    return config.label.method
+
+
+def log_feature(feature: FeatureData, entry: dict) -> None:
+    # Without a category word (SAE latents) what the feature fires on is what its label is to be read against.
+    soft = entry.get("soft_label")
+    log.info("%s: %s | label %r (%s, accepted %s) held-out accuracy %.3f AUROC %.3f%s | baseline %s%s", feature.name,
+             f"fires most on {', '.join(dict.fromkeys(entry['top_activating']))!r}" if entry["oracle"] is None
+             else f"oracle AUROC {entry['oracle']['heldout_auroc']:.3f} ({entry['oracle']['label']!r})",
+             entry["label"], entry["selection"]["found_by"], entry["accepted"], entry["heldout_accuracy"], entry["heldout_auroc"],
+             "" if soft is None else f" | soft-label argmax {soft['argmax']!r} held-out AUROC {soft['heldout_auroc']:.3f}",
+             {k: (b["label"], None if b["heldout_auroc"] is None else round(b["heldout_auroc"], 3)) for k, b in entry["baselines"].items()},
+             "" if not entry.get("scorer") else f" | scored by {entry['scorer']['model']}: AUROC {entry['scorer']['heldout_auroc']:.3f}")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -288,29 +396,41 @@ def run(cfg: DictConfig) -> dict:
     results = {f.name: unlabelled_feature(f, oracles[f.name], minimum) for f in features if f not in trainable}
     for result in results.values():
         log.warning("%s: %s", result["feature"], result["note"])
+    method = resolve_method(config, [training_scorer(config, f, discriminator, allowed) for f in trainable])
+    # The scan is the baseline of every method wherever it is affordable.
+    scans = all(scan_feasible(config, training_scorer(config, f, discriminator, allowed)) for f in trainable)
+    one_token = None
+    if config.label.length > 1 and scans:
+        one_token = Discriminator(loaded.model, PromptBuilder(spec, tokenizer, 1, add_bos=config.prompt.add_bos)).to(loaded.model.device)
     loggers = loggers_from_config(cfg, default_name=f"label-{cfg.model.name}-{'+'.join(names)[:60]}-s{cfg.seed}", tags=["label"])
-    module, train_seconds = (train_soft_labels(cfg, config, discriminator, allowed, trainable, loggers) if trainable else (None, 0.0))
+    descends = method in ("descent", "both")
+    module, train_seconds = (train_soft_labels(cfg, config, discriminator, allowed, trainable, loggers)
+                             if trainable and descends else (None, 0.0))
+    scorer = build_scorer(config, cache_dir, loaded) if config.evaluation.scorer_model else None
 
     restarts = config.label.restarts
     unembedding = loaded.model.get_output_embeddings().weight.detach()
     for index, feature in enumerate(trainable):
         feature_start = time.perf_counter()
-        rows = slice(index * restarts, (index + 1) * restarts)
-        with torch.no_grad():
-            p_final = module.distribution()[rows].detach()
-        visited = [label for label, _ in sum(module.visited[rows], Counter()).most_common()]
-        entry = label_feature(config, feature, p_final, visited, discriminator, allowed, unembedding, oracles[feature.name])
+        scan, single = run_scan(config, feature, discriminator, allowed, one_token) if scans else (None, None)
+        if descends:
+            rows = slice(index * restarts, (index + 1) * restarts)
+            with torch.no_grad():
+                p_final = module.distribution()[rows].detach()
+            visited = [label for label, _ in sum(module.visited[rows], Counter()).most_common()]
+            heldout = HardLabelScorer(discriminator, feature.heldout_positive[: config.evaluation.max_examples],
+                                      feature.heldout_negative[: config.evaluation.max_examples], tokenizer.pad_token_id, allowed)
+            found = descent_label(config, feature, p_final, visited, discriminator, allowed, heldout)
+        else:
+            found = (scan.label_ids, validation_threshold(config, feature, discriminator, allowed, scan.label_ids), scan_record(scan, tokenizer))
+        entry = label_feature(config, feature, found, scan, single, "descent" if descends else "scan", discriminator, one_token,
+                              allowed, unembedding, oracles[feature.name])
+        if scorer is not None:
+            entry["scorer"] = scorer.score(feature, entry["label"], tokenizer)
         # The K features train in one batch: each gets an equal share of the training time.
         entry["wall_seconds"] = train_seconds / len(trainable) + time.perf_counter() - feature_start
         results[feature.name] = entry
-        # Without a category word (SAE latents) what the feature fires on is what its label is to be read against.
-        log.info("%s: %s | label %r (%s, accepted %s) held-out accuracy %.3f AUROC %.3f | soft-label argmax %r "
-                 "held-out AUROC %.3f | baseline %s", feature.name,
-                 f"fires most on {', '.join(dict.fromkeys(entry['top_activating']))!r}" if entry["oracle"] is None
-                 else f"oracle AUROC {entry['oracle']['heldout_auroc']:.3f} ({entry['oracle']['label']!r})",
-                 entry["label"], entry["selection"]["found_by"], entry["accepted"], entry["heldout_accuracy"], entry["heldout_auroc"],
-                 entry["soft_label"]["argmax"], entry["soft_label"]["heldout_auroc"],
-                 {k: (b["label"], None if b["heldout_auroc"] is None else round(b["heldout_auroc"], 3)) for k, b in entry["baselines"].items()})
+        log_feature(feature, entry)
     results = [results[f.name] for f in features]
 
     summary = {
@@ -319,6 +439,8 @@ def run(cfg: DictConfig) -> dict:
                    "neutral": spec.neutral},
         "sae": None if sae is None else {"hook_name": sae.hook_name, "architecture": sae.architecture, "d_sae": sae.d_sae, **sae.extra_cfg},
         "readout": spec.readout,
+        "method": method,
+        "scorer": None if scorer is None else scorer.summary(),
         "oracle_seconds": oracle_seconds,
         "train_seconds": train_seconds,
         "steps": 0 if module is None else int(module.global_step),
