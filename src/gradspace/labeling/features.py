@@ -44,6 +44,9 @@ class FeatureData:
     # Word lists: the list's first word, the category's prototype as its author wrote it (a second baseline)
     first_listed_token: int | None = None
     decoder_direction: torch.Tensor | None = None  # SAE latents: the latent's decoder row
+    # SAE latents: how much of the firing the word alone explains, as the held-out AUROC of each token's firing rate
+    # on the training texts (1.0: the token decides; 0.5: the token says nothing, the context does)
+    word_alone_auroc: float | None = None
 
     def check(self) -> None:
         parts = ("train_positive", "train_negative", "validation_positive", "validation_negative", "heldout_positive", "heldout_negative")
@@ -291,6 +294,19 @@ def select_latents(codes: Sequence[TextCodes], words: torch.Tensor, count: int, 
     return firings.pick(count, density, word_share, min_words)
 
 
+def word_alone_auroc(fired_on: Counter, seen: Counter, positive: Sequence[Example], negative: Sequence[Example]) -> float | None:
+    """The held-out AUROC of predicting the latent from the token alone: each token's firing rate on the training
+    texts (a token never seen there: the overall rate)."""
+    if not positive or not negative:
+        return None
+    from torchmetrics.functional.classification import binary_auroc
+
+    overall = sum(fired_on.values()) / max(1, sum(seen.values()))
+    rate = lambda token: fired_on[token] / seen[token] if seen[token] else overall  # noqa: E731
+    scores = torch.tensor([rate(e.token) for e in [*positive, *negative]], dtype=torch.float64)
+    return float(binary_auroc(scores, torch.tensor([1] * len(positive) + [0] * len(negative))))
+
+
 def sae_latent_features(ids: Sequence[int], sae: SparseAutoencoder, train_codes: Sequence[TextCodes],
                         heldout_codes: Sequence[TextCodes], threshold: float, max_examples: int, seed: int, top_n: int = 20,
                         validation_fraction: float = 0.25) -> list[FeatureData]:
@@ -306,6 +322,7 @@ def sae_latent_features(ids: Sequence[int], sae: SparseAutoencoder, train_codes:
         rng = random.Random(f"{seed}:latent{latent}")
         parts: dict[str, tuple[list[Example], list[Example]]] = {}
         strongest: list[tuple[float, int]] = []
+        fired_on, seen = Counter(), Counter()  # per token, on the training texts: firings and occurrences
         for part, texts in splits.items():
             positive, negative = [], []
             for ids, acts in texts:
@@ -313,8 +330,11 @@ def sae_latent_features(ids: Sequence[int], sae: SparseAutoencoder, train_codes:
                     value = float(acts[position, column])
                     example = Example(token, tuple(ids[:position]))
                     (positive if value > threshold else negative).append(example)
-                    if part == "train" and value > threshold:
-                        strongest.append((value, token))
+                    if part == "train":
+                        seen[token] += 1
+                        if value > threshold:
+                            strongest.append((value, token))
+                            fired_on[token] += 1
             parts[part] = (rng.sample(positive, min(len(positive), max_examples)), rng.sample(negative, min(len(negative), max_examples)))
         if not parts["train"][0]:
             raise GradspaceError(
@@ -329,6 +349,7 @@ def sae_latent_features(ids: Sequence[int], sae: SparseAutoencoder, train_codes:
             heldout_positive=parts["heldout"][0], heldout_negative=parts["heldout"][1],
             top_activating_tokens=[token for _, token in strongest[:top_n]],
             decoder_direction=sae.W_dec[latent].detach().float().cpu(),
+            word_alone_auroc=word_alone_auroc(fired_on, seen, *parts["heldout"]),
         )
         feature.check()
         features.append(feature)

@@ -112,6 +112,13 @@ def build_features(config: LabelingConfig, model_cfg, loaded: LoadedModel, cache
                              counts), None
 
 
+def without_context(feature: FeatureData) -> FeatureData:
+    """The feature with every example's context removed: what a readout sees of it from the word alone."""
+    strip = lambda examples: [dataclasses.replace(e, context=()) for e in examples]  # noqa: E731
+    parts = ("train_positive", "train_negative", "validation_positive", "validation_negative", "heldout_positive", "heldout_negative")
+    return dataclasses.replace(feature, **{part: strip(getattr(feature, part)) for part in parts})
+
+
 def token_text(tokenizer, token_ids) -> str:
     return tokenizer.decode(list(token_ids)).strip()
 
@@ -282,6 +289,9 @@ def label_feature(config: LabelingConfig, feature: FeatureData, found: tuple[tup
         "label_token_ids": list(label_ids),
         "accepted": is_accepted(label, feature),
         **record,
+        # the objective on the training and validation words, what the scan minimises: a descent's label above the
+        # scan's objective is an optimisation shortfall, not the objective's preference
+        "objective": training_scorer(config, feature, discriminator, allowed).score_labels([label_ids])[0].objective,
         "heldout_accuracy": best.balanced_accuracy,
         "heldout_auroc": best.auroc,
         "heldout_examples": {"positive": len(feature.heldout_positive[:heldout_limit]), "negative": len(feature.heldout_negative[:heldout_limit])},
@@ -390,11 +400,16 @@ def run(cfg: DictConfig) -> dict:
     # The oracle check first: a feature the readout cannot tell apart with its own name gets no label.
     oracle_start = time.perf_counter()
     oracles = {f.name: oracle_check(discriminator, f, allowed, config.evaluation.max_examples) for f in features}
+    # With context in the prompt: the same readout given the word alone, what the context adds.
+    word_alone = ({f.name: oracle_check(discriminator, without_context(f), allowed, config.evaluation.max_examples) for f in features}
+                  if builder.uses_context else {})
     oracle_seconds = time.perf_counter() - oracle_start
     minimum = config.evaluation.min_oracle_auroc
     trainable = [f for f in features if oracles[f.name] is None or oracles[f.name].score.auroc >= minimum]
     results = {f.name: unlabelled_feature(f, oracles[f.name], minimum) for f in features if f not in trainable}
-    for result in results.values():
+    for name, result in results.items():
+        if word_alone.get(name) is not None:
+            result["oracle_word_alone"] = oracle_summary(word_alone[name])
         log.warning("%s: %s", result["feature"], result["note"])
     method = resolve_method(config, [training_scorer(config, f, discriminator, allowed) for f in trainable])
     # The scan is the baseline of every method wherever it is affordable.
@@ -425,6 +440,10 @@ def run(cfg: DictConfig) -> dict:
             found = (scan.label_ids, validation_threshold(config, feature, discriminator, allowed, scan.label_ids), scan_record(scan, tokenizer))
         entry = label_feature(config, feature, found, scan, single, "descent" if descends else "scan", discriminator, one_token,
                               allowed, unembedding, oracles[feature.name])
+        if word_alone.get(feature.name) is not None:
+            entry["oracle_word_alone"] = oracle_summary(word_alone[feature.name])
+        if feature.word_alone_auroc is not None:
+            entry["word_alone_auroc"] = feature.word_alone_auroc
         if scorer is not None:
             entry["scorer"] = scorer.score(feature, entry["label"], tokenizer)
         # The K features train in one batch: each gets an equal share of the training time.

@@ -37,20 +37,30 @@ class ScanResult:
     seconds: float = 0.0
 
 
-def column_objectives(scores: torch.Tensor, surprisal: torch.Tensor | None, targets: torch.Tensor, kl_weight: float) -> torch.Tensor:
+def column_objectives(scores: torch.Tensor, surprisal: torch.Tensor | None, targets: torch.Tensor, kl_weight: float,
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
     """[C] the objective of C labels from their readout `scores` [N, C] on N examples (and -log q(label) `surprisal`
     [N, C] for naturalness): per column exactly what `HardLabelScorer.score_labels` computes for one label
-    (`discrete.calibrate` at the classes' midpoint, the balanced cross-entropy, the balanced mean surprisal)."""
+    (`discrete.calibrate` at the classes' midpoint, the balanced cross-entropy, the balanced mean surprisal).
+    `weights` [N] count each row as that many examples (rows of a word-alone readout stand for every occurrence
+    of their word): the same result as the rows repeated."""
     positive = targets.bool()
     scores = scores.double()
-    threshold = 0.5 * (scores[positive].mean(0) + scores[~positive].mean(0))
-    calibrated = (scores - threshold) / scores.std(0).clamp(min=1e-6)
-    loss = 0.5 * (F.softplus(-calibrated[positive]).mean(0) + F.softplus(calibrated[~positive]).mean(0))
+    w = torch.ones(len(targets), dtype=torch.float64, device=scores.device) if weights is None else weights.double().to(scores.device)
+    w_pos, w_neg = w * positive, w * ~positive
+
+    def class_mean(values: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        return (class_weights @ values) / class_weights.sum()
+
+    threshold = 0.5 * (class_mean(scores, w_pos) + class_mean(scores, w_neg))
+    mean = (w @ scores) / w.sum()
+    std = ((w @ (scores - mean) ** 2) / (w.sum() - 1)).sqrt()  # unbiased, as torch.std
+    calibrated = (scores - threshold) / std.clamp(min=1e-6)
+    loss = 0.5 * (class_mean(F.softplus(-calibrated), w_pos) + class_mean(F.softplus(calibrated), w_neg))
     if surprisal is None or kl_weight == 0:
         return loss
     surprisal = surprisal.double()
-    naturalness = 0.5 * (surprisal[positive].mean(0) + surprisal[~positive].mean(0))
-    return loss + kl_weight * naturalness
+    return loss + kl_weight * 0.5 * (class_mean(surprisal, w_pos) + class_mean(surprisal, w_neg))
 
 
 def _best(objective: torch.Tensor, labels: list[tuple[int, ...]], keep: int) -> list[tuple[tuple[int, ...], float]]:
@@ -97,32 +107,39 @@ def vocabulary_scan(scorer: HardLabelScorer, keep: int = 16) -> ScanResult:
 
 
 @torch.no_grad()
-def second_token_log_q(discriminator: Discriminator, scorer: HardLabelScorer, first: int, max_floats: int = 2**27
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For the first label token `first` on every example of a two-token `scorer`: its readout log q(first | prompt)
-    [N], the second slot's log q(· | prompt first) [N, V] and allowed-token prior [N, V], and the first token's
-    allowed-token prior [N]."""
+def two_token_tables(discriminator: Discriminator, scorer: HardLabelScorer, first_tokens: list[int], max_floats: int = 2**26):
+    """Per first token t1 of `first_tokens`, on every example of a two-token `scorer`: (t1, its readout log q(t1 |
+    prompt) [N], its allowed-token prior [N], the second slot's log q(· | prompt t1) [N, V] and allowed-token prior
+    [N, V]), one first token at a time. The prompts up to the label run once (grouped by where their label starts)
+    and their key/value caches are kept; each first token then costs one one-token forward per example."""
     device = discriminator.embedding.device
     prompts = scorer.prompts.to(device)
     allowed = scorer.allowed.to(device)
-    n = prompts.input_ids.shape[0]
-    vocabulary = discriminator.embedding.shape[0]
-    per_chunk = max(1, max_floats // (2 * vocabulary))
-    firsts, seconds, priors, first_priors = [], [], [], []
-    label = torch.tensor([[first, first]], dtype=torch.long, device=device)
-    for start in range(0, n, per_chunk):
-        examples = torch.arange(start, min(n, start + per_chunk), device=device)
-        rows = torch.zeros(len(examples), dtype=torch.long, device=device)
-        an_weights = scorer.takes_an.to(device)[label[:, 0]].float()
-        out = discriminator(prompts, discriminator.embedding[label], rows, with_slot_logits=True, an_weights=an_weights,
-                            examples=examples, label_tokens=label)
-        logits = out.item_slot_logits().float()  # [n, 2, V]
-        log_q = torch.log_softmax(logits, dim=-1)
-        firsts.append(log_q[:, 0, first].cpu())
-        first_priors.append(slot_log_prior(logits[:, 0], allowed)[:, first].cpu())
-        seconds.append(log_q[:, 1].cpu())
-        priors.append(slot_log_prior(logits[:, 1], allowed).cpu())
-    return torch.cat(firsts), torch.cat(seconds), torch.cat(priors), torch.cat(first_priors)
+    starts = prompts.label_positions[:, 0]
+    n, vocabulary = len(starts), discriminator.embedding.shape[0]
+    template = discriminator._template_prefix()
+    argument = discriminator._cache_argument
+    tokens = torch.tensor(first_tokens, dtype=torch.long, device=device)
+    firsts, first_priors = torch.zeros(len(first_tokens), n), torch.zeros(len(first_tokens), n)
+    heads = []  # (example rows, key/value layers of their prompts up to the label)
+    for start in starts.unique().tolist():
+        for chunk in (starts == start).nonzero().flatten().split(max(1, max_floats // vocabulary)):
+            past = None if template is None else discriminator._cache(template, len(chunk))
+            head = discriminator.lm.base_model(input_ids=prompts.input_ids[chunk, :start], use_cache=True, **{argument: past})
+            heads.append((chunk, [(layer.keys, layer.values) for layer in getattr(head, argument).layers]))
+            logits = discriminator._logits(head.last_hidden_state[:, -1]).float()  # [c, V]
+            firsts[:, chunk.cpu()] = torch.log_softmax(logits, -1)[:, tokens].T.cpu()
+            first_priors[:, chunk.cpu()] = slot_log_prior(logits, allowed)[:, tokens].T.cpu()
+    for index, token in enumerate(first_tokens):
+        second, second_prior = torch.zeros(n, vocabulary), torch.zeros(n, vocabulary)
+        for chunk, layers in heads:
+            inputs = (discriminator.embedding[token] * discriminator.input_scale).expand(len(chunk), 1, -1)
+            past = discriminator._cache(layers, len(chunk), torch.arange(len(chunk), device=device))
+            hidden = discriminator.lm.base_model(inputs_embeds=inputs, use_cache=True, **{argument: past}).last_hidden_state
+            logits = discriminator._logits(hidden[:, -1]).float()
+            second[chunk.cpu()] = torch.log_softmax(logits, -1).cpu()
+            second_prior[chunk.cpu()] = slot_log_prior(logits, allowed).cpu()
+        yield token, firsts[index], first_priors[index], second, second_prior
 
 
 def beam_scan(discriminator: Discriminator, scorer: HardLabelScorer, first_tokens: list[int], keep: int = 16) -> ScanResult:
@@ -133,8 +150,7 @@ def beam_scan(discriminator: Discriminator, scorer: HardLabelScorer, first_token
     start = time.perf_counter()
     allowed = scorer.allowed.nonzero().flatten()
     ranking: list[tuple[tuple[int, ...], float]] = []
-    for first in first_tokens:
-        first_log_q, log_q, prior, first_prior = second_token_log_q(discriminator, scorer, first)
+    for first, first_log_q, first_prior, log_q, prior in two_token_tables(discriminator, scorer, first_tokens):
         objective = table_objectives(log_q, prior, scorer.targets, allowed, scorer.kl_weight, base=first_log_q,
                                      base_surprisal=-first_prior)
         ranking += _best(objective, [(first, int(t)) for t in allowed.tolist()], keep)

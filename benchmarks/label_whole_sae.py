@@ -1,0 +1,82 @@
+"""Every live latent of the built-in 2,048-latent SAE of SmolLM2 (conf/experiment/label_sae_smollm2.yaml) labelled by
+the exact scan of the word-alone readout (gradspace.labeling.whole_sae), with its time and peak memory: the SAE and
+its codes (cached after the first run), the token table, and the labels. Writes <out>/whole_sae.json and
+<out>/whole_sae.tsv (latent, density, top words, label, held-out AUROC, word-alone AUROC, baselines).
+
+    OMP_NUM_THREADS=1 python benchmarks/label_whole_sae.py --out benchmarks/results/whole_sae
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from harness import pin_threads, print_header
+
+from gradspace.labeling.config import LabelingConfig
+from gradspace.labeling.features import load_corpus, sae_codes
+from gradspace.labeling.run import build_discriminator, load_sae
+from gradspace.labeling.whole_sae import label_all_latents
+from gradspace.models.loading import load_model
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("overrides", nargs="*", help="label.py overrides, e.g. sae.d_sae=512")
+    args = parser.parse_args()
+    pin_threads(args.threads)
+    print_header("every live latent of an SAE, labelled by the exact scan")
+    with initialize_config_dir(str(CONF), version_base=None):
+        cfg = compose("label", overrides=["experiment=label_sae_smollm2", "logger=none", *args.overrides])
+    config = LabelingConfig.from_config(cfg)
+    cache = Path(str(cfg.paths.cache_dir)).expanduser()
+    start = time.perf_counter()
+    loaded = load_model(cfg.model, cache, progress=False)
+    _, discriminator, allowed = build_discriminator(config, cfg.model, loaded)
+    corpus = load_corpus(config.feature, cfg.model, cache)
+    sae = load_sae(config.sae, loaded, corpus, cache)
+    train = sae_codes(loaded.model, loaded.tokenizer, sae, corpus.train)
+    heldout = sae_codes(loaded.model, loaded.tokenizer, sae, corpus.heldout)
+    codes_seconds = time.perf_counter() - start
+    labels, timings = label_all_latents(discriminator, allowed, train, heldout, sae.W_dec.detach(),
+                                        loaded.model.get_output_embeddings().weight.detach(), config.label.kl_weight,
+                                        config.feature.threshold)
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = {"model": loaded.name, "sae": {"hook_name": sae.hook_name, "d_sae": sae.d_sae, "architecture": sae.architecture},
+               "prompt": discriminator.builder.spec.template, "live_latents": len(labels), "model_sae_codes_seconds": codes_seconds,
+               **timings, "peak_rss_gb": peak_gb, "latents": [label.as_dict() for label in labels]}
+    (args.out / "whole_sae.json").write_text(json.dumps(summary, indent=1))
+    rows = ["latent\tdensity\ttop_words\tlabel\theldout_auroc\tword_alone_auroc\tmost_frequent\tmost_frequent_auroc\tprojection\tprojection_auroc"]
+    fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+    for label in labels:
+        frequent = label.baselines["most_frequent_top_activating"] or {"label": "", "heldout_auroc": None}
+        projection = label.baselines["vocabulary_projection"]
+        rows.append(f"{label.latent}\t{label.density:.5f}\t{' '.join(label.top_words)}\t{label.label}\t{fmt(label.heldout_auroc)}\t"
+                    f"{fmt(label.word_alone_auroc)}\t{frequent['label']}\t{fmt(frequent['heldout_auroc'])}\t{projection['label']}\t"
+                    f"{fmt(projection['heldout_auroc'])}")
+    (args.out / "whole_sae.tsv").write_text("\n".join(rows) + "\n")
+    scored = [label for label in labels if label.heldout_auroc is not None]
+    beats = lambda kind: sum(1 for l in scored if l.baselines[kind] and l.baselines[kind]["heldout_auroc"] is not None  # noqa: E731,E741
+                             and l.heldout_auroc > l.baselines[kind]["heldout_auroc"])
+    print(f"{len(labels)} live latents of {sae.d_sae} labelled; model + SAE + codes {codes_seconds:.0f} s, token table "
+          f"{timings['table_seconds']:.0f} s ({timings['table_rows']} tokens), labels {timings['label_seconds']:.0f} s; peak RSS {peak_gb:.2f} GB")
+    print(f"held-out AUROC median {statistics.median(l.heldout_auroc for l in scored):.3f} over {len(scored)} latents with held-out "
+          f"firings; above the most frequent top-activating token on {beats('most_frequent_top_activating')}, above the "
+          f"vocabulary projection on {beats('vocabulary_projection')}")
+    print(f"word-alone AUROC (the token's firing rate) median {statistics.median(l.word_alone_auroc for l in scored):.3f}")
+    print(f"wrote {args.out / 'whole_sae.tsv'} and whole_sae.json")
+
+
+if __name__ == "__main__":
+    main()

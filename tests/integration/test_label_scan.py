@@ -1,0 +1,86 @@
+"""The exact scan: every allowed token's objective from one table equals what the hard-label scorer computes label by
+label, its minimum is the label, and two-token scans from cached prompt heads match the plain two-token forward."""
+
+import pytest
+import torch
+
+from gradspace.labeling.discrete import HardLabelScorer
+from gradspace.labeling.discriminator import Discriminator
+from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
+from gradspace.labeling.scan import beam_scan, vocabulary_scan
+from gradspace.labeling.soft_label import allowed_label_tokens
+from gradspace.synth.tokenizer import build_word_tokenizer
+
+from test_label_run import CATEGORIES, WORDS, one_thread, tiny_model  # the tiny model and categories of the labeling tests
+
+pytestmark = pytest.mark.integration
+
+
+def scorer_for(length: int, readout: str = "label_likelihood", template: str = "is a {word} a {label}", kl_weight: float = 0.3):
+    tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "the", *CATEGORIES, *WORDS])
+    torch.manual_seed(0)
+    model = tiny_model(tokenizer, hidden=32).eval()
+    builder = PromptBuilder(PromptSpec("plain", template, ("yes", "no") if readout == "answer" else None, readout=readout),
+                            tokenizer, label_length=length)
+    discriminator = Discriminator(model, builder)
+    token = tokenizer.convert_tokens_to_ids
+    allowed = allowed_label_tokens(tokenizer, builder, len(tokenizer), "all")
+    # Uneven prompt lengths are what the grouped two-token heads must handle: a context before some words.
+    positives = [Example(token(w), (token("the"),) * (i % 2)) for i, w in enumerate(CATEGORIES["mammal"])]
+    negatives = [Example(token(w)) for w in CATEGORIES["bird"] + CATEGORIES["fish"]]
+    return discriminator, HardLabelScorer(discriminator, positives, negatives, tokenizer.pad_token_id, allowed, kl_weight)
+
+
+@pytest.mark.parametrize("readout, template", [("label_likelihood", "is a {word} a {label}"),
+                                               ("answer", "is a {word} a {label} ?")])
+def test_the_scan_is_the_minimum_of_the_scorers_own_objective(readout, template):
+    _, scorer = scorer_for(1, readout, template)
+    scan = vocabulary_scan(scorer, keep=1000)
+    labels = [(int(t),) for t in scorer.allowed.nonzero().flatten()]
+    exact = {s.label_ids: s.objective for s in scorer.score_labels(labels)}
+    assert scan.n_scored == len(labels) == len(scan.ranking)
+    for ids, objective in scan.ranking:
+        assert objective == pytest.approx(exact[ids], abs=1e-5)
+    assert scan.label_ids == min(exact, key=exact.get)
+
+
+def test_a_two_token_beam_matches_the_plain_two_token_forward():
+    discriminator, scorer = scorer_for(2)
+    firsts = [int(t) for t in scorer.allowed.nonzero().flatten()[:3]]
+    scan = beam_scan(discriminator, scorer, firsts, keep=1000)
+    labels = [ids for ids, _ in scan.ranking]
+    exact = {s.label_ids: s.objective for s in scorer.score_labels(labels)}
+    assert scan.n_scored == 3 * int(scorer.allowed.sum())
+    for ids, objective in scan.ranking:
+        assert objective == pytest.approx(exact[ids], abs=1e-4)
+    assert scan.label_ids == min(exact, key=exact.get)
+
+
+def test_every_latent_of_an_sae_gets_the_scan_of_its_own_occurrences(one_thread):
+    """The whole-SAE path weighs each token's table row by its occurrences; for every latent the label must be what
+    the plain scan picks from the same occurrences as examples, one row each."""
+    from gradspace.labeling.features import sae_codes
+    from gradspace.labeling.sae import SparseAutoencoder
+    from gradspace.labeling.whole_sae import firing_positions, flatten, label_all_latents
+
+    discriminator, scorer = scorer_for(1)
+    tokenizer, model = discriminator.builder.tokenizer, discriminator.lm
+    torch.manual_seed(1)
+    d_in, d_sae = model.config.hidden_size, 6
+    sae = SparseAutoencoder(torch.randn(d_in, d_sae), torch.zeros(d_sae), torch.randn(d_sae, d_in), torch.zeros(d_in),
+                            architecture="topk", k=2, hook_name="blocks.0.hook_resid_post")
+    texts = [f"the {w} is a {c}" for c, ws in CATEGORIES.items() for w in ws]
+    train, heldout = sae_codes(model, tokenizer, sae, texts[::2] * 3), sae_codes(model, tokenizer, sae, texts[1::2])
+    labels, _ = label_all_latents(discriminator, scorer.allowed, train, heldout, sae.W_dec.detach(),
+                                  model.get_output_embeddings().weight.detach(), kl_weight=0.3, negatives=40)
+    assert labels and all(label.heldout_auroc is not None for label in labels)
+    tokens, codes = flatten(train)
+    pool = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(0))[:40]
+    for label in labels:
+        fired = firing_positions(codes, 0.0)[label.latent]
+        negatives = [int(p) for p in pool.tolist() if p not in set(fired.tolist())]
+        plain = HardLabelScorer(discriminator, [Example(int(tokens[p])) for p in fired], [Example(int(tokens[p])) for p in negatives],
+                                tokenizer.pad_token_id, scorer.allowed, kl_weight=0.3)
+        scan = vocabulary_scan(plain)
+        assert tokenizer.decode(list(scan.label_ids)).strip() == label.label
+        assert scan.objective == pytest.approx(label.objective, abs=1e-3)
