@@ -524,3 +524,21 @@ def test_same_seed_writes_identical_results_and_timings_apart(question_model, tm
     assert "seconds" not in first
     timings = json.loads((tmp_path / "timings.json").read_text())
     assert timings["train_seconds"] > 0 and all(entry["wall_seconds"] > 0 for entry in timings["features"])
+
+
+def test_a_second_model_scores_labels_on_examples_spelled_by_its_own_tokenizer(question_model, tmp_path):
+    """The scorer reads the optimiser's examples as text: ids from another vocabulary must reach it as the same words."""
+    from gradspace.labeling.features import FeatureData
+    from gradspace.labeling.scorer import SecondModelScorer
+    from gradspace.models.loading import load_model
+
+    source = build_word_tokenizer(["the", "big", *reversed(WORDS), *CATEGORIES])  # other ids for the same words
+    examples = lambda words: [Example(source.convert_tokens_to_ids(w), (source.convert_tokens_to_ids("the"),)) for w in words]  # noqa: E731
+    feature = FeatureData("mammal", [], [], examples(CATEGORIES["mammal"]), examples(CATEGORIES["bird"] + CATEGORIES["fish"]),
+                          label_words=["mammal"])
+    cfg = label_cfg(question_model, tmp_path, "model@evaluation.scorer_model=local", f"evaluation.scorer_model.path={question_model}")
+    config = LabelingConfig.from_config(cfg)
+    scorer = SecondModelScorer(config, load_model(cfg.evaluation.scorer_model, tmp_path / "cache", progress=False))
+    right, wrong = scorer.score(feature, "mammal", source), scorer.score(feature, "fish", source)
+    assert right["heldout_auroc"] == 1.0 and right["oracle_auroc"] == 1.0 and right["style"] == "synth"
+    assert wrong["heldout_auroc"] < 0.5

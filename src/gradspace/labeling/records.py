@@ -109,6 +109,9 @@ def record_features(path: str | Path, ids: Sequence[str], labels: Mapping[str, S
     unknown = [name for name in ids if name not in names]
     if unknown:
         raise GradspaceError(f"feature.ids {unknown} have no records in {file} (it has {', '.join(names)}); fix feature.ids")
+    # Every span is checked against the tokenizer before any feature is built: the first bad line is the one named.
+    examples = [record_example(r, tokenizer, file) for r in records]
+    example_of = {r.line: e for r, e in zip(records, examples)}
     features = []
     for name in ids or names:
         mine = [r for r in records if r.feature == name]
@@ -119,7 +122,7 @@ def record_features(path: str | Path, ids: Sequence[str], labels: Mapping[str, S
                                  f"records (activation > feature.threshold={threshold}); it needs at least 3 of each to train, "
                                  f"validate and hold out")
         rng = random.Random(f"{seed}:{name}")
-        parts = [split_three([record_example(r, tokenizer, file) for r in group], heldout_fraction, validation_fraction, rng)
+        parts = [split_three([example_of[r.line] for r in group], heldout_fraction, validation_fraction, rng)
                  for group in (active, inactive)]
         strongest = sorted(active, key=lambda r: -r.activation)[:top_n]
         feature = FeatureData(
@@ -127,7 +130,7 @@ def record_features(path: str | Path, ids: Sequence[str], labels: Mapping[str, S
             train_positive=parts[0][0], validation_positive=parts[0][1], heldout_positive=parts[0][2],
             train_negative=parts[1][0], validation_negative=parts[1][1], heldout_negative=parts[1][2],
             label_words=[str(w) for w in (labels or {}).get(name, ())],
-            top_activating_tokens=[record_example(r, tokenizer, file).token for r in strongest],
+            top_activating_tokens=[example_of[r.line].token for r in strongest],
         )
         feature.check()
         features.append(feature)
