@@ -131,7 +131,12 @@ def word_set_features(
     negative_parts = split_three(negative, heldout_fraction, validation_fraction, rng)
     examples = lambda tokens: [Example(t) for t in tokens]  # noqa: E731
     features = []
+    special = set(tokenizer.all_special_ids)
     for name, words, label_words in lists:
+        specials = [str(w) for w in words if word_token_id(tokenizer, str(w)) in special or str(w) in tokenizer.all_special_tokens]
+        if specials:
+            raise GradspaceError(f"feature '{name}': {specials} are special tokens of this tokenizer, not words; remove them "
+                                 f"from its word list")
         positive = list(dict.fromkeys(t for t in (word_token_id(tokenizer, str(w)) for w in words) if t is not None))
         if not positive:
             raise GradspaceError(

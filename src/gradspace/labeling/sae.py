@@ -189,6 +189,12 @@ def sae_from_parts(cfg: Mapping, tensors: Mapping[str, torch.Tensor], where: str
     hook_name = metadata.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point")
     if not hook_name:
         raise GradspaceError(f"{where}: cfg.json names no hook_name; add \"metadata\": {{\"hook_name\": \"blocks.<layer>.hook_resid_post\"}}")
+    # A weight that is NaN or infinite (a diverged training run, a damaged file) would surface later as a latent that
+    # never fires or a corpus "without" activations; name the tensor here instead.
+    broken = [name for name, tensor in tensors.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise GradspaceError(f"{where}: SAE weights {', '.join(sorted(broken))} hold NaN or infinite values; the SAE diverged or "
+                             f"its file is damaged: retrain or re-save it")
     W_enc, b_enc, W_dec = tensors["W_enc"].float(), tensors["b_enc"].float(), tensors["W_dec"].float()
     for key, size in (("d_in", W_enc.shape[0]), ("d_sae", W_enc.shape[-1])):
         if key in cfg and cfg[key] != size:
