@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from typing import Any
 
@@ -11,6 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 SECRET_KEY = re.compile(r"(^|[_\-.])(api[_\-]?key|key|token|secret|password|passwd|credentials?|auth)($|[_\-.])", re.IGNORECASE)
 REDACTED = "<redacted>"
 MIN_SECRET_LENGTH = 4
+# Environment values shorter than this are settings (`TOKENIZERS_...=false`, `KEY_TYPE=rsa`), not credentials, which
+# are far longer; redacting them would blank ordinary words of a config.
+MIN_ENVIRONMENT_SECRET_LENGTH = 8
 
 
 def scrub_secrets(value: Any) -> Any:
@@ -46,6 +51,31 @@ def secret_values(value: Any) -> set[str]:
     return {secret for secret in found if len(secret) >= MIN_SECRET_LENGTH}
 
 
+def environment_secrets() -> set[str]:
+    """The values of secret-named environment variables (WANDB_API_KEY, HF_TOKEN, ...): an `${oc.env:...}`
+    interpolation, or a value pasted on the command line, puts them into a config under any key."""
+    return {value for name, value in os.environ.items()
+            if SECRET_KEY.search(name) and len(value.strip()) >= MIN_ENVIRONMENT_SECRET_LENGTH}
+
+
+def redact_environment_secrets(value: Any) -> Any:
+    """`value` (text, or a structure of it) with every secret of the environment redacted wherever it occurs."""
+    return redact_values(value, environment_secrets())
+
+
+class SecretLogFilter(logging.Filter):
+    """Redacts secret overrides and the environment's secrets from log lines (a sweep logs every job's overrides
+    as it launches it); set on Hydra's logging handlers in conf/hydra/default.yaml."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        words = message.split(" ")
+        redacted = redact_environment_secrets(" ".join(scrub_override(word) for word in words))
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
 def redact_values(value: Any, secrets: set[str]) -> Any:
     """`value` with each occurrence of a secret inside any string (override lists, directory names) redacted."""
     if isinstance(value, dict):
@@ -59,9 +89,10 @@ def redact_values(value: Any, secrets: set[str]) -> Any:
 
 
 def loggable_config(cfg: DictConfig | dict) -> dict:
-    """Fully resolved, secret-free copy of the config for W&B and results files."""
+    """Fully resolved, secret-free copy of the config for W&B and results files: secret-named keys redacted, and the
+    environment's secrets wherever they occur (`+x=${oc.env:HF_TOKEN}`, `tags=[${oc.env:HF_TOKEN}]`)."""
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False) if isinstance(cfg, DictConfig) else cfg
-    return scrub_secrets(plain)
+    return redact_environment_secrets(scrub_secrets(plain))
 
 
 def missing_values(value: Any, prefix: str = "") -> list[str]:

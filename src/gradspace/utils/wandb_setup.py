@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from gradspace.errors import GradspaceError
-from gradspace.utils.run_config import scrub_override
+from gradspace.utils.run_config import redact_environment_secrets, scrub_override
 
 MODES = ("auto", "online", "offline", "disabled")
 
@@ -83,9 +83,11 @@ def make_wandb_logger(
     # user's WANDB_MODE is theirs, and the next job of a sweep must see it, not this run's choice.
     os.environ.setdefault("WANDB_SILENT", "true")
     Path(save_dir).mkdir(parents=True, exist_ok=True)
+    # What W&B shows and uploads, besides the config: a name, group or tag may be an interpolated secret too.
+    name, group, tags = redact_environment_secrets([name, group, list(tags or [])])
     logger = WandbLogger(
-        project=project, entity=entity, name=name, group=group, tags=list(tags or []),
-        save_dir=str(save_dir), config=config, mode=resolved_mode,
+        project=project, entity=entity, name=name, group=group, tags=tags,
+        save_dir=str(save_dir), config=redact_environment_secrets(config), mode=resolved_mode,
     )
     # Lightning always passes `anonymous` (None by default) to wandb.init, and wandb then warns on every run that
     # the setting has no effect; the key is dropped, since no gradspace config sets it.
@@ -98,7 +100,7 @@ def make_wandb_logger(
 @contextlib.contextmanager
 def argv_without_secrets() -> Iterator[None]:
     saved = list(sys.argv)
-    sys.argv[:] = [scrub_override(arg) for arg in saved]
+    sys.argv[:] = redact_environment_secrets([scrub_override(arg) for arg in saved])
     try:
         yield
     finally:
