@@ -19,10 +19,10 @@ class GradspaceError(Exception):
 def exit_on_user_error(fn: F) -> F:
     """Wrap a Hydra task function.
 
-    A single run that hits a `GradspaceError` prints one line on stderr and exits with code 2. In a multirun the
-    job's failure (any exception) is recorded as `failure.json` in its directory and re-raised: Hydra's launcher
-    finishes the other jobs, then names the failed one and exits non-zero, and readers of the sweep directory
-    can say why each missing job failed.
+    A single run that hits a `GradspaceError` puts back the saved configs it replaced in its run directory, prints
+    one line on stderr and exits with code 2. In a multirun the job's failure (any exception) is recorded as
+    `failure.json` in its directory and re-raised: Hydra's launcher finishes the other jobs, then names the failed
+    one and exits non-zero, and readers of the sweep directory can say why each missing job failed.
     """
 
     @functools.wraps(fn)
@@ -39,6 +39,9 @@ def exit_on_user_error(fn: F) -> F:
                 atomic_write_json(job_dir / FAILURE_FILE, {"status": "failed", "error": f"{type(err).__name__}: {err}"})
                 raise
             if isinstance(err, GradspaceError):
+                from gradspace.utils.hydra_files import restore_run_files
+
+                restore_run_files()
                 print(f"error: {err}", file=sys.stderr)
                 sys.exit(2)
             raise
