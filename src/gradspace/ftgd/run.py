@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from gradspace.models.loading import load_model
 from gradspace.utils.io import RESULTS_FILE, write_results
 from gradspace.utils.memory import return_freed_memory, sparse_tied_embedding_gradient
 from gradspace.utils.progress import with_step_progress_bar
-from gradspace.utils.run_config import loggable_config
+from gradspace.utils.run_config import loggable_config, redact_environment_secrets
 from gradspace.utils.seeding import seed_everything, set_torch_threads
 from gradspace.utils.wandb_setup import finish_wandb, loggers_from_config, wandb_logger_of
 
@@ -96,10 +97,45 @@ def refuse_used_checkpoint_dirs(callbacks: list[L.Callback]) -> None:
             )
 
 
-def check_sentence_lengths(loaded, task_data, heldout: list[str], max_sentence_tokens: int) -> None:
+def check_batch_size(batch_size: int, task_data) -> None:
+    """Refuse a step of more pairs than the task has: the batch would cycle the same pairs (`ftgd.batch_size=1e9`
+    put 44 pairs a billion times into one batch and was killed by the kernel at 19 GB)."""
+    available = len(task_data.train)
+    if batch_size > available:
+        raise GradspaceError(
+            f"ftgd.batch_size={batch_size} is more than the {available} training pairs of task {', '.join(task_data.tasks)}; "
+            f"set ftgd.batch_size=<integer <= {available}>"
+        )
+
+
+# Bytes per token and vocabulary entry of a pass: the float32 logits, their log-softmax and the gradient of each.
+PASS_BYTES_PER_LOGIT = 4 * 4
+
+
+def machine_memory_bytes(accelerator: str) -> int:
+    """What one pass may use at most: the GPU's memory where the trainer runs on one, else the machine's RAM."""
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_pass_memory(pairs_per_pass: int, longest_tokens: int, vocabulary: int, memory_bytes: int) -> None:
+    """Refuse a pass whose log-probabilities alone (both sentences of every pair, padded to the longest, over the
+    vocabulary) would not fit the machine, before the first batch asks for them."""
+    needed = pairs_per_pass * 2 * longest_tokens * vocabulary * PASS_BYTES_PER_LOGIT
+    if needed > memory_bytes:
+        fitting = max(1, memory_bytes // (2 * longest_tokens * vocabulary * PASS_BYTES_PER_LOGIT))
+        raise GradspaceError(
+            f"a pass of {pairs_per_pass} pairs of up to {longest_tokens} tokens over a {vocabulary}-token vocabulary "
+            f"needs about {needed / 2**30:.1f} GiB, more than this machine's {memory_bytes / 2**30:.1f} GiB; "
+            f"set ftgd.micro_batch_size=<a divisor of ftgd.batch_size <= {fitting}>"
+        )
+
+
+def check_sentence_lengths(loaded, task_data, heldout: list[str], max_sentence_tokens: int) -> int:
     """Refuse any sentence longer than `ftgd.max_sentence_tokens` or the model's context (prefix included) before the
     first batch: a batch is padded to its longest sentence and scored over the whole vocabulary, so one 10 MB line
-    would ask for tens of GB."""
+    would ask for tens of GB. Returns the longest training sentence's length."""
     from gradspace.evaluation.logprobs import encode_with_prefix
 
     tokenizer, context = loaded.tokenizer, getattr(loaded.model.config, "max_position_embeddings", None)
@@ -108,9 +144,12 @@ def check_sentence_lengths(loaded, task_data, heldout: list[str], max_sentence_t
         max_tokens, limit = context, f"the model's context ({context} tokens)"
 
     pairs = list(dict.fromkeys([*task_data.train, *task_data.eval_all]))
+    train_pairs, longest_train = set(task_data.train), 0
     for which in ("good", "bad"):
         lengths = [len(ids) for ids in encode_with_prefix(tokenizer, [getattr(pair, which) for pair in pairs])]
         for pair, length in zip(pairs, lengths):
+            if pair in train_pairs:
+                longest_train = max(longest_train, length)
             if length > max_tokens:
                 where = pair.source or f"pair {pair.id} of task {pair.task}"
                 raise GradspaceError(
@@ -123,6 +162,7 @@ def check_sentence_lengths(loaded, task_data, heldout: list[str], max_sentence_t
                 f"held-out sentence {index + 1} ('{heldout[index][:40]}...') has {length} tokens, more than "
                 f"{limit}; shorten it (heldout.path) or raise ftgd.max_sentence_tokens"
             )
+    return longest_train
 
 
 def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
@@ -130,9 +170,13 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
                      output_dir: Path, cache_dir: Path, base: BaseMeasurement | None) -> dict:
     # The pairs first: a bad task or data file should fail before minutes of model loading.
     task_data = prepare_task_data(cfg.task, cfg.data, cfg.model, cache_dir, cfg.paths.get("blimp_dir"))
+    check_batch_size(settings.ftgd.batch_size, task_data)
     loaded = load_model(cfg.model, cache_dir, device="cpu")
     heldout_text = heldout_sentences(cfg.heldout, cfg.model, task_data, cache_dir)
-    check_sentence_lengths(loaded, task_data, heldout_text, settings.ftgd.max_sentence_tokens)
+    longest = check_sentence_lengths(loaded, task_data, heldout_text, settings.ftgd.max_sentence_tokens)
+    vocabulary = max(len(loaded.tokenizer), getattr(loaded.model.config, "vocab_size", 0))  # logits span the larger
+    check_pass_memory(settings.ftgd.pairs_per_pass, longest, vocabulary,
+                      machine_memory_bytes(str(cfg.trainer.get("accelerator", "auto"))))
     datamodule = FTGDDataModule(
         loaded.tokenizer, task_data, heldout_text, objective=objective, batch_size=settings.ftgd.pairs_per_pass, seed=settings.seed,
     )
@@ -194,7 +238,7 @@ def _last_checkpoint(trainer: L.Trainer) -> str | None:
 @rank_zero_only
 def print_summary(results: dict, output_dir: str | Path) -> None:
     """Once per run, also under DDP, where every process returns the results."""
-    print(summary(results, output_dir))
+    print(redact_environment_secrets(summary(results, output_dir)))
 
 
 def summary(results: dict, output_dir: str | Path) -> str:
