@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -232,4 +233,44 @@ def _cap_per_task(pairs: list[MinimalPair], cap: int | None) -> list[MinimalPair
         if counts.get(pair.task, 0) < int(cap):
             counts[pair.task] = counts.get(pair.task, 0) + 1
             kept.append(pair)
+    return kept
+
+
+def example_of(pairs: set[MinimalPair], task: str | None = None) -> str:
+    """The first of `pairs` (of `task`, if given) by where it was read, for a message."""
+    pair = min((p for p in pairs if task is None or p.task == task), key=lambda p: (p.source, p.task, p.id))
+    return f"e.g. {pair.source or f'pair {pair.id} of task {pair.task}'}: '{pair.good}' / '{pair.bad}'"
+
+
+_REPORTED_ALIKE: set[tuple[str, ...]] = set()
+
+
+def without_identical_tokenizations(task_data: TaskData, tokenizer) -> TaskData:
+    """`task_data` without the pairs whose two sentences are the same tokens to `tokenizer` (both all `<unk>`, or
+    differing only in what it drops), left out with a warning as pairs of identical strings are: their gradient
+    differential is zero up to rounding, so a cosine of it is noise. A task left with none is an error."""
+    from gradspace.evaluation.logprobs import encode_with_prefix
+
+    pairs = list(dict.fromkeys([*task_data.train, *task_data.eval, *task_data.eval_all]))
+    goods = encode_with_prefix(tokenizer, [pair.good for pair in pairs])
+    bads = encode_with_prefix(tokenizer, [pair.bad for pair in pairs])
+    alike = {pair for pair, good, bad in zip(pairs, goods, bads) if good == bad}
+    if not alike:
+        return task_data
+    kept = replace(task_data, train=[p for p in task_data.train if p not in alike],
+                   eval=[p for p in task_data.eval if p not in alike],
+                   eval_all=[p for p in task_data.eval_all if p not in alike])
+    for task in task_data.tasks:
+        for purpose, before, after in (("train on", task_data.train, kept.train), ("evaluate", task_data.eval_all, kept.eval_all)):
+            if any(pair.task == task for pair in before) and not any(pair.task == task for pair in after):
+                raise GradspaceError(
+                    f"task {task}: the model's tokenizer makes the two sentences of every pair left to {purpose} "
+                    f"the same tokens ({example_of(alike, task)}); use words in its vocabulary or another model"
+                )
+    sources = tuple(sorted(pair.source or f"{pair.task}:{pair.id}" for pair in alike))
+    if sources not in _REPORTED_ALIKE:  # said once per process: a probe prepares the same pairs for every copy
+        _REPORTED_ALIKE.add(sources)
+        print(f"warning: left out {len(alike)} pair(s) whose sentence_good and sentence_bad the model's tokenizer "
+              f"makes the same tokens ({example_of(alike)}); a model cannot tell them apart: fix or remove them",
+              file=sys.stderr)
     return kept

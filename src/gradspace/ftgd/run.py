@@ -15,7 +15,7 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gradspace.data.suite import prepare_task_data
+from gradspace.data.suite import prepare_task_data, without_identical_tokenizations
 from gradspace.errors import GradspaceError
 from gradspace.ftgd.callbacks import BaseMeasurement, HeldoutLoss, TransferEvaluation, base_key
 from gradspace.ftgd.config import TrainSettings, check_train_config
@@ -172,6 +172,8 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
     task_data = prepare_task_data(cfg.task, cfg.data, cfg.model, cache_dir, cfg.paths.get("blimp_dir"))
     check_batch_size(settings.ftgd.batch_size, task_data)
     loaded = load_model(cfg.model, cache_dir, device="cpu")
+    task_data = without_identical_tokenizations(task_data, loaded.tokenizer)
+    check_batch_size(settings.ftgd.batch_size, task_data)  # again: the tokenizer may have left pairs out
     heldout_text = heldout_sentences(cfg.heldout, cfg.model, task_data, cache_dir)
     longest = check_sentence_lengths(loaded, task_data, heldout_text, settings.ftgd.max_sentence_tokens)
     vocabulary = max(len(loaded.tokenizer), getattr(loaded.model.config, "vocab_size", 0))  # logits span the larger

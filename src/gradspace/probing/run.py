@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
-from gradspace.data.suite import TaskData, prepare_task_data
+from gradspace.data.suite import TaskData, prepare_task_data, without_identical_tokenizations
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.minimal_pairs import evaluate_pairs
 from gradspace.ftgd.objectives import check_objective
@@ -388,6 +388,7 @@ def probe_checkpoint(cfg: DictConfig, checkpoint: Checkpoint, source: str, cache
     where = safe_name(checkpoint.name)
     granularity = str(cfg.granularity)
     loaded = load_model(checkpoint.model_cfg, cache_dir, device=str(cfg.device), progress=bool(cfg.progress))
+    task_data = without_identical_tokenizations(task_data, loaded.tokenizer)
     tasks, phenomena = task_data.tasks, task_data.suite.phenomena
     evaluation = measure_evaluation(cfg, loaded, checkpoint.model_cfg, [p for p in task_data.eval_all if p.task in set(tasks)], store, where)
     spaces: dict[str, dict] = {}
