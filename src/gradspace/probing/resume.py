@@ -9,8 +9,10 @@ writes its own results.json, which is reused when its config is the one the prob
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import string
 import tempfile
 from pathlib import Path
 
@@ -19,9 +21,21 @@ import numpy as np
 from gradspace.utils.io import atomic_write_json
 
 
+# Characters a task or checkpoint name keeps in a path (BLiMP UIDs, `model@revision`); any other is %-escaped.
+PATH_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_.@+=,")
+MAX_NAME_BYTES = 200  # below the 255 of common file systems, leaving room for suffixes such as `.npz`
+
+
 def safe_name(name: str) -> str:
-    """A task or checkpoint name as one path component."""
-    return name.replace("/", "_").replace(os.sep, "_")
+    """A task or checkpoint name as one path component, distinct for distinct names: UIDs `.` and `..` would name
+    the parent folder and `a/b` would collide with `a_b`, so the dots of those two and every character outside
+    PATH_CHARACTERS (`%` included) are %-escaped; a name too long for a file system is cut and given its hash."""
+    escaped = "".join(char if char in PATH_CHARACTERS else "".join(f"%{byte:02X}" for byte in char.encode()) for char in name)
+    if escaped in ("", ".", ".."):
+        escaped = "%2E" * len(escaped) or "%"  # a lone % is no escape, so no other name gives it
+    if len(escaped) > MAX_NAME_BYTES:
+        escaped = f"{escaped[:MAX_NAME_BYTES - 17]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+    return escaped
 
 
 class ResumeStore:
