@@ -59,7 +59,8 @@ def read_pairs_jsonl(path: str | Path, task: str | None = None, phenomenon: str 
     with path.open("rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8")
+                # A byte-order mark, which Windows editors put at the start of a UTF-8 file, is no part of the text.
+                line = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
             except UnicodeDecodeError as err:
                 raise GradspaceError(
                     f"{path}:{line_number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "

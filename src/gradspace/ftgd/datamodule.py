@@ -115,7 +115,12 @@ def heldout_sentences(heldout_cfg: Mapping, model_cfg: Mapping, task_data: TaskD
         path = heldout_cfg.get("path")
         if not path or not Path(path).expanduser().is_file():
             raise GradspaceError(f"heldout.path={path!r} is not a file; give a text file with one sentence per line")
-        lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
+        try:
+            # utf-8-sig: a byte-order mark (Windows editors write one) is no part of the first sentence.
+            lines = Path(path).expanduser().read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as err:
+            raise GradspaceError(f"heldout.path={path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                                 f"{err.start}); save the file as UTF-8") from None
         sentences = [line.strip() for line in lines if line.strip()][:limit]
     else:
         sentences = task_data.heldout_pair_sentences(limit)
