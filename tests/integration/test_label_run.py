@@ -542,3 +542,13 @@ def test_a_second_model_scores_labels_on_examples_spelled_by_its_own_tokenizer(q
     right, wrong = scorer.score(feature, "mammal", source), scorer.score(feature, "fish", source)
     assert right["heldout_auroc"] == 1.0 and right["oracle_auroc"] == 1.0 and right["style"] == "synth"
     assert wrong["heldout_auroc"] < 0.5
+
+
+def test_auto_descends_where_the_label_is_read_and_reports_the_scan_beside_it(question_model, tmp_path):
+    """The yes/no question reads the label, so auto descends; its small vocabulary still affords the exact scan, which
+    every result reports as a baseline with its objective (the descent's label can be no lower)."""
+    results = run(label_cfg(question_model, tmp_path, "label.method=auto", "label.steps=2", "label.restarts=1"))
+    (feature,) = results["features"]
+    scan = feature["baselines"]["vocabulary_scan"]
+    assert results["method"] == "descent" and feature["method"] == "descent"
+    assert scan["n_scored"] > 20 and feature["objective"] >= scan["objective"] - 1e-6

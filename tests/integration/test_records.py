@@ -67,7 +67,7 @@ def test_records_label_through_the_context_with_the_word_alone_beside(tiny_model
     path = write(tmp_path / "records.jsonl", lines(good_records()))
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("label", overrides=[*label_overrides(tiny_model_dir), "feature=records", f"feature.path={path}",
-                                           "prompt=contextual", "+feature.labels.near_sense=[mammal]", f"paths.output_dir={tmp_path / 'out'}"])
+                                           "prompt=contextual", "label.method=scan", "+feature.labels.near_sense=[mammal]", f"paths.output_dir={tmp_path / 'out'}"])
     results = run(cfg)
     (feature,) = results["features"]
     assert results["method"] == "scan" and feature["selection"]["found_by"] == "vocabulary_scan"

@@ -18,7 +18,7 @@ from gradspace.utils.run_config import config_from_section, plain_section
 
 VOCABULARIES = ("words", "all")
 # How a label is found: the exact scan of every allowed token (scan), the soft label's descent (descent), the descent
-# with the scan beside it as a baseline (both), or the scan wherever the readout makes it affordable (auto).
+# with the scan beside it as a baseline (both), or the scan where the readout only predicts the label, else the descent (auto).
 METHODS = ("auto", "scan", "descent", "both")
 # What the frozen LM's output says about (example, label): see gradspace.labeling.discriminator.
 READOUTS = ("answer", "example_likelihood", "label_likelihood")

@@ -361,10 +361,10 @@ def log_results(loggers: list, results: list[dict]) -> None:
 
 
 def resolve_method(config: LabelingConfig, scorers: list[HardLabelScorer]) -> str:
-    """label.method with auto resolved: the scan where it is affordable for every feature, else the descent."""
+    """label.method with auto resolved: the scan where the readout only predicts the label (a table), else the descent."""
     feasible = all(scan_feasible(config, scorer) for scorer in scorers)
     if config.label.method == "auto":
-        return "scan" if feasible else "descent"
+        return "scan" if scorers and scorers[0].discriminator.builder.readout == "label_likelihood" else "descent"
     if config.label.method == "scan" and not feasible:
         raise GradspaceError(f"label.method=scan: this readout reads the label, so the scan costs one forward per token and "
                              f"example, more than evaluation.scan_max_items={config.evaluation.scan_max_items}; use "
