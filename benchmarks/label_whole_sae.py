@@ -37,7 +37,8 @@ def main() -> None:
     pin_threads(args.threads)
     print_header("every live latent of an SAE, labelled by the exact scan")
     with initialize_config_dir(str(CONF), version_base=None):
-        cfg = compose("label", overrides=["experiment=label_sae_smollm2", "logger=none", *args.overrides])
+        # The word-alone readout (prompt=default): its table has one row per distinct token, shared by every latent.
+        cfg = compose("label", overrides=["experiment=label_sae_smollm2", "prompt=default", "logger=none", *args.overrides])
     config = LabelingConfig.from_config(cfg)
     cache = Path(str(cfg.paths.cache_dir)).expanduser()
     start = time.perf_counter()
