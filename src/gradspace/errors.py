@@ -23,20 +23,26 @@ def exit_on_user_error(fn: F) -> F:
     one line on stderr and exits with code 2. In a multirun the job's failure (any exception) is recorded as
     `failure.json` in its directory and re-raised: Hydra's launcher finishes the other jobs, then names the failed
     one and exits non-zero, and readers of the sweep directory can say why each missing job failed.
+
+    SIGTERM and Ctrl-C stop the run (and a sweep: the signal is meant for the whole process) with one line saying
+    so and exit code 143 or 130; a sweep job stopped that way is recorded as failed like any other.
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from gradspace.utils.termination import Terminated, sigterm_raises
+
         try:
-            return fn(*args, **kwargs)
+            with sigterm_raises():
+                return fn(*args, **kwargs)
+        except (Terminated, KeyboardInterrupt) as stop:
+            _exit_stopped(stop)
         except Exception as err:
             from gradspace.utils.hydra_runtime import multirun_job_dir
 
             job_dir = multirun_job_dir()
             if job_dir is not None:
-                from gradspace.utils.io import atomic_write_json
-
-                atomic_write_json(job_dir / FAILURE_FILE, {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+                _record_failure(job_dir, f"{type(err).__name__}: {err}")
                 raise
             if isinstance(err, GradspaceError):
                 from gradspace.utils.hydra_files import restore_run_files
@@ -47,6 +53,29 @@ def exit_on_user_error(fn: F) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def _record_failure(job_dir: Path, error: str) -> None:
+    from gradspace.utils.io import atomic_write_json
+
+    atomic_write_json(job_dir / FAILURE_FILE, {"status": "failed", "error": error})
+
+
+def _exit_stopped(stop: BaseException) -> None:
+    """One line for a run stopped by SIGTERM or Ctrl-C, with what was kept, and the shell's exit code for it."""
+    from gradspace.utils.hydra_runtime import multirun_job_dir, run_output_dir
+    from gradspace.utils.termination import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, Terminated
+
+    terminated = isinstance(stop, Terminated)
+    output_dir = run_output_dir()
+    kept = str(stop) or (f"; what finished is kept in {output_dir}" if output_dir else "")
+    line = f"{Path(sys.argv[0]).name}: {'terminated by SIGTERM' if terminated else 'interrupted by Ctrl-C'}{kept}"
+    job_dir = multirun_job_dir()
+    if job_dir is not None:
+        _record_failure(job_dir, f"{type(stop).__name__}: {line}")
+        line += f" (the sweep stopped at job {job_dir.name})"
+    print(line, file=sys.stderr)
+    sys.exit(SIGTERM_EXIT_CODE if terminated else SIGINT_EXIT_CODE)
 
 
 def job_failure(job_dir: Path) -> str | None:

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from gradspace.data.suite import prepare_task_data, without_identical_tokenizations
@@ -28,6 +29,7 @@ from gradspace.utils.memory import return_freed_memory, sparse_tied_embedding_gr
 from gradspace.utils.progress import with_step_progress_bar
 from gradspace.utils.run_config import loggable_config, redact_environment_secrets
 from gradspace.utils.seeding import seed_everything, set_torch_threads
+from gradspace.utils.termination import Terminated, stopping_at_batch_end
 from gradspace.utils.wandb_setup import finish_wandb, loggers_from_config, wandb_logger_of
 
 
@@ -197,7 +199,7 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
     # bucket or flatten gradients themselves and are left as they are).
     single_device = isinstance(trainer.strategy, SingleDeviceStrategy)
     with sparse_tied_embedding_gradient(loaded.model) if single_device else contextlib.nullcontext():
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path or None, weights_only=True)
+        fit_or_stop(trainer, module, datamodule, ckpt_path, settings.ftgd.max_steps)
     mask_config = settings.ftgd.mask
     results = {
         "status": "ok",
@@ -228,6 +230,48 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
             # Uploaded with the run so that `probe.py source.wandb_group=...` can rebuild the transfer matrix.
             wandb_logger.experiment.save(str(path), base_path=str(output_dir), policy="now")
     return results
+
+
+def fit_or_stop(trainer: L.Trainer, module: FTGDModule, datamodule: FTGDDataModule, ckpt_path: str | None,
+                max_steps: int) -> None:
+    """`trainer.fit`, except that SIGTERM or Ctrl-C during it raise `Terminated` or `KeyboardInterrupt` saying where
+    training stopped: Lightning turns the one into its SIGTERMException (a SystemExit, exit code 0) and the other
+    into exit code 1, both silent."""
+    try:
+        with stopping_at_batch_end(trainer):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path or None, weights_only=True)
+    except SIGTERMException:
+        raise Terminated(stopped_at(trainer, max_steps, save_resume_checkpoint(trainer))) from None
+    except SystemExit:
+        if trainer.interrupted:  # Ctrl-C, which Lightning catches and turns into sys.exit(1)
+            raise KeyboardInterrupt(stopped_at(trainer, max_steps, None)) from None
+        raise
+    if trainer.received_sigterm:  # during the last batch or the measurement after training: the run is complete
+        raise Terminated(stopped_at(trainer, max_steps, _last_checkpoint(trainer)))
+
+
+def save_resume_checkpoint(trainer: L.Trainer) -> str | None:
+    """After Lightning stopped the loop for SIGTERM at the end of a batch: that state saved as the run's
+    `last.ckpt` (replacing its link to the newest periodic checkpoint), unless checkpointing is off."""
+    callback = trainer.checkpoint_callback
+    if callback is None or not callback.dirpath or trainer.global_step == 0:
+        return None
+    path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+    partial = path.with_name(f".{path.name}.partial")
+    trainer.save_checkpoint(partial, weights_only=False)
+    partial.replace(path)  # a second SIGTERM during the save leaves the earlier last.ckpt intact
+    return str(path)
+
+
+def stopped_at(trainer: L.Trainer, max_steps: int, checkpoint: str | None) -> str:
+    """How a stopped training run continues the line `train.py: terminated by SIGTERM`."""
+    if trainer.global_step == 0:
+        return " before the first step; nothing to resume: run the command again"
+    where = f" after step {trainer.global_step} of {max_steps}"
+    if checkpoint is None:
+        kept = _last_checkpoint(trainer)
+        return f"{where}; " + (f"the last saved checkpoint is {kept}" if kept else "no checkpoint was saved (checkpointing is off)")
+    return f"{where}; resume with ckpt_path={checkpoint}"
 
 
 def _last_checkpoint(trainer: L.Trainer) -> str | None:

@@ -53,6 +53,7 @@ from gradspace.utils.io import RESULTS_FILE, write_results
 from gradspace.utils.memory import return_freed_memory
 from gradspace.utils.run_config import loggable_config, plain_section
 from gradspace.utils.seeding import seed_everything, set_torch_threads
+from gradspace.utils.termination import Terminated
 
 log = logging.getLogger(__name__)
 
@@ -490,10 +491,13 @@ def run(cfg: DictConfig) -> dict:
     first = task_data_by_model[checkpoints[0].model_cfg["name"]]
     store = ResumeStore(output_dir, enabled=bool(cfg.resume))
     entries = []
-    with quiet_transformers():
-        for checkpoint in checkpoints:
-            task_data = task_data_by_model[checkpoint.model_cfg["name"]]
-            entries.append(probe_checkpoint(cfg, checkpoint, source, cache_dir, output_dir, task_data, store))
+    try:
+        with quiet_transformers():
+            for checkpoint in checkpoints:
+                task_data = task_data_by_model[checkpoint.model_cfg["name"]]
+                entries.append(probe_checkpoint(cfg, checkpoint, source, cache_dir, output_dir, task_data, store))
+    except (Terminated, KeyboardInterrupt) as stop:  # a probe resumes from its store, not from a job's checkpoint
+        raise type(stop)(f"; the finished measurements are kept: rerun with hydra.run.dir={output_dir} to resume") from None
 
     results: dict[str, Any] = {
         "status": "ok",

@@ -25,3 +25,10 @@ def sweep_group() -> str | None:
     """The multirun's sweep directory name, so the jobs of one sweep share a W&B group."""
     hydra_cfg = _multirun_config()
     return Path(hydra_cfg.sweep.dir).name if hydra_cfg is not None else None
+
+
+def run_output_dir() -> Path | None:
+    """The running job's output directory (a single run's or a sweep job's), else None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None

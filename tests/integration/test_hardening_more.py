@@ -1,0 +1,110 @@
+"""Issue 32, items 3, 5, 8 and 9, through the entry points and Hydra as a user types them: runs stopped by SIGTERM
+or Ctrl-C, resuming with changed optimizer settings, caches whose content changed at the same size, and input
+that used to end in a traceback."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_overrides(suite: Path, *extra: str) -> list[str]:
+    return ["model=local", f"model.path={suite / 'model'}", "data.source=jsonl", f"data.path={suite / 'suite'}",
+            "task=paradigm", "task.name=sva", "logger=none", f"paths.cache_dir={suite / 'cache'}", "ftgd.max_steps=2",
+            "ftgd.batch_size=4", "torch_threads=1", "+trainer.enable_progress_bar=false",
+            "+trainer.enable_model_summary=false", *extra]
+
+
+def environment(extra: dict | None = None) -> dict:
+    return {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
+            "OMP_NUM_THREADS": "1", **(extra or {})}
+
+
+def cli(script: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=environment(env),
+                          capture_output=True, text=True, timeout=300)
+
+
+def default_signals() -> None:
+    # A test run in the background inherits SIGINT ignored; the entry point must see Ctrl-C as a terminal sends it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def signalled(script: str, args: list[str], cwd: Path, started: Path, signum: int) -> subprocess.CompletedProcess:
+    """Run `script`, send `signum` once `started` exists (the run is under way), and return the finished process."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=cwd, env=environment(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
+    deadline = time.monotonic() + 240
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, f"{script} ended before it was signalled: {proc.communicate()[1][-3000:]}"
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=240)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def assert_one_line_exit_2(proc, expected: str) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr[-3000:]
+    return lines[0]
+
+
+# Item 3: SIGTERM ends train.py with 143, one line and a checkpoint to resume from; a sweep records the job as failed.
+LONG_RUN = ["ftgd.max_steps=100000", "callbacks.model_checkpoint.every_n_train_steps=20"]
+
+
+def test_sigterm_ends_train_with_143_and_a_checkpoint_that_resumes(tiny_suite_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = signalled("train.py", [*tiny_overrides(tiny_suite_dir, *LONG_RUN), f"hydra.run.dir={run_dir}"], tmp_path,
+                     run_dir / "checkpoints" / "step20.ckpt", signal.SIGTERM)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    line = last_line(proc.stderr)
+    match = re.fullmatch(r"train\.py: terminated by SIGTERM after step (\d+) of 100000; resume with ckpt_path=(\S+)", line)
+    assert match and Path(match[2]) == run_dir / "checkpoints" / "last.ckpt", line
+    assert not (run_dir / "results.json").exists() and not Path(match[2]).is_symlink()
+
+    stopped = int(match[1])
+    resumed = cli("train.py", *tiny_overrides(tiny_suite_dir, f"ftgd.max_steps={stopped + 2}", "callbacks=no_checkpoints"),
+                  f"ckpt_path={match[2]}", f"hydra.run.dir={tmp_path / 'resumed'}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((tmp_path / "resumed" / "results.json").read_text())["steps"] == stopped + 2
+
+
+def test_sigterm_in_a_sweep_records_the_job_as_failed_and_stops_the_sweep(tiny_suite_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    overrides = [o for o in tiny_overrides(tiny_suite_dir, *LONG_RUN) if not o.startswith("task.name")]
+    proc = signalled("train.py", ["-m", *overrides, "task.name=sva,npi", f"hydra.sweep.dir={sweep}"], tmp_path,
+                     sweep / "0" / "checkpoints" / "step20.ckpt", signal.SIGTERM)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert last_line(proc.stderr).startswith("train.py: terminated by SIGTERM after step ")
+    failure = json.loads((sweep / "0" / "failure.json").read_text())
+    assert failure["status"] == "failed" and failure["error"].startswith("Terminated: train.py: terminated by SIGTERM")
+    assert not (sweep / "0" / "results.json").exists() and not (sweep / "1").exists()
+
+
+def test_ctrl_c_in_probe_is_one_line_and_exit_130(tiny_suite_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [o for o in tiny_overrides(tiny_suite_dir) if not o.startswith(("task", "ftgd", "+trainer"))]
+    proc = signalled("probe.py", [*overrides, "task=all", "plots=false", "progress=false",
+                                  "transfer.train_overrides=['ftgd.max_steps=100000']", f"hydra.run.dir={run_dir}"],
+                     tmp_path, run_dir / "transfer", signal.SIGINT)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert last_line(proc.stderr) == (f"probe.py: interrupted by Ctrl-C; the finished measurements are kept: "
+                                      f"rerun with hydra.run.dir={run_dir} to resume")
