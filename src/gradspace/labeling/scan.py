@@ -15,6 +15,7 @@ best (t1, t2) of the beam is exact given its first token.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -89,8 +90,6 @@ def table_objectives(log_q: torch.Tensor, prior: torch.Tensor, targets: torch.Te
 
 def vocabulary_scan(scorer: HardLabelScorer, keep: int = 16) -> ScanResult:
     """The one-token label of lowest objective on the scorer's examples, over every allowed token."""
-    import time
-
     start = time.perf_counter()
     allowed = scorer.allowed.nonzero().flatten()
     labels = [(int(t),) for t in allowed.tolist()]
@@ -145,8 +144,6 @@ def two_token_tables(discriminator: Discriminator, scorer: HardLabelScorer, firs
 def beam_scan(discriminator: Discriminator, scorer: HardLabelScorer, first_tokens: list[int], keep: int = 16) -> ScanResult:
     """The two-token label of lowest objective among those whose first token is one of `first_tokens`, every allowed
     second token scored exactly (`discriminator` and `scorer` built for two-token labels)."""
-    import time
-
     start = time.perf_counter()
     allowed = scorer.allowed.nonzero().flatten()
     ranking: list[tuple[tuple[int, ...], float]] = []
