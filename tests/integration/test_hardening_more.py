@@ -108,3 +108,31 @@ def test_ctrl_c_in_probe_is_one_line_and_exit_130(tiny_suite_dir, tmp_path):
     assert "Traceback" not in proc.stderr
     assert last_line(proc.stderr) == (f"probe.py: interrupted by Ctrl-C; the finished measurements are kept: "
                                       f"rerun with hydra.run.dir={run_dir} to resume")
+
+
+# Item 5: resuming with a changed optimizer setting trains with it and says so; another optimizer class is refused.
+def test_resuming_with_a_new_learning_rate_trains_with_it_and_records_it(tiny_suite_dir, tmp_path):
+    import torch
+
+    first = tmp_path / "first"
+    assert cli("train.py", *tiny_overrides(tiny_suite_dir), f"hydra.run.dir={first}", cwd=tmp_path).returncode == 0
+    resumed = tmp_path / "resumed"
+    proc = cli("train.py", *tiny_overrides(tiny_suite_dir, "ftgd.max_steps=4", "optimizer.lr=0.1"),
+               f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={resumed}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((resumed / "results.json").read_text())
+    assert results["config"]["optimizer"]["lr"] == 0.1
+    assert results["resumed_from"]["optimizer_changes"] == {"lr": {"checkpoint": 1e-5, "used": 0.1}}
+    saved = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
+    assert {group["lr"] for group in saved["optimizer_states"][0]["param_groups"]} == {0.1}
+
+
+def test_resuming_with_another_optimizer_class_is_refused(tiny_suite_dir, tmp_path):
+    first = tmp_path / "first"
+    assert cli("train.py", *tiny_overrides(tiny_suite_dir), f"hydra.run.dir={first}", cwd=tmp_path).returncode == 0
+    proc = cli("train.py", *tiny_overrides(tiny_suite_dir, "ftgd.max_steps=4", "optimizer._target_=torch.optim.SGD",
+                                           "~optimizer.betas"),
+               f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path / 'resumed'}", cwd=tmp_path)
+    assert_one_line_exit_2(proc, "error: the checkpoint's optimizer has the settings amsgrad, betas")
+    assert "Loading weights" not in proc.stdout + proc.stderr, "refused after the model loaded"
+    assert sorted(path.name for path in (tmp_path / "resumed").iterdir()) == [".gradspace.lock", "train.log"]

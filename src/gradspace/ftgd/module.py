@@ -31,6 +31,7 @@ class FTGDModule(L.LightningModule):
         self.objective = objective
         self.optimizer_factory = optimizer
         self.mask = ParameterMask(mask or MaskConfig())
+        self.optimizer_changes: dict[str, dict[str, Any]] = {}  # settings a resumed run changed, see on_load_checkpoint
 
     def named_trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
         return [(name, param) for name, param in self.model.named_parameters() if param.requires_grad]
@@ -112,3 +113,41 @@ class FTGDModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.mask.load_state_dict(checkpoint.get("ftgd_mask", {}))
+        # Resuming keeps the checkpoint's optimizer state (Adam's moments) but takes the settings (lr, betas, ...)
+        # from this run's config: Lightning would otherwise silently bring back the old ones while results.json
+        # recorded the new.
+        saved_states = checkpoint.get("optimizer_states", [])
+        settings = optimizer_settings(self.optimizer_factory)
+        self.optimizer_changes = optimizer_setting_changes(saved_states, settings)
+        for state in saved_states:
+            for group in state.get("param_groups", []):
+                group.update(settings)
+
+
+def optimizer_settings(factory: Callable[..., torch.optim.Optimizer]) -> dict[str, Any]:
+    """Every setting (lr, betas, eps, ...) of the optimizer `factory` makes, defaults included."""
+    group = factory(params=[torch.zeros(1, requires_grad=True)]).param_groups[0]
+    return {key: value for key, value in group.items() if key != "params"}
+
+
+def optimizer_setting_changes(saved_states: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{setting: {"checkpoint": old, "used": new}} for each of `settings` that differs in a checkpoint's optimizer
+    states; refused when the checkpoint's optimizer is of another class (its state would not fit this one)."""
+    changes: dict[str, dict[str, Any]] = {}
+    for state in saved_states:
+        for group in state.get("param_groups", []):
+            saved = {key: value for key, value in group.items() if key != "params"}
+            if saved.keys() != settings.keys():
+                raise GradspaceError(
+                    f"the checkpoint's optimizer has the settings {', '.join(sorted(saved))}, not those of this run's "
+                    f"optimizer ({', '.join(sorted(settings))}); resume with the optimizer._target_ it was trained "
+                    f"with, or start from the model without ckpt_path"
+                )
+            changes.update({key: {"checkpoint": _plain(saved[key]), "used": _plain(value)}
+                            for key, value in settings.items() if _plain(saved[key]) != _plain(value)})
+    return changes
+
+
+def _plain(value: Any) -> Any:
+    """A setting as JSON has it (betas are a tuple in the optimizer, a list in the config)."""
+    return list(value) if isinstance(value, tuple) else value

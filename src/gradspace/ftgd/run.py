@@ -21,7 +21,7 @@ from gradspace.errors import GradspaceError
 from gradspace.ftgd.callbacks import BaseMeasurement, HeldoutLoss, TransferEvaluation, base_key
 from gradspace.ftgd.config import TrainSettings, check_train_config
 from gradspace.ftgd.datamodule import FTGDDataModule, heldout_sentences
-from gradspace.ftgd.module import FTGDModule
+from gradspace.ftgd.module import FTGDModule, optimizer_setting_changes, optimizer_settings
 from gradspace.ftgd.objectives import check_objective
 from gradspace.models.loading import load_model
 from gradspace.utils.io import RESULTS_FILE, write_results
@@ -70,6 +70,8 @@ def run(cfg: DictConfig, base: BaseMeasurement | None = None) -> dict:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise GradspaceError(f"ckpt_path={ckpt_path} is not a file; point it at a .ckpt from a previous run's checkpoints/")
+    if ckpt_path:
+        check_resumed_optimizer(Path(ckpt_path), settings.optimizer.factory())
     callbacks = build_callbacks(cfg)
     refuse_used_checkpoint_dirs(callbacks[0])
     output_dir = Path(cfg.paths.output_dir)
@@ -97,6 +99,17 @@ def refuse_used_checkpoint_dirs(callbacks: list[L.Callback]) -> None:
                 f"{callback.dirpath} already holds the checkpoints of an earlier run, which this run would mix with "
                 f"its own; nothing was changed: run in a new directory (leave hydra.run.dir at its default) or delete that folder"
             )
+
+
+def check_resumed_optimizer(ckpt_path: Path, factory) -> None:
+    """Refuse a checkpoint whose optimizer is of another class than the config's before the model loads (its state
+    is memory-mapped, not read). A changed setting of the same optimizer is applied when the checkpoint loads."""
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as err:  # not a checkpoint torch can read: a truncated or foreign file
+        raise GradspaceError(f"ckpt_path={ckpt_path} is not a readable checkpoint ({type(err).__name__}); point it at a "
+                             f".ckpt from a previous run's checkpoints/") from None
+    optimizer_setting_changes(checkpoint.get("optimizer_states", []), optimizer_settings(factory))
 
 
 def check_batch_size(batch_size: int, task_data) -> None:
@@ -219,6 +232,8 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
         "heldout_lm_loss": heldout.summary(),
         "config": loggable_config(cfg),
         "run": {"output_dir": str(output_dir), "checkpoint": _last_checkpoint(trainer)},
+        # A resumed run trains with this config's optimizer settings; the ones it changed from the checkpoint's.
+        "resumed_from": {"checkpoint": str(ckpt_path), "optimizer_changes": module.optimizer_changes} if ckpt_path else None,
         "fit_seconds": time.perf_counter() - start,
     }
     for logger in trainer.loggers:
