@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import resource
 import statistics
 import time
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="label.py overrides, e.g. sae.d_sae=512")
     args = parser.parse_args()
     pin_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     print_header("every live latent of an SAE, labelled by the exact scan")
     with initialize_config_dir(str(CONF), version_base=None):
         # The word-alone readout (prompt=default): its table has one row per distinct token, shared by every latent.
@@ -49,6 +51,7 @@ def main() -> None:
     train = sae_codes(loaded.model, loaded.tokenizer, sae, corpus.train)
     heldout = sae_codes(loaded.model, loaded.tokenizer, sae, corpus.heldout)
     codes_seconds = time.perf_counter() - start
+    logging.info("model, SAE and codes of %d + %d texts: %.0f s", len(corpus.train), len(corpus.heldout), codes_seconds)
     labels, timings = label_all_latents(discriminator, allowed, train, heldout, sae.W_dec.detach(),
                                         loaded.model.get_output_embeddings().weight.detach(), config.label.kl_weight,
                                         config.feature.threshold)

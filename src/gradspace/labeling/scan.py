@@ -39,15 +39,15 @@ class ScanResult:
 
 
 def column_objectives(scores: torch.Tensor, surprisal: torch.Tensor | None, targets: torch.Tensor, kl_weight: float,
-                      weights: torch.Tensor | None = None) -> torch.Tensor:
+                      weights: torch.Tensor | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """[C] the objective of C labels from their readout `scores` [N, C] on N examples (and -log q(label) `surprisal`
     [N, C] for naturalness): per column exactly what `HardLabelScorer.score_labels` computes for one label
     (`discrete.calibrate` at the classes' midpoint, the balanced cross-entropy, the balanced mean surprisal).
     `weights` [N] count each row as that many examples (rows of a word-alone readout stand for every occurrence
-    of their word): the same result as the rows repeated."""
-    positive = targets.bool()
-    scores = scores.double()
-    w = torch.ones(len(targets), dtype=torch.float64, device=scores.device) if weights is None else weights.double().to(scores.device)
+    of their word): the same result as the rows repeated. `dtype`: float32 halves the time of a whole SAE's scans."""
+    positive = targets.bool().to(scores.device)
+    scores = scores.to(dtype)
+    w = torch.ones(len(targets), dtype=dtype, device=scores.device) if weights is None else weights.to(dtype=dtype, device=scores.device)
     w_pos, w_neg = w * positive, w * ~positive
 
     def class_mean(values: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
@@ -60,7 +60,7 @@ def column_objectives(scores: torch.Tensor, surprisal: torch.Tensor | None, targ
     loss = 0.5 * (class_mean(F.softplus(-calibrated), w_pos) + class_mean(F.softplus(calibrated), w_neg))
     if surprisal is None or kl_weight == 0:
         return loss
-    surprisal = surprisal.double()
+    surprisal = surprisal.to(dtype)
     return loss + kl_weight * 0.5 * (class_mean(surprisal, w_pos) + class_mean(surprisal, w_neg))
 
 

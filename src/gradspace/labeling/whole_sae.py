@@ -85,7 +85,7 @@ def firing_positions(codes: torch.Tensor, threshold: float) -> list[torch.Tensor
 
 def label_all_latents(discriminator: Discriminator, allowed: torch.Tensor, train_codes: Sequence[TextCodes],
                       heldout_codes: Sequence[TextCodes], decoder: torch.Tensor, unembedding: torch.Tensor, kl_weight: float,
-                      threshold: float = 0.0, negatives: int = 4000, heldout_max: int = 150, min_firings: int = 5,
+                      threshold: float = 0.0, negatives: int = 1000, heldout_max: int = 150, min_firings: int = 5,
                       seed: int = 0) -> tuple[list[LatentLabel], dict]:
     """Every latent firing at least `min_firings` times on the training texts: its scan label on all its training
     firings against `negatives` random training positions where it does not fire, scored on up to `heldout_max`
@@ -96,6 +96,7 @@ def label_all_latents(discriminator: Discriminator, allowed: torch.Tensor, train
     heldout_tokens, heldout = flatten(heldout_codes)
     table = TokenTable(discriminator, torch.cat([train_tokens, heldout_tokens]).unique(), allowed)
     table_seconds = time.perf_counter() - start
+    log.info("the token table: %d tokens x %d allowed labels in %.0f s", len(table.tokens), len(table.allowed), table_seconds)
     allowed_ids = table.allowed
     generator = torch.Generator().manual_seed(seed)
     negative_pool = torch.randperm(len(train_tokens), generator=generator)[:negatives]
@@ -105,6 +106,8 @@ def label_all_latents(discriminator: Discriminator, allowed: torch.Tensor, train
     words = lambda ids: [tokenizer.decode([int(t)]).strip() for t in ids]  # noqa: E731
     results = []
     for latent in range(train.shape[1]):
+        if latent % 256 == 0:
+            log.info("latent %d of %d: %d labelled, %.0f s", latent, train.shape[1], len(results), time.perf_counter() - start)
         fired = train_firing[latent]
         if len(fired) < min_firings:
             continue
@@ -119,7 +122,7 @@ def label_all_latents(discriminator: Discriminator, allowed: torch.Tensor, train
         targets = torch.cat([torch.ones(len(positive_rows)), torch.zeros(len(negative_rows))])
         log_q = table.log_q[rows].float()
         surprisal = table.normaliser[rows, None] - log_q  # -log of q renormalised over the allowed labels
-        objective = column_objectives(log_q, surprisal, targets, kl_weight, weights)
+        objective = column_objectives(log_q, surprisal, targets, kl_weight, weights, dtype=torch.float32)
         best = int(objective.argmin())
         label_token = int(allowed_ids[best])
 
