@@ -77,16 +77,19 @@ def read_pairs_jsonl(path: str | Path, task: str | None = None, phenomenon: str 
             missing = [key for key in ("sentence_good", "sentence_bad") if not isinstance(record.get(key), str) or not record[key].strip()]
             if missing:
                 raise GradspaceError(f"{path}:{line_number}: missing or empty field(s) {', '.join(missing)}; every line needs sentence_good and sentence_bad")
+            where = f"{path}:{line_number}"
+            for key in ("sentence_good", "sentence_bad"):
+                check_encodable(record[key], key, where)
             if record["sentence_good"].strip() == record["sentence_bad"].strip():
                 identical.append(line_number)
                 continue
-            pair_task = task or record.get("UID") or path.stem
+            pair_task = task or name_field(record, "UID", where) or path.stem
             pairs.append(
                 MinimalPair(
                     good=record["sentence_good"],
                     bad=record["sentence_bad"],
                     task=pair_task,
-                    phenomenon=phenomenon or record.get("linguistics_term") or pair_task,
+                    phenomenon=phenomenon or name_field(record, "linguistics_term", where) or pair_task,
                     id=str(record.get("pairID", line_number - 1)),
                     source=f"{path}:{line_number}",
                 )
@@ -101,6 +104,32 @@ def read_pairs_jsonl(path: str | Path, task: str | None = None, phenomenon: str 
         raise GradspaceError(f"{path}: no minimal pairs in the file; it needs one JSON object per line"
                              + (" whose two sentences differ" if identical else ""))
     return pairs
+
+
+def check_encodable(text: str, key: str, where: str) -> None:
+    """JSON can spell a lone surrogate (`"\\ud800"`), which is no character: every tokenizer and file write fails on it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise GradspaceError(
+            f"{where}: {key} holds a lone surrogate (\\u{ord(text[err.start]):04x} at character {err.start + 1}), which "
+            f"is no character; write the intended character itself, or a surrogate pair for one beyond U+FFFF"
+        ) from None
+
+
+def name_field(record: dict, key: str, where: str) -> str | None:
+    """A task or phenomenon name from `record[key]`, which must be a text; None if absent.
+
+    Anything else (a number, a list, NaN, Infinity) fails later where names are sorted, compared or made paths.
+    """
+    value = record.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise GradspaceError(f"{where}: {key}={json.dumps(value)} is not a name; give {key} as a text such as \"sva\" "
+                             f"(or leave it out to use the file's name)")
+    check_encodable(value, key, where)
+    return value
 
 
 def write_pairs_jsonl(path: str | Path, pairs: Iterable[MinimalPair]) -> Path:

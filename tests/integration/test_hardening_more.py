@@ -136,3 +136,75 @@ def test_resuming_with_another_optimizer_class_is_refused(tiny_suite_dir, tmp_pa
     assert_one_line_exit_2(proc, "error: the checkpoint's optimizer has the settings amsgrad, betas")
     assert "Loading weights" not in proc.stdout + proc.stderr, "refused after the model loaded"
     assert sorted(path.name for path in (tmp_path / "resumed").iterdir()) == [".gradspace.lock", "train.log"]
+
+
+# Item 9: input that ended in a traceback is one line and exit 2, before the model loads where it can be.
+def pair_file(directory: Path, *records: dict) -> Path:
+    directory.mkdir(parents=True)
+    good = {"sentence_good": "the dog runs", "sentence_bad": "the dog run"}
+    lines = [json.dumps({**good, "UID": "sva"})] * 4 + [json.dumps({**good, **record}) for record in records]
+    (directory / "sva.jsonl").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+@pytest.mark.parametrize("record, expected", [
+    ({"UID": 3}, "sva.jsonl:5: UID=3 is not a name; give UID as a text"),
+    ({"UID": ["sva", "npi"]}, 'sva.jsonl:5: UID=["sva", "npi"] is not a name'),
+    ({"UID": float("nan")}, "sva.jsonl:5: UID=NaN is not a name"),
+    ({"UID": float("inf")}, "sva.jsonl:5: UID=Infinity is not a name"),
+    ({"sentence_good": "the dog \ud800 runs"}, "sva.jsonl:5: sentence_good holds a lone surrogate (\\ud800 at character 9)"),
+    ({"linguistics_term": "agr\udfffeement"}, "sva.jsonl:5: linguistics_term holds a lone surrogate"),
+], ids=["number", "list", "NaN", "Infinity", "lone surrogate in a sentence", "lone surrogate in a name"])
+def test_bad_pair_fields_are_one_line(record, expected, tiny_suite_dir, tmp_path):
+    suite = pair_file(tmp_path / "suite", record)
+    proc = cli("train.py", *tiny_overrides(tiny_suite_dir), f"data.path={suite}", "task=all",
+               f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert_one_line_exit_2(proc, expected)
+
+
+@pytest.mark.parametrize("script", ["train.py", "label.py"])
+def test_a_seed_beyond_32_bits_is_one_line(script, tiny_suite_dir, tiny_model_dir, tmp_path):
+    overrides = tiny_overrides(tiny_suite_dir) if script == "train.py" else [*label_args(tiny_model_dir), "feature=animals"]
+    proc = cli(script, *overrides, "seed=4294967296", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert_one_line_exit_2(proc, "error: seed=4294967296 is not a whole number in 0..4294967295")
+
+
+def label_args(model_dir: Path) -> list[str]:
+    return ["model=local", f"model.path={model_dir}", "logger=none", f"paths.cache_dir={model_dir.parent / 'cache'}",
+            "prompt.style=synth"]
+
+
+@pytest.mark.parametrize("k", ["Infinity", "inf", "-3", "513"])
+def test_a_builtin_topk_k_outside_1_to_d_sae_is_one_line(k, tiny_model_dir, tmp_path):
+    proc = cli("label.py", *label_args(tiny_model_dir), "feature=sae_latent", "sae=builtin", f"sae.k={k}",
+               f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert_one_line_exit_2(proc, "must be a whole number in 1..512 (the SAE's d_sae)")
+
+
+@pytest.mark.parametrize("k", [float("inf"), -3, 9])
+def test_a_saved_topk_k_outside_1_to_d_sae_is_one_line(k, tiny_model_dir, tmp_path):
+    import torch
+
+    from gradspace.labeling.sae import CFG_FILE, SparseAutoencoder, save_sae
+
+    d_in, d_sae = 64, 8
+    directory = save_sae(SparseAutoencoder(torch.randn(d_in, d_sae), torch.zeros(d_sae), torch.randn(d_sae, d_in),
+                                           torch.zeros(d_in), architecture="topk", k=2, hook_name="blocks.0.hook_resid_post"),
+                         tmp_path / "sae")
+    cfg = json.loads((directory / CFG_FILE).read_text())
+    (directory / CFG_FILE).write_text(json.dumps({**cfg, "k": k, "activation_fn_kwargs": {"k": k}}))
+    proc = cli("label.py", *label_args(tiny_model_dir), "feature=sae_latent", "sae=local", f"sae.path={directory}",
+               f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert_one_line_exit_2(proc, f"cfg.json k={k!r} must be a whole number in 1..8")
+
+
+@pytest.mark.parametrize("script", ["train.py", "probe.py", "label.py"])
+def test_an_output_dir_that_is_a_file_fails_before_the_model_loads(script, tiny_suite_dir, tiny_model_dir, tmp_path):
+    (tmp_path / "taken").write_text("a file\n")
+    if script == "label.py":
+        overrides = [*label_args(tiny_model_dir), "feature=animals"]
+    else:
+        overrides = [o for o in tiny_overrides(tiny_suite_dir) if script == "train.py" or not o.startswith(("task", "ftgd", "+trainer"))]
+    proc = cli(script, *overrides, f"paths.output_dir={tmp_path / 'taken' / 'run'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert_one_line_exit_2(proc, f"paths.output_dir={tmp_path / 'taken' / 'run'} is no directory ({tmp_path / 'taken'} is a file)")
+    assert "Loading weights" not in proc.stdout + proc.stderr

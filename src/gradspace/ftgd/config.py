@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from gradspace.errors import GradspaceError
 from gradspace.ftgd.masks import MaskConfig
 from gradspace.utils.run_config import config_from_section, missing_values, plain_section
+from gradspace.utils.seeding import check_seed
 
 
 def whole_number(value: Any, name: str, minimum: int) -> int:
@@ -146,7 +147,7 @@ def check_train_config(cfg) -> TrainSettings:
             )
         optimizer = OptimizerConfig.from_section(cfg.optimizer)
         threads = cfg.get("torch_threads")
-        return TrainSettings(ftgd=ftgd, optimizer=optimizer, seed=whole_number(cfg.seed, "seed", 0),
+        return TrainSettings(ftgd=ftgd, optimizer=optimizer, seed=check_seed(cfg.seed),
                              torch_threads=None if threads is None else whole_number(threads, "torch_threads", 1))
     except OmegaConfBaseException as err:  # e.g. an interpolation that names a key that does not exist
         first_line = str(err).strip().splitlines()[0]

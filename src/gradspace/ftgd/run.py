@@ -24,7 +24,7 @@ from gradspace.ftgd.datamodule import FTGDDataModule, heldout_sentences
 from gradspace.ftgd.module import FTGDModule, optimizer_setting_changes, optimizer_settings
 from gradspace.ftgd.objectives import check_objective
 from gradspace.models.loading import load_model
-from gradspace.utils.io import RESULTS_FILE, write_results
+from gradspace.utils.io import RESULTS_FILE, check_output_dir, write_results
 from gradspace.utils.memory import return_freed_memory, sparse_tied_embedding_gradient
 from gradspace.utils.progress import with_step_progress_bar
 from gradspace.utils.run_config import loggable_config, redact_environment_secrets
@@ -63,6 +63,7 @@ def run(cfg: DictConfig, base: BaseMeasurement | None = None) -> dict:
     """
     # Everything that can be checked without data or a model is checked first: a wrong setting is one line at once.
     settings = check_train_config(cfg)
+    check_output_dir(cfg.paths.output_dir)
     objective = str(cfg.objective.name)
     check_objective(objective)
     if objective == "lm" and settings.ftgd.mask.active:

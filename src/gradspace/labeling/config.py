@@ -12,9 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from omegaconf import DictConfig, OmegaConf
+
 from gradspace.errors import GradspaceError
 from gradspace.labeling.sae_training import BuiltinSAEConfig
+from gradspace.utils.io import check_output_dir
 from gradspace.utils.run_config import config_from_section, plain_section
+from gradspace.utils.seeding import check_seed
 
 VOCABULARIES = ("words", "all")
 # How a label is found: the exact scan of every allowed token (scan), the soft label's descent (descent), the descent
@@ -262,6 +266,13 @@ class LabelingConfig:
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "LabelingConfig":
+        # Settings outside the labeling sections that would fail only after the model loads. The output directory
+        # is Hydra's run directory, which a config composed outside a Hydra app does not have.
+        check_seed(cfg.get("seed"))
+        output_dir = OmegaConf.select(OmegaConf.create(cfg) if not isinstance(cfg, DictConfig) else cfg, "paths.output_dir",
+                                      throw_on_resolution_failure=False)
+        if output_dir is not None:
+            check_output_dir(output_dir)
         return cls(
             label=config_from_section(SoftLabelConfig, cfg["label"], "label"),
             discrete=config_from_section(DiscreteConfig, cfg["discrete"], "discrete"),

@@ -31,6 +31,15 @@ def check_architecture(architecture: str) -> None:
         raise GradspaceError(f"SAE architecture '{architecture}' is not supported; supported: {', '.join(ARCHITECTURES)}")
 
 
+def check_topk_k(k, d_sae: int, name: str) -> int:
+    """A TopK SAE keeps k of its d_sae latents per token: k must be a whole number in 1..d_sae (8.0 is 8)."""
+    if isinstance(k, float) and k.is_integer():
+        k = int(k)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= d_sae:
+        raise GradspaceError(f"{name}={k!r} must be a whole number in 1..{d_sae} (the SAE's d_sae); set it within that range")
+    return k
+
+
 class SparseAutoencoder(nn.Module):
     """ReLU ("standard"), JumpReLU or TopK SAE with SAELens's encoding and decoding conventions."""
 
@@ -46,9 +55,11 @@ class SparseAutoencoder(nn.Module):
             )
         if architecture == "jumprelu" and threshold is None:
             raise GradspaceError("a jumprelu SAE needs a 'threshold' tensor in sae_weights.safetensors")
-        if architecture == "topk" and not k:
+        if architecture == "topk" and k is None:
             raise GradspaceError("a topk SAE needs k in cfg.json ('k' or activation_fn_kwargs.k)")
         d_in, d_sae = W_enc.shape
+        if architecture == "topk":
+            k = check_topk_k(k, d_sae, "cfg.json k")
         if W_dec.shape != (d_sae, d_in) or b_enc.shape != (d_sae,) or b_dec.shape != (d_in,):
             raise GradspaceError(
                 f"SAE weight shapes disagree (W_enc {tuple(W_enc.shape)}, W_dec {tuple(W_dec.shape)}, b_enc {tuple(b_enc.shape)}, "

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 
 from gradspace.errors import GradspaceError
-from gradspace.labeling.sae import CFG_FILE, SparseAutoencoder, load_local_sae, save_sae
+from gradspace.labeling.sae import CFG_FILE, SparseAutoencoder, check_topk_k, load_local_sae, save_sae
 from gradspace.labeling.activations import token_activations
 from gradspace.utils.cache import fingerprint
 
@@ -34,8 +34,10 @@ class BuiltinSAEConfig:
     def __post_init__(self) -> None:
         if self.architecture not in TRAINABLE:
             raise GradspaceError(f"sae.architecture='{self.architecture}' cannot be trained here; use one of {', '.join(TRAINABLE)}")
-        if self.architecture == "topk" and not 0 < self.k <= self.d_sae:
-            raise GradspaceError(f"sae.k={self.k} must be in 1..sae.d_sae={self.d_sae}")
+        if isinstance(self.d_sae, bool) or not isinstance(self.d_sae, int) or self.d_sae < 1:
+            raise GradspaceError(f"sae.d_sae={self.d_sae!r} must be a whole number >= 1; set sae.d_sae=<latents>")
+        if self.architecture == "topk":
+            check_topk_k(self.k, self.d_sae, "sae.k")
 
 
 def collect_activations(lm, tokenizer, texts: Sequence[str], hook_name: str) -> torch.Tensor:

@@ -49,10 +49,10 @@ from gradspace.probing.transfer import (
     trained_task,
 )
 from gradspace.utils.cache import fingerprint
-from gradspace.utils.io import RESULTS_FILE, write_results
+from gradspace.utils.io import RESULTS_FILE, check_output_dir, write_results
 from gradspace.utils.memory import return_freed_memory
 from gradspace.utils.run_config import loggable_config, plain_section
-from gradspace.utils.seeding import seed_everything, set_torch_threads
+from gradspace.utils.seeding import check_seed, seed_everything, set_torch_threads
 from gradspace.utils.termination import Terminated
 
 log = logging.getLogger(__name__)
@@ -462,9 +462,9 @@ def trends(rows: list[dict]) -> list[dict]:
 def run(cfg: DictConfig) -> dict:
     """Probe every requested checkpoint; write results.json and plots under `paths.output_dir`; return the results."""
     start = time.perf_counter()
-    output_dir = Path(cfg.paths.output_dir)
+    output_dir = check_output_dir(cfg.paths.output_dir)
     cache_dir = Path(cfg.paths.cache_dir).expanduser()
-    seed_everything(int(cfg.seed))
+    seed_everything(check_seed(cfg.seed))
     set_torch_threads(cfg.get("torch_threads"))
     for objective in [*cfg.gradient.objectives, cfg.transfer.objective, *(cfg.transfer.get("side_effect_objectives") or [])]:
         check_objective(str(objective))

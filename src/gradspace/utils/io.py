@@ -11,6 +11,21 @@ from typing import Any
 RESULTS_FILE = "results.json"  # what every entry point writes into its output directory; sweeps are read by it
 
 
+def check_output_dir(directory: str | os.PathLike, setting: str = "paths.output_dir") -> Path:
+    """Refuse an output directory that is a file, or lies under one, before any work: the first write into it
+    would fail only after the model loaded."""
+    from gradspace.errors import GradspaceError
+
+    path = Path(directory)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise GradspaceError(f"{setting}={directory} is no directory ({part} is a file); "
+                                     f"choose a directory with {setting}=<dir>")
+            break
+    return path
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,18 @@
 from __future__ import annotations
 
+# NumPy's seeds are 32-bit: a larger one fails in seed_everything with a traceback.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """`value` as a seed, or one line naming the setting and its range."""
+    from gradspace.errors import GradspaceError
+
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise GradspaceError(f"{name}={value!r} is not a whole number in 0..{MAX_SEED} (seeds are 32-bit); "
+                             f"set {name}=<integer 0..{MAX_SEED}>")
+    return value
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch and ask torch for deterministic kernels, so CPU reruns give identical results."""
