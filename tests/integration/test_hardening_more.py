@@ -208,3 +208,46 @@ def test_an_output_dir_that_is_a_file_fails_before_the_model_loads(script, tiny_
     proc = cli(script, *overrides, f"paths.output_dir={tmp_path / 'taken' / 'run'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert_one_line_exit_2(proc, f"paths.output_dir={tmp_path / 'taken' / 'run'} is no directory ({tmp_path / 'taken'} is a file)")
     assert "Loading weights" not in proc.stdout + proc.stderr
+
+
+# Item 8: a cache changed after it was built (cut short, or other bytes at the same size) is built again, not used.
+TINY_SYNTH = ["model=synth-1m", "model.world.n_train_sentences=400", "model.world.n_heldout_sentences=60",
+              "model.world.pairs_per_task=20", "model.pretrain.hidden_size=32", "model.pretrain.num_layers=2",
+              "model.pretrain.num_heads=2", "model.pretrain.intermediate_size=64",
+              "model.pretrain.max_position_embeddings=64", "model.pretrain.block_size=32", "model.pretrain.batch_size=8",
+              "model.pretrain.steps=30", "model.pretrain.warmup_steps=3", "model.pretrain.checkpoint_steps=[10,30]",
+              "logger=none", "task=sva", "ftgd.max_steps=2", "ftgd.batch_size=4", "torch_threads=1",
+              "callbacks=no_checkpoints", "+trainer.enable_progress_bar=false"]
+
+
+def test_damaged_caches_are_built_again(tmp_path):
+    cache = tmp_path / "cache"
+
+    def train(name: str) -> tuple[dict, str]:
+        proc = cli("train.py", *TINY_SYNTH, f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / name}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads((tmp_path / name / "results.json").read_text()), proc.stderr
+
+    first, _ = train("first")
+    [world] = cache.glob("world-*")
+    [model] = cache.glob("synth-1m-*")
+
+    heldout = world / "heldout.txt"  # the same size, other words: the held-out loss would change silently
+    heldout.write_bytes(heldout.read_bytes()[::-1])
+    results, stderr = train("heldout")
+    assert f"warning: {heldout} differs from what was built there" in stderr
+    assert results["heldout_lm_loss"]["before"] == first["heldout_lm_loss"]["before"]
+
+    pairs = next((world / "pairs").glob("*.jsonl"))  # cut inside a line: it was blamed on the user's pairs
+    os.truncate(pairs, pairs.stat().st_size - 7)
+    results, stderr = train("pairs")
+    assert f"warning: {pairs} differs from what was built there" in stderr and "fix or remove" not in stderr
+    assert results["eval_before"] == first["eval_before"]
+
+    weights = model / "main" / "model.safetensors"  # the last weights' bytes changed at the same size
+    data = bytearray(weights.read_bytes())
+    data[-64:] = bytes(64)
+    weights.write_bytes(bytes(data))
+    results, stderr = train("weights")
+    assert f"warning: {weights} differs from what was built there" in stderr
+    assert results["eval_before"] == first["eval_before"] and results["heldout_lm_loss"] == first["heldout_lm_loss"]

@@ -1,5 +1,8 @@
 """Model sources without loading a model: the build-once cache, GGUF package errors, the document-start token."""
 
+import hashlib
+import json
+
 import pytest
 
 from gradspace.errors import GradspaceError
@@ -7,6 +10,7 @@ from gradspace.evaluation.logprobs import default_prefix_token, prefix_token_id,
 from gradspace.models.gguf import ensure_gguf_model
 from gradspace.models.loading import resolve_pretrained_path
 from gradspace.synth.tokenizer import build_word_tokenizer
+import gradspace.utils.cache as cache_module
 from gradspace.utils.cache import COMPLETE_MARKER, build_once, is_complete
 
 pytestmark = pytest.mark.unit
@@ -27,6 +31,47 @@ def test_build_once_builds_once_and_rebuilds_a_truncated_copy(tmp_path):
     assert not is_complete(root)
     build_once(tmp_path / "model", build)
     assert len(builds) == 2 and (root / "weights.bin").stat().st_size == 100
+
+
+def test_build_once_rebuilds_a_copy_changed_at_the_same_size(tmp_path, capsys):
+    builds = []
+
+    def build(out):
+        builds.append(out)
+        (out / "weights.bin").write_bytes(b"x" * 100)
+
+    root = build_once(tmp_path / "model", build)
+    (root / "weights.bin").write_bytes(b"y" * 100)  # the size the manifest recorded, other bytes
+    assert not is_complete(root)
+    build_once(tmp_path / "model", build)
+    assert len(builds) == 2 and (root / "weights.bin").read_bytes() == b"x" * 100
+    assert f"warning: {root / 'weights.bin'} differs from what was built there" in capsys.readouterr().err
+
+
+def test_a_manifest_of_sizes_only_gains_hashes_instead_of_a_rebuild(tmp_path):
+    root = tmp_path / "model"
+    root.mkdir()
+    (root / "weights.bin").write_bytes(b"x" * 100)
+    (root / COMPLETE_MARKER).write_text(json.dumps({"files": {"weights.bin": 100}}))
+
+    def build(out):
+        raise AssertionError("an intact cache of an earlier version was built again")
+
+    assert build_once(root, build) == root
+    recorded = json.loads((root / COMPLETE_MARKER).read_text())["files"]["weights.bin"]
+    assert recorded == {"size": 100, "sha256": hashlib.sha256(b"x" * 100).hexdigest()}
+    (root / "weights.bin").write_bytes(b"y" * 100)
+    assert not is_complete(root)
+
+
+def test_a_cached_file_is_hashed_once_per_process(tmp_path, monkeypatch):
+    root = build_once(tmp_path / "model", lambda out: (out / "weights.bin").write_bytes(b"x" * 100))
+    reads = []
+    real_sha256 = hashlib.sha256
+    monkeypatch.setattr(cache_module.hashlib, "sha256", lambda *args: reads.append(args) or real_sha256(*args))
+    for _ in range(3):
+        assert is_complete(root)
+    assert reads == []
 
 
 def test_a_failed_build_leaves_nothing_behind(tmp_path):

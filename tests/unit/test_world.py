@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -86,7 +87,7 @@ def test_invalid_counts_are_a_user_error():
 def test_cache_round_trip_reads_the_cache_the_second_time(tmp_path, monkeypatch):
     first = load_or_build_world(SMALL, tmp_path)
     cache = world_cache_path(SMALL, tmp_path)
-    assert {path.name for path in cache.iterdir()} == {"config.json", "vocab.txt", "train.txt", "heldout.txt", "pairs"}
+    assert {path.name for path in cache.iterdir()} == {"config.json", "vocab.txt", "train.txt", "heldout.txt", "pairs", "COMPLETE"}
     assert {path.stem for path in (cache / "pairs").iterdir()} == set(SYNTH_TASKS)
 
     def no_build(config):
@@ -94,7 +95,7 @@ def test_cache_round_trip_reads_the_cache_the_second_time(tmp_path, monkeypatch)
 
     monkeypatch.setattr(world_module, "build_world", no_build)
     assert load_or_build_world(SMALL, tmp_path) == first
-    assert [path.name for path in tmp_path.iterdir()] == [cache.name]
+    assert [path.name for path in tmp_path.iterdir() if path.suffix != ".lock"] == [cache.name]
 
 
 def test_cache_key_follows_the_config(tmp_path):
@@ -109,13 +110,19 @@ def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(world_module, "write_pairs_jsonl", fail)
     with pytest.raises(KeyboardInterrupt):
         load_or_build_world(SMALL, tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    assert [path for path in tmp_path.iterdir() if path.suffix != ".lock"] == []
     monkeypatch.undo()
     assert load_or_build_world(SMALL, tmp_path) == build_world(SMALL)
 
 
-def test_a_damaged_cache_names_the_fix(tmp_path):
+@pytest.mark.parametrize("damage", ["deleted", "cut", "same size"])
+def test_a_damaged_cache_is_built_again(damage, tmp_path):
     load_or_build_world(SMALL, tmp_path)
-    (world_cache_path(SMALL, tmp_path) / "train.txt").unlink()
-    with pytest.raises(GradspaceError, match="delete that folder"):
-        load_or_build_world(SMALL, tmp_path)
+    heldout = world_cache_path(SMALL, tmp_path) / "heldout.txt"
+    if damage == "deleted":
+        heldout.unlink()
+    elif damage == "cut":
+        os.truncate(heldout, heldout.stat().st_size // 2)
+    else:
+        heldout.write_bytes(heldout.read_bytes().replace(b"the", b"teh", 1))
+    assert load_or_build_world(SMALL, tmp_path) == build_world(SMALL)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
@@ -15,6 +13,7 @@ from gradspace.pairs import MinimalPair, read_pairs_jsonl, write_pairs_jsonl
 from gradspace.errors import GradspaceError
 from gradspace.utils.run_config import plain_section
 from gradspace.synth.grammar import SYNTH_TASKS, Grammar
+from gradspace.utils.cache import build_once
 from gradspace.utils.io import atomic_write_text
 
 # Bump when the grammar changes what it generates, so cached worlds of the old grammar are not reused.
@@ -106,10 +105,6 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def _read_world(config: WorldConfig, directory: Path) -> SynthWorld:
-    expected = ["vocab.txt", "train.txt", "heldout.txt"] + [f"pairs/{task}.jsonl" for task in SYNTH_TASKS]
-    missing = [name for name in expected if not (directory / name).is_file()]
-    if missing:
-        raise GradspaceError(f"world cache {directory} lacks {', '.join(missing)}; delete that folder to rebuild it")
     pairs = [pair for task in SYNTH_TASKS for pair in read_pairs_jsonl(directory / "pairs" / f"{task}.jsonl")]
     return SynthWorld(
         config,
@@ -123,24 +118,12 @@ def _read_world(config: WorldConfig, directory: Path) -> SynthWorld:
 def load_or_build_world(config: WorldConfig, cache_dir: str | Path) -> SynthWorld:
     """Read the world from `cache_dir/world-<hash>`, or build it and cache it there.
 
-    The cache is built in a temporary sibling directory and renamed into place, so an interrupted build leaves no
-    half cache; if another process won the race, its (identical) world is kept.
+    `build_once` writes it under a lock into a directory renamed into place when complete, with a manifest of
+    every file's hash: a cached world whose held-out text or pairs were cut or changed is built again (in seconds)
+    rather than used, or blamed on the user as a bad pairs line.
     """
-    target = world_cache_path(config, cache_dir)
-    if target.is_dir():
-        return _read_world(config, target)
-    world = build_world(config)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        _write_world(world, staging)
-        staging.rename(target)
-    except OSError:
-        if not target.is_dir():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return world
+    target = build_once(world_cache_path(config, cache_dir), lambda directory: _write_world(build_world(config), directory))
+    return _read_world(config, target)
 
 
 def world_for_model(model_cfg: Mapping, cache_dir: str | Path) -> SynthWorld:
