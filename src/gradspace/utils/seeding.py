@@ -28,10 +28,16 @@ def set_torch_threads(threads) -> None:
     """An entry point's `torch_threads`: None keeps torch's default (all cores), else that many CPU threads."""
     if threads is None:
         return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    import os
+
+    # More threads than CPUs only slow torch down, and OpenMP allocates every thread's state at once: a billion
+    # ended in "libgomp: Out of memory allocating 216000001344 bytes" and exit 1.
+    cpus = os.cpu_count() or 1
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cpus:
         from gradspace.errors import GradspaceError
 
-        raise GradspaceError(f"torch_threads={threads!r} is not a whole number >= 1; set torch_threads=<threads> or null")
+        raise GradspaceError(f"torch_threads={threads!r} is not a whole number in 1..{cpus} (this machine's CPUs); "
+                             f"set torch_threads=<threads> or null")
     import torch
 
     torch.set_num_threads(threads)
