@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from filelock import FileLock
 
+from gradspace.errors import GradspaceError
 from gradspace.utils.io import atomic_write_json
 
 COMPLETE_MARKER = "COMPLETE"
@@ -111,8 +112,16 @@ def build_once(root: Path, build: Callable[[Path], None]) -> Path:
     root = Path(root)
     if is_complete(root) and not _sizes_only(root):
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root.parent / f".{root.name}.lock")):
+    lock = FileLock(str(root.parent / f".{root.name}.lock"))
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as err:  # a cache dir that is a file, lies under one, or is read-only: a traceback from mkdir
+        file = next((part for part in (root.parent, *root.parent.parents) if part.exists() and not part.is_dir()), None)
+        raise GradspaceError(f"cannot build {root.name} in the cache {root.parent} "
+                             f"({f'{file} is a file' if file else err.strerror or err}); set paths.cache_dir=<dir> "
+                             f"(or GRADSPACE_CACHE) to a writable directory") from None
+    try:
         if is_complete(root):  # another process finished it while we waited for the lock
             _add_hashes(root)
             return root
@@ -133,4 +142,6 @@ def build_once(root: Path, build: Callable[[Path], None]) -> Path:
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
+    finally:
+        lock.release()
     return root
