@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ def exit_on_user_error(fn: F) -> F:
         except Exception as err:
             from gradspace.utils.hydra_runtime import multirun_job_dir
 
+            err = _as_write_failure(err)
             job_dir = multirun_job_dir()
             if job_dir is not None:
                 _record_failure(job_dir, f"{type(err).__name__}: {err}")
@@ -53,6 +55,22 @@ def exit_on_user_error(fn: F) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+# A full disk, a quota, the file-size limit (ulimit -f) or a read-only mount can stop any write, deep inside torch,
+# Lightning or Hydra: the environment's problem, said in one line rather than a traceback from the writer.
+WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _as_write_failure(err: Exception) -> Exception:
+    if not (isinstance(err, OSError) and err.errno in WRITE_FAILURES):
+        return err
+    from gradspace.utils.hydra_runtime import run_output_dir
+
+    # Lightning's checkpoint writer names no file: the run directory or the cache is where it was writing.
+    where = f"cannot write {err.filename}" if err.filename else f"a write into {run_output_dir()} or paths.cache_dir failed"
+    return GradspaceError(f"{where} ({err.strerror}); no file was left half-written: free space (or raise the limit) and rerun, or write elsewhere with "
+                          f"hydra.run.dir=<dir> and paths.cache_dir=<dir>")
 
 
 def _record_failure(job_dir: Path, error: str) -> None:
