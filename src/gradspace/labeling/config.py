@@ -9,6 +9,7 @@ settings keep their defaults for the library callers of `ensure_builtin_sae`; a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -115,6 +116,13 @@ class EvaluationConfig:
     scorer_model: dict | None  # a model config (as under model/): every label is also scored by that model's readout
 
 
+def check_threshold(threshold: float) -> None:
+    # Activations are compared with it: at NaN no example is active or inactive, and the error blamed the feature.
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise GradspaceError(f"feature.threshold={threshold!r} is not a finite number; set feature.threshold=<activation "
+                             f"above which a feature is active>")
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """What every feature kind has: which features, how their examples split, and the corpus to count words in."""
@@ -126,6 +134,12 @@ class FeatureConfig:
     split_seed: int
     corpus_path: str | None  # a text file, one text per line; None = the synthetic world's corpora (synthetic models)
     max_texts: int
+
+    def __post_init__(self) -> None:
+        # The corpus is cut with [:max_texts]: -1 would silently drop its last text rather than mean "all".
+        if isinstance(self.max_texts, bool) or not isinstance(self.max_texts, int) or self.max_texts < 0:
+            raise GradspaceError(f"feature.max_texts={self.max_texts!r} is not a whole number >= 0; set "
+                                 f"feature.max_texts=<texts of the corpus to read>")
 
 
 @dataclass(frozen=True)
@@ -156,6 +170,8 @@ class SAEFeatureConfig(FeatureConfig):
     select_min_words: int  # and on at least this many distinct words
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        check_threshold(self.threshold)
         if self.select_count < 0:
             raise GradspaceError(f"feature.select_count={self.select_count} must be 0 (use feature.ids) or positive")
         if self.select_count and self.ids:
@@ -175,6 +191,8 @@ class RecordsFeatureConfig(FeatureConfig):
     top_n: int  # strongest records behind the most-frequent-token baseline
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        check_threshold(self.threshold)
         if not self.path or self.path == "???":
             raise GradspaceError("feature=records needs feature.path=<file.jsonl> of activation records")
 

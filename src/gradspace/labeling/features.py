@@ -75,7 +75,12 @@ def load_corpus(feature: FeatureConfig, model_cfg: Mapping, cache_dir) -> Corpus
         file = Path(str(feature.corpus_path)).expanduser()
         if not file.is_file():
             raise GradspaceError(f"feature.corpus_path={file} does not exist; point it at a text file with one text per line")
-        return _held_out_tail([line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()], feature)
+        try:
+            text = file.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is no part of the text
+        except UnicodeDecodeError as err:
+            raise GradspaceError(f"feature.corpus_path={file} is not UTF-8 text ({err.reason} at byte {err.start}); "
+                                 f"save it as UTF-8") from None
+        return _held_out_tail([line.strip() for line in text.splitlines() if line.strip()], feature)
     if model_cfg.get("source") == "synth":
         from gradspace.synth.world import WorldConfig, load_or_build_world
 
