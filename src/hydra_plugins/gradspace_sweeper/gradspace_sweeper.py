@@ -32,6 +32,7 @@ class GradspaceSweeper(BasicSweeper):
         self.overrides = self.split_arguments(parser.parse_overrides(params_conf), self.max_batch_size)
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        refuse_used_sweep_dir(sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         # What multirun.yaml holds: the sweep's full config, with secrets removed as in each job's hydra.yaml.
         files = safe_config_files(self.config)
@@ -74,6 +75,19 @@ class GradspaceSweeper(BasicSweeper):
             config.hydra.job.num = job_idx
         subdir = OmegaConf.select(config, "hydra.sweep.subdir", throw_on_resolution_failure=False)
         return Path(self.config.hydra.sweep.dir) / str(subdir if subdir is not None else job_idx)
+
+
+def refuse_used_sweep_dir(sweep_dir: Path) -> None:
+    """Exit with one line (code 2) if an earlier sweep ran in `sweep_dir`: a second one overwrote its multirun.yaml
+    and jobs' saved configs and wrote failure.json beside their finished results.json, while saying nothing was
+    changed."""
+    used = sorted(child.name for child in sweep_dir.iterdir()
+                  if child.name == "multirun.yaml" or (child.is_dir() and child.name.isdigit())) if sweep_dir.is_dir() else []
+    if used:
+        print(f"error: hydra.sweep.dir={sweep_dir} already holds an earlier sweep ({', '.join(used)}); nothing was "
+              f"changed: sweep into a new directory (leave hydra.sweep.dir at its default) or delete that one",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 def _consecutive(jobs: list[tuple[int, Sequence[str]]]) -> list[tuple[int, list[Sequence[str]]]]:
