@@ -137,3 +137,14 @@ def test_a_second_sweep_into_a_used_sweep_dir_is_refused_and_changes_nothing(tin
     assert_one_line_exit_2(second, f"hydra.sweep.dir={sweep} already holds an earlier sweep (0, 1, multirun.yaml); "
                                    f"nothing was changed")
     assert {path: path.read_bytes() for path in sweep.rglob("*") if path.is_file()} == before
+
+
+@pytest.mark.parametrize("text, max_texts", [("the dog runs\nthe cat runs\n", 0), ("\n  \n", 4000)])
+def test_a_corpus_with_no_text_to_count_is_one_line(text, max_texts, tiny_model_dir, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text)
+    proc = cli("label.py", *label_overrides(tiny_model_dir, "feature=animals", "feature.sets.animals=[dog,cat,bird,fish]",
+                                            f"feature.corpus_path={corpus}", f"feature.max_texts={max_texts}"),
+               f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert_one_line_exit_2(proc, f"the corpus leaves no text to count words in ({text.count('runs')} non-empty lines, "
+                                 f"feature.max_texts={max_texts})")

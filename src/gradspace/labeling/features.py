@@ -95,7 +95,13 @@ def load_corpus(feature: FeatureConfig, model_cfg: Mapping, cache_dir) -> Corpus
 
 def _held_out_tail(lines: list[str], feature: FeatureConfig) -> Corpus:
     cut = max(1, int(len(lines) * (1 - feature.heldout_fraction)))
-    return Corpus(lines[:cut][: feature.max_texts], lines[cut:][: feature.max_texts])
+    corpus = Corpus(lines[:cut][: feature.max_texts], lines[cut:][: feature.max_texts])
+    # Counting words in no text ended in an IndexError from the tokenizer.
+    if not corpus.train:
+        raise GradspaceError(f"the corpus leaves no text to count words in ({len(lines)} non-empty lines, "
+                             f"feature.max_texts={feature.max_texts}); give feature.corpus_path=<text file> with text "
+                             f"and feature.max_texts >= 1")
+    return corpus
 
 
 def _split(items: list, fraction: float, rng: random.Random) -> tuple[list, list]:
