@@ -51,17 +51,17 @@ class TokenTable:
         self.index = {int(t): row for row, t in enumerate(tokens.tolist())}
         self.allowed = allowed.nonzero().flatten()
         builder = discriminator.builder
-        rows, normalisers = [], []
         device = discriminator.embedding.device
+        # Filled in place: a concatenation of the chunks would hold the table twice at its peak.
+        self.log_q = torch.empty(len(tokens), len(self.allowed))  # [U, A]
+        self.normaliser = torch.empty(len(tokens))  # [U]
         for start in range(0, len(tokens), batch):
             examples = [Example(int(t)) for t in tokens[start : start + batch]]
             prompts = builder.batch(examples, builder.tokenizer.pad_token_id).to(device)
             logits = discriminator._slot_logits(prompts.input_ids, prompts.label_positions[:, 0] - 1).float()
             log_q = torch.log_softmax(logits, dim=-1)[:, self.allowed.to(device)]
-            rows.append(log_q.cpu())
-            normalisers.append(torch.logsumexp(log_q, dim=-1).cpu())
-        self.log_q = torch.cat(rows)  # [U, A]
-        self.normaliser = torch.cat(normalisers)  # [U]
+            self.log_q[start : start + len(examples)] = log_q.cpu()
+            self.normaliser[start : start + len(examples)] = torch.logsumexp(log_q, dim=-1).cpu()
 
     def rows(self, tokens: torch.Tensor) -> torch.Tensor:
         return torch.tensor([self.index[int(t)] for t in tokens.tolist()], dtype=torch.long)
