@@ -41,6 +41,7 @@ BAD = {
                                   r"records\.jsonl:1: the span 'dog' \[4, 7\) does not start and end on this tokenizer's token boundaries"),
     "no inactive example": (lines([record("f", "the dog runs", "dog", 1.0)] * 4),
                             r"records\.jsonl:1: feature 'f' has 4 active and 0 inactive records"),
+    "a directory": (None, r"feature.path=.* is a directory"),
     "not JSON": ('{"feature": "f"\n', r"records\.jsonl:1: not valid JSON"),
     "activation not a number": (lines([{**record("f", "the dog runs", "dog", 1.0), "activation": "high"}]),
                                 r"records\.jsonl:1: 'activation' must be a number, got 'high'"),
@@ -52,7 +53,8 @@ BAD = {
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_records_fail_cleanly(case, tiny_model_dir, tmp_path, capsys):
     text, expected = BAD[case]
-    path = write(tmp_path / "records.jsonl", text)
+    path = write(tmp_path / "records.jsonl", text) if text is not None else tmp_path / "a-folder.jsonl"
+    path.mkdir(exist_ok=True) if text is None else None
     overrides = [*label_overrides(tiny_model_dir), "feature=records", f"feature.path={path}", "prompt=contextual"]
     check_clean_failure("label", overrides, tmp_path / "out", expected, capsys)
 
@@ -77,3 +79,19 @@ def test_records_label_through_the_context_with_the_word_alone_beside(tiny_model
     assert positives >= 2 and feature["heldout_examples"]["negative"] >= 2
     assert "near the dog" in feature["example_prompt"] or "near a cat" in feature["example_prompt"]
     assert Path(tmp_path / "out" / "results.json").is_file()
+
+
+def test_a_long_text_keeps_only_the_context_nearest_the_word(tiny_model_dir, tmp_path):
+    """A 100,000-character record once filled 11 GB: the prompt keeps the context's last feature.max_context_tokens."""
+    from transformers import AutoTokenizer
+
+    from gradspace.labeling.records import record_features
+
+    text = "the bird sees " * 7000 + "near the dog runs"
+    rows = [record("f", text, "dog", 1.0)] * 3 + [record("f", "the bird sees that the dog runs", "dog", 0.0)] * 3
+    path = write(tmp_path / "records.jsonl", lines(rows))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    (feature,) = record_features(path, [], {}, 0.0, tokenizer, 0.3, 0.5, 0, 20, max_context_tokens=16)
+    longest = max(len(e.context) for e in feature.train_positive + feature.validation_positive + feature.heldout_positive)
+    assert longest == 16
+    assert tokenizer.decode(list(feature.heldout_positive[0].context)).endswith("near the")

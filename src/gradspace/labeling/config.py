@@ -189,10 +189,13 @@ class RecordsFeatureConfig(FeatureConfig):
     threshold: float
     labels: dict  # per feature: the category word first, then the synonyms and hypernyms a label may be
     top_n: int  # strongest records behind the most-frequent-token baseline
+    max_context_tokens: int  # the context's last tokens the prompt keeps (a long text would fill memory)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_threshold(self.threshold)
+        if self.max_context_tokens < 0:
+            raise GradspaceError(f"feature.max_context_tokens={self.max_context_tokens} must be 0 or more")
         if not self.path or self.path == "???":
             raise GradspaceError("feature=records needs feature.path=<file.jsonl> of activation records")
 

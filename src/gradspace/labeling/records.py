@@ -36,6 +36,8 @@ class ActivationRecord:
 def read_records(path: str | Path) -> list[ActivationRecord]:
     """Every record of a jsonl file, checked field by field; a bad line stops with one error naming it."""
     file = Path(str(path)).expanduser()
+    if file.is_dir():
+        raise GradspaceError(f"feature.path={file} is a directory; point it at a jsonl file of activation records")
     if not file.is_file():
         raise GradspaceError(f"feature.path={file} does not exist; point it at a jsonl file of activation records")
     records = []
@@ -77,9 +79,10 @@ def read_records(path: str | Path) -> list[ActivationRecord]:
     return records
 
 
-def record_example(record: ActivationRecord, tokenizer, file: Path) -> Example:
+def record_example(record: ActivationRecord, tokenizer, file: Path, max_context_tokens: int) -> Example:
     """The record as an example: the tokens before its span (the whole text tokenized once, so the context reads as
-    in the text) and the span's text as the word; the span must start and end on token boundaries."""
+    in the text; the last `max_context_tokens` of them, the text nearest the word) and the span's text as the word;
+    the span must start and end on token boundaries."""
     encoded = tokenizer(record.text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
     # A token may carry the space before its word (SentencePiece's ▁), so its offset can start one character early.
@@ -96,11 +99,12 @@ def record_example(record: ActivationRecord, tokenizer, file: Path) -> Example:
                              f"boundaries; give the span of whole tokens (a whole word)")
     word = record.text[record.char_start : record.char_end]
     token = word_token_id(tokenizer, word)
-    return Example(ids[first] if token is None else token, tuple(ids[:first]), word)
+    return Example(ids[first] if token is None else token, tuple(ids[max(0, first - max_context_tokens) : first]), word)
 
 
 def record_features(path: str | Path, ids: Sequence[str], labels: Mapping[str, Sequence[str]], threshold: float, tokenizer,
-                    heldout_fraction: float, validation_fraction: float, seed: int, top_n: int = 20) -> list[FeatureData]:
+                    heldout_fraction: float, validation_fraction: float, seed: int, top_n: int, max_context_tokens: int
+                    ) -> list[FeatureData]:
     """One feature per name in the file (or those in `ids`): its records above `threshold` active, the rest inactive,
     each class split into training, validation and held-out records."""
     file = Path(str(path)).expanduser()
@@ -110,7 +114,7 @@ def record_features(path: str | Path, ids: Sequence[str], labels: Mapping[str, S
     if unknown:
         raise GradspaceError(f"feature.ids {unknown} have no records in {file} (it has {', '.join(names)}); fix feature.ids")
     # Every span is checked against the tokenizer before any feature is built: the first bad line is the one named.
-    examples = [record_example(r, tokenizer, file) for r in records]
+    examples = [record_example(r, tokenizer, file, max_context_tokens) for r in records]
     example_of = {r.line: e for r, e in zip(records, examples)}
     features = []
     for name in ids or names:

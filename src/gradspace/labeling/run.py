@@ -79,7 +79,8 @@ def build_features(config: LabelingConfig, model_cfg, loaded: LoadedModel, cache
     tokenizer = loaded.tokenizer
     if isinstance(feature, RecordsFeatureConfig):
         return record_features(feature.path, [str(i) for i in feature.ids], feature.labels, feature.threshold, tokenizer,
-                               feature.heldout_fraction, feature.validation_fraction, feature.split_seed, feature.top_n), None
+                               feature.heldout_fraction, feature.validation_fraction, feature.split_seed, feature.top_n,
+                               feature.max_context_tokens), None
     corpus = load_corpus(feature, model_cfg, cache_dir)
     if isinstance(feature, SAEFeatureConfig):
         if config.sae is None:
