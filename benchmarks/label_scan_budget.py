@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from harness import Ratio, pin_threads, print_header
+from harness import Goal, pin_threads, print_header
 
 from gradspace.labeling.run import run
 
@@ -42,8 +42,8 @@ def main() -> None:
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"run {total:.1f} s for {len(results['features'])} features (model load included); oracle check "
           f"{results['oracle_seconds']:.1f} s; slowest feature's scan and scoring {max(f['wall_seconds'] for f in features):.1f} s")
-    print(Ratio("slowest feature (its scan, scoring and share of the oracle check) / 60 s", per_feature / 60, 1.0, True).line())
-    print(Ratio("peak memory / 4 GB", peak_gb / 4, 1.0, True).line())
+    print(Goal("slowest feature (its scan, scoring and share of the oracle check) / 60 s", per_feature / 60, 1.0, True).line())
+    print(Goal("peak memory / 4 GB", peak_gb / 4, 1.0, True).line())
 
 
 if __name__ == "__main__":
