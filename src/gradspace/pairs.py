@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from gradspace.errors import GradspaceError
-from gradspace.utils.io import atomic_write_text
+from gradspace.utils.io import atomic_write_text, jsonl_objects
 
 
 @dataclass(frozen=True)
@@ -56,44 +56,27 @@ def read_pairs_jsonl(path: str | Path, task: str | None = None, phenomenon: str 
         raise GradspaceError(f"{path}: no such file; give the path of a jsonl file with sentence_good/sentence_bad")
     pairs: list[MinimalPair] = []
     identical: list[int] = []  # lines whose two sentences are the same: no minimal pair, scored 0 and trained on for nothing
-    with path.open("rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            try:
-                # A byte-order mark, which Windows editors put at the start of a UTF-8 file, is no part of the text.
-                line = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
-            except UnicodeDecodeError as err:
-                raise GradspaceError(
-                    f"{path}:{line_number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
-                    f"save the file as UTF-8"
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise GradspaceError(f"{path}:{line_number}: not valid JSON ({err.msg}); fix or remove that line") from None
-            if not isinstance(record, dict):
-                raise GradspaceError(f"{path}:{line_number}: expected a JSON object with sentence_good and sentence_bad")
-            missing = [key for key in ("sentence_good", "sentence_bad") if not isinstance(record.get(key), str) or not record[key].strip()]
-            if missing:
-                raise GradspaceError(f"{path}:{line_number}: missing or empty field(s) {', '.join(missing)}; every line needs sentence_good and sentence_bad")
-            where = f"{path}:{line_number}"
-            for key in ("sentence_good", "sentence_bad"):
-                check_encodable(record[key], key, where)
-            if record["sentence_good"].strip() == record["sentence_bad"].strip():
-                identical.append(line_number)
-                continue
-            pair_task = task or name_field(record, "UID", where) or path.stem
-            pairs.append(
-                MinimalPair(
-                    good=record["sentence_good"],
-                    bad=record["sentence_bad"],
-                    task=pair_task,
-                    phenomenon=phenomenon or name_field(record, "linguistics_term", where) or pair_task,
-                    id=str(record.get("pairID", line_number - 1)),
-                    source=f"{path}:{line_number}",
-                )
+    for line_number, record in jsonl_objects(path, "sentence_good and sentence_bad"):
+        missing = [key for key in ("sentence_good", "sentence_bad") if not isinstance(record.get(key), str) or not record[key].strip()]
+        if missing:
+            raise GradspaceError(f"{path}:{line_number}: missing or empty field(s) {', '.join(missing)}; every line needs sentence_good and sentence_bad")
+        where = f"{path}:{line_number}"
+        for key in ("sentence_good", "sentence_bad"):
+            check_encodable(record[key], key, where)
+        if record["sentence_good"].strip() == record["sentence_bad"].strip():
+            identical.append(line_number)
+            continue
+        pair_task = task or name_field(record, "UID", where) or path.stem
+        pairs.append(
+            MinimalPair(
+                good=record["sentence_good"],
+                bad=record["sentence_bad"],
+                task=pair_task,
+                phenomenon=phenomenon or name_field(record, "linguistics_term", where) or pair_task,
+                id=str(record.get("pairID", line_number - 1)),
+                source=f"{path}:{line_number}",
             )
+        )
     if identical and (str(path), tuple(identical)) not in _REPORTED_IDENTICAL:
         # Not an error: the real BLiMP files have 7 such pairs (passive_1, principle_A_case_2). Said once per
         # process: a probe reads the suite again for every copy it fine-tunes.

@@ -9,7 +9,6 @@ can be active in one sentence and inactive in another, which no word-alone reado
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from typing import Mapping, Sequence
 from gradspace.errors import GradspaceError
 from gradspace.labeling.features import FeatureData, split_three
 from gradspace.labeling.prompts import Example, word_token_id
+from gradspace.pairs import check_encodable
+from gradspace.utils.io import jsonl_objects
 
 FIELDS = {"feature": str, "text": str, "char_start": int, "char_end": int, "activation": (int, float)}
 
@@ -41,20 +42,8 @@ def read_records(path: str | Path) -> list[ActivationRecord]:
     if not file.is_file():
         raise GradspaceError(f"feature.path={file} does not exist; point it at a jsonl file of activation records")
     records = []
-    try:
-        lines = file.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as err:
-        raise GradspaceError(f"{file}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for number, value in jsonl_objects(file, f"keys {', '.join(FIELDS)}"):
         where = f"{file}:{number}"
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise GradspaceError(f"{where}: not valid JSON ({err.msg}); write one record object a line") from None
-        if not isinstance(value, dict):
-            raise GradspaceError(f"{where}: a record is a JSON object with keys {', '.join(FIELDS)}")
         for key, kind in FIELDS.items():
             if key not in value:
                 raise GradspaceError(f"{where}: the record has no '{key}'; every record needs {', '.join(FIELDS)}")
@@ -69,10 +58,7 @@ def read_records(path: str | Path) -> list[ActivationRecord]:
                                  f"char_start and char_end index the text, with char_start < char_end")
         if not text[start:end].strip() or text[start:end] != text[start:end].strip():
             raise GradspaceError(f"{where}: the span {text[start:end]!r} must be a word without surrounding spaces")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise GradspaceError(f"{where}: the text holds a lone surrogate; write it as valid Unicode") from None
+        check_encodable(text, "text", where)
         records.append(ActivationRecord(value["feature"], text, start, end, activation, number))
     if not records:
         raise GradspaceError(f"{file} holds no records; write one JSON object a line with keys {', '.join(FIELDS)}")

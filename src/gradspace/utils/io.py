@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written result."""
+"""Atomic file writes (a reader, or a crash, never sees a half-written result) and the checked reading of jsonl files."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from gradspace.errors import GradspaceError
 
 RESULTS_FILE = "results.json"  # what every entry point writes into its output directory; sweeps are read by it
 
@@ -14,8 +16,6 @@ RESULTS_FILE = "results.json"  # what every entry point writes into its output d
 def check_output_dir(directory: str | os.PathLike, setting: str = "paths.output_dir") -> Path:
     """Refuse an output directory that is a file, or lies under one, before any work: the first write into it
     would fail only after the model loaded."""
-    from gradspace.errors import GradspaceError
-
     path = Path(directory)
     for part in (path, *path.parents):
         if part.exists():
@@ -103,3 +103,27 @@ def write_results(output_dir: str | os.PathLike, results: dict) -> Path:
     path = atomic_write_json(Path(output_dir) / RESULTS_FILE, kept)
     atomic_write_json(Path(output_dir) / "timings.json", timed or {})
     return path
+
+
+def jsonl_objects(path: str | os.PathLike, expected: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a UTF-8 jsonl file; a line that is not UTF-8, not JSON or no
+    object stops with one error naming the file and line (`expected`: what an object holds)."""
+    with Path(path).open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                # A byte-order mark, which Windows editors put at the start of a UTF-8 file, is no part of the text.
+                line = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise GradspaceError(
+                    f"{path}:{line_number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                    f"save the file as UTF-8"
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise GradspaceError(f"{path}:{line_number}: not valid JSON ({err.msg}); fix or remove that line") from None
+            if not isinstance(value, dict):
+                raise GradspaceError(f"{path}:{line_number}: expected a JSON object with {expected}")
+            yield line_number, value
