@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_hardening import assert_one_line_exit_2  # the one-line error check of every hardening test
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +39,6 @@ def cli(script: str, *args: str, cwd: Path, env: dict | None = None, file_size_l
     limit = (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))) if file_size_limit else None
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env={**base, **(env or {})},
                           capture_output=True, text=True, timeout=300, preexec_fn=limit)
-
-
-def assert_one_line_exit_2(proc, expected: str) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr[-3000:]
-    return lines[0]
 
 
 def test_more_torch_threads_than_cpus_is_one_line(tiny_suite_dir, tmp_path):

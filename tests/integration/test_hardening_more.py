@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_hardening import assert_one_line_exit_2  # the one-line error check of every hardening test
 
 pytestmark = pytest.mark.integration
 
@@ -56,13 +57,6 @@ def signalled(script: str, args: list[str], cwd: Path, started: Path, signum: in
 
 def last_line(text: str) -> str:
     return text.strip().splitlines()[-1]
-
-
-def assert_one_line_exit_2(proc, expected: str) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr[-3000:]
-    return lines[0]
 
 
 # Item 3: SIGTERM ends train.py with 143, one line and a checkpoint to resume from; a sweep records the job as failed.
