@@ -41,7 +41,7 @@ def test_shipped_config_passes_and_builds_the_optimizer():
     (["ftgd.batch_size=8", "ftgd.micro_batch_size=3"], r"^ftgd\.micro_batch_size=3 does not divide ftgd\.batch_size=8; choose a divisor"),
     (["ftgd.micro_batch_size=0"], r"^ftgd\.micro_batch_size=0 must be at least 1"),
     (["+trainer.accumulate_grad_batches=2"], r"^trainer\.accumulate_grad_batches is set from ftgd\.batch_size / ftgd\.micro_batch_size"),
-    (["seed=x"], r"^seed='x' is not a whole number; set seed=<integer >= 0>$"),
+    (["seed=x"], r"^seed='x' is not a whole number in 0..4294967295 \(seeds are 32-bit\); set seed=<integer 0..4294967295>$"),
     (["torch_threads=0"], r"^torch_threads=0 must be at least 1"),
     (["optimizer.lr=-1"], r"^optimizer\.lr=-1 must be positive; set optimizer\.lr to e\.g\. 1e-5$"),
     (["optimizer.lr=fast"], r"^optimizer\.lr='fast' is not a number"),
