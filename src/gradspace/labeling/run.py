@@ -6,6 +6,7 @@ W&B table)."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import logging
 import time
 from collections import Counter
@@ -18,7 +19,7 @@ from gradspace.errors import GradspaceError
 from gradspace.labeling.baselines import most_frequent_token, vocabulary_projection
 from gradspace.labeling.config import (BuiltinSAEConfig, LabelingConfig, LocalSAEConfig, RecordsFeatureConfig, SAEFeatureConfig,
                                        SAELensConfig, WordsFeatureConfig)
-from gradspace.labeling.discrete import HardLabelScorer, select_label
+from gradspace.labeling.discrete import HardLabelScorer, LabelScore, select_label
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import (Corpus, FeatureData, category_features, load_corpus, sae_codes, sae_latent_features,
                                          select_latents, token_counts, word_list_features)
@@ -162,17 +163,13 @@ def baseline_labels(feature: FeatureData, allowed: torch.Tensor, unembedding: to
 
 
 def descent_label(config: LabelingConfig, feature: FeatureData, p: torch.Tensor, visited: list[tuple[int, ...]],
-                  discriminator: Discriminator, allowed: torch.Tensor, heldout: HardLabelScorer) -> tuple[tuple[int, ...], float, dict]:
+                  scorers: FeatureScorers) -> tuple[tuple[int, ...], float, dict]:
     """The discrete step over one feature's restarts' soft labels `p` [R, L, V] on the validation examples: (the chosen
     label, its validation threshold, the soft label's own result and the selection's record)."""
-    builder = discriminator.builder
-    tokenizer, pad_id = builder.tokenizer, builder.tokenizer.pad_token_id
+    tokenizer = scorers.training.discriminator.builder.tokenizer
     limit = config.discrete.max_examples
-    selection = HardLabelScorer(discriminator, feature.validation_positive[:limit], feature.validation_negative[:limit], pad_id,
-                                allowed, config.label.kl_weight)
-    tie_scorer = None
-    if config.discrete.tie_objective_words == "train_and_validation":
-        tie_scorer = training_scorer(config, feature, discriminator, allowed)
+    selection = scorers.validation
+    tie_scorer = scorers.training if config.discrete.tie_objective_words == "train_and_validation" else None
     chosen = select_label(selection, p, config.discrete, visited, tie_scorer)
     # The soft label's own result: the argmax of the restart whose argmax did best on validation, and its top 10.
     argmaxes = [tuple(int(t) for t in p[r].argmax(-1).tolist()) for r in range(p.shape[0])]
@@ -181,7 +178,7 @@ def descent_label(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
     restart = max(range(p.shape[0]), key=lambda r: validation[argmaxes[r]].ranking_key())
     top10 = p[restart, 0].topk(10)
     top10_labels = [(int(t),) + argmaxes[restart][1:] for t in top10.indices]
-    held = {ids: heldout.score_labels([ids], [validation[ids].threshold] if ids in validation else None)[0]
+    held = {ids: scorers.heldout.score_labels([ids], [validation[ids].threshold] if ids in validation else None)[0]
             for ids in dict.fromkeys([argmaxes[restart], *top10_labels])}
     best = chosen.best.label_ids
     token_probs = torch.stack([p[:, position, token] for position, token in enumerate(best)], dim=-1).prod(-1)
@@ -209,61 +206,67 @@ def descent_label(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
     return best, chosen.best.threshold, record
 
 
-def training_scorer(config: LabelingConfig, feature: FeatureData, discriminator: Discriminator, allowed: torch.Tensor) -> HardLabelScorer:
-    """The objective on every word the selection may see (training and validation): what the soft label minimises
-    and the scan minimises exactly."""
-    limit = config.discrete.max_examples
-    return HardLabelScorer(discriminator, feature.train_positive[:limit] + feature.validation_positive[:limit],
-                           feature.train_negative[:limit] + feature.validation_negative[:limit],
-                           discriminator.builder.tokenizer.pad_token_id, allowed, config.label.kl_weight)
+@dataclass
+class FeatureScorers:
+    """One feature's hard-label scorers under one discriminator, built once: a scorer keeps its prompts and, where the
+    label is only predicted, its table of log q, which every label it scores reuses."""
+
+    training: HardLabelScorer  # the training and validation words, with naturalness: what the descent and the scan minimise
+    validation: HardLabelScorer  # with naturalness: the discrete step's ranking, and every label's decision boundary
+    heldout: HardLabelScorer  # the held-out words, scored only at the end
+
+    @classmethod
+    def build(cls, config: LabelingConfig, feature: FeatureData, discriminator: Discriminator, allowed: torch.Tensor) -> "FeatureScorers":
+        limit, heldout_limit = config.discrete.max_examples, config.evaluation.max_examples
+        pad_id, kl_weight = discriminator.builder.tokenizer.pad_token_id, config.label.kl_weight
+        return cls(
+            HardLabelScorer(discriminator, feature.train_positive[:limit] + feature.validation_positive[:limit],
+                            feature.train_negative[:limit] + feature.validation_negative[:limit], pad_id, allowed, kl_weight),
+            HardLabelScorer(discriminator, feature.validation_positive[:limit], feature.validation_negative[:limit], pad_id,
+                            allowed, kl_weight),
+            HardLabelScorer(discriminator, feature.heldout_positive[:heldout_limit], feature.heldout_negative[:heldout_limit],
+                            pad_id, allowed))
+
+    def heldout_score(self, label: tuple[int, ...]) -> LabelScore:
+        """The label on the held-out words, at its decision boundary on the validation words."""
+        return self.heldout.score_labels([label], [self.validation.score_labels([label])[0].threshold])[0]
 
 
-def validation_threshold(config: LabelingConfig, feature: FeatureData, discriminator: Discriminator, allowed: torch.Tensor,
-                         label: tuple[int, ...]) -> float:
-    """The label's decision boundary on the validation examples, where held-out accuracy is read."""
-    limit = config.discrete.max_examples
-    scorer = HardLabelScorer(discriminator, feature.validation_positive[:limit], feature.validation_negative[:limit],
-                             discriminator.builder.tokenizer.pad_token_id, allowed)
-    return scorer.score_labels([label])[0].threshold
-
-
-def scan_feasible(config: LabelingConfig, scorer: HardLabelScorer) -> bool:
+def scan_feasible(config: LabelingConfig, builder: PromptBuilder, allowed: torch.Tensor, feature: FeatureData) -> bool:
     """Whether the exact scan is affordable: a table (the label is only predicted; two-token labels by a beam over
-    it), else one forward per (token, example) within `evaluation.scan_max_items`."""
-    if scorer.discriminator.builder.readout == "label_likelihood":
+    it), else one forward per (token, training or validation example) within `evaluation.scan_max_items`."""
+    if builder.readout == "label_likelihood":
         return True
-    return config.label.length == 1 and int(scorer.allowed.sum()) * len(scorer.targets) <= config.evaluation.scan_max_items
+    limit = config.discrete.max_examples
+    examples = sum(len(part[:limit]) for part in (feature.train_positive, feature.validation_positive,
+                                                  feature.train_negative, feature.validation_negative))
+    return config.label.length == 1 and int(allowed.sum()) * examples <= config.evaluation.scan_max_items
 
 
-def run_scan(config: LabelingConfig, feature: FeatureData, discriminator: Discriminator, allowed: torch.Tensor,
-             one_token: Discriminator | None) -> tuple[ScanResult, ScanResult | None]:
+def run_scan(config: LabelingConfig, scorers: FeatureScorers, one_token: FeatureScorers | None
+             ) -> tuple[ScanResult, ScanResult | None]:
     """The scan's label on the training and validation words: one-token labels over every allowed token, two-token
-    labels by `beam_scan` from the one-token scan's best first tokens (`one_token`: the discriminator of one-token
-    labels); (the scan, the one-token scan it started from or None)."""
-    scorer = training_scorer(config, feature, discriminator, allowed)
-    if config.label.length == 1:
-        return vocabulary_scan(scorer), None
-    single = vocabulary_scan(training_scorer(config, feature, one_token, allowed), keep=config.label.scan_beam)
-    return beam_scan(discriminator, scorer, [ids[0] for ids, _ in single.ranking]), single
+    labels by `beam_scan` from the one-token scan's best first tokens (`one_token`: the scorers of one-token labels);
+    (the scan, the one-token scan it started from or None)."""
+    if one_token is None:
+        return vocabulary_scan(scorers.training), None
+    single = vocabulary_scan(one_token.training, keep=config.label.scan_beam)
+    return beam_scan(scorers.training.discriminator, scorers.training, [ids[0] for ids, _ in single.ranking]), single
 
 
 def label_feature(config: LabelingConfig, feature: FeatureData, found: tuple[tuple[int, ...], float, dict],
-                  scan: ScanResult | None, single: ScanResult | None, method: str, discriminator: Discriminator,
-                  one_token: Discriminator | None, allowed: torch.Tensor, unembedding: torch.Tensor,
+                  scan: ScanResult | None, single: ScanResult | None, method: str, scorers: FeatureScorers,
+                  one_token: FeatureScorers | None, allowed: torch.Tensor, unembedding: torch.Tensor,
                   oracle: OracleResult | None) -> dict:
     """One feature's result: the found label (`found`: label ids, validation threshold, the method's own record), the
     scan beside it, and the baselines, all scored on the held-out examples at the validation examples' boundary."""
-    builder = discriminator.builder
-    tokenizer, pad_id = builder.tokenizer, builder.tokenizer.pad_token_id
-    heldout_limit = config.evaluation.max_examples
-    heldout = HardLabelScorer(discriminator, feature.heldout_positive[:heldout_limit], feature.heldout_negative[:heldout_limit],
-                              pad_id, allowed)
+    builder = scorers.training.discriminator.builder
+    tokenizer = builder.tokenizer
     label_ids, threshold, record = found
-    best = heldout.score_labels([label_ids], [threshold])[0]
+    best = scorers.heldout.score_labels([label_ids], [threshold])[0]
 
-    def scored(ids: tuple[int, ...], scorer: HardLabelScorer, by: Discriminator) -> dict:
-        score = best if ids == label_ids else scorer.score_labels(
-            [ids], [validation_threshold(config, feature, by, allowed, ids)])[0]
+    def scored(ids: tuple[int, ...], by: FeatureScorers) -> dict:
+        score = best if ids == label_ids else by.heldout_score(ids)
         text = token_text(tokenizer, ids)
         return {"label": text, "token_ids": list(ids), "accepted": is_accepted(text, feature),
                 "heldout_accuracy": score.balanced_accuracy, "heldout_auroc": score.auroc}
@@ -272,14 +275,14 @@ def label_feature(config: LabelingConfig, feature: FeatureData, found: tuple[tup
     baselines = {}
     for kind, ids in baselines_ids.items():
         if len(ids) == config.label.length:
-            baselines[kind] = scored(ids, heldout, discriminator)
+            baselines[kind] = scored(ids, scorers)
         else:
             baselines[kind] = {"label": token_text(tokenizer, ids), "token_ids": list(ids), "accepted": None,
                                "heldout_accuracy": None, "heldout_auroc": None}
         if kind == "vocabulary_projection":
             baselines[kind]["top10"] = [token_text(tokenizer, [t]) for t in projection]
     if scan is not None:
-        baselines["vocabulary_scan"] = {**scored(scan.label_ids, heldout, discriminator), "objective": scan.objective,
+        baselines["vocabulary_scan"] = {**scored(scan.label_ids, scorers), "objective": scan.objective,
                                         "n_scored": scan.n_scored, "seconds": round(scan.seconds, 3)}
     label = token_text(tokenizer, label_ids)
     entry = {
@@ -292,18 +295,16 @@ def label_feature(config: LabelingConfig, feature: FeatureData, found: tuple[tup
         **record,
         # the objective on the training and validation words, what the scan minimises: a descent's label above the
         # scan's objective is an optimisation shortfall, not the objective's preference
-        "objective": training_scorer(config, feature, discriminator, allowed).score_labels([label_ids])[0].objective,
+        "objective": scorers.training.score_labels([label_ids])[0].objective,
         "heldout_accuracy": best.balanced_accuracy,
         "heldout_auroc": best.auroc,
-        "heldout_examples": {"positive": len(feature.heldout_positive[:heldout_limit]), "negative": len(feature.heldout_negative[:heldout_limit])},
+        "heldout_examples": {"positive": int(scorers.heldout.targets.sum()), "negative": int((1 - scorers.heldout.targets).sum())},
         "top_activating": [token_text(tokenizer, [t]) for t in feature.top_activating_tokens[:10]],
         "baselines": baselines,
         "example_prompt": builder.render_text(feature.heldout_positive[0], label_ids),
     }
     if single is not None:  # a two-token scan: the best one-token label beside it
-        one_heldout = HardLabelScorer(one_token, feature.heldout_positive[:heldout_limit], feature.heldout_negative[:heldout_limit],
-                                      pad_id, allowed)
-        entry["one_token"] = scored(single.label_ids, one_heldout, one_token)
+        entry["one_token"] = scored(single.label_ids, one_token)
     return entry
 
 
@@ -361,11 +362,10 @@ def log_results(loggers: list, results: list[dict]) -> None:
     finish_wandb()
 
 
-def resolve_method(config: LabelingConfig, scorers: list[HardLabelScorer]) -> str:
+def resolve_method(config: LabelingConfig, builder: PromptBuilder, feasible: bool) -> str:
     """label.method with auto resolved: the scan where the readout only predicts the label (a table), else the descent."""
-    feasible = all(scan_feasible(config, scorer) for scorer in scorers)
     if config.label.method == "auto":
-        return "scan" if scorers and scorers[0].discriminator.builder.readout == "label_likelihood" else "descent"
+        return "scan" if builder.readout == "label_likelihood" else "descent"
     if config.label.method == "scan" and not feasible:
         raise GradspaceError(f"label.method=scan: this readout reads the label, so the scan costs one forward per token and "
                              f"example, more than evaluation.scan_max_items={config.evaluation.scan_max_items}; use "
@@ -412,9 +412,9 @@ def run(cfg: DictConfig) -> dict:
         if word_alone.get(name) is not None:
             result["oracle_word_alone"] = oracle_summary(word_alone[name])
         log.warning("%s: %s", result["feature"], result["note"])
-    method = resolve_method(config, [training_scorer(config, f, discriminator, allowed) for f in trainable])
     # The scan is the baseline of every method wherever it is affordable.
-    scans = all(scan_feasible(config, training_scorer(config, f, discriminator, allowed)) for f in trainable)
+    scans = all(scan_feasible(config, builder, allowed, f) for f in trainable)
+    method = resolve_method(config, builder, scans)
     one_token = None
     if config.label.length > 1 and scans:
         one_token = Discriminator(loaded.model, PromptBuilder(spec, tokenizer, 1, add_bos=config.prompt.add_bos)).to(loaded.model.device)
@@ -428,18 +428,18 @@ def run(cfg: DictConfig) -> dict:
     unembedding = loaded.model.get_output_embeddings().weight.detach()
     for index, feature in enumerate(trainable):
         feature_start = time.perf_counter()
-        scan, single = run_scan(config, feature, discriminator, allowed, one_token) if scans else (None, None)
+        scorers = FeatureScorers.build(config, feature, discriminator, allowed)
+        one_token_scorers = None if one_token is None else FeatureScorers.build(config, feature, one_token, allowed)
+        scan, single = run_scan(config, scorers, one_token_scorers) if scans else (None, None)
         if descends:
             rows = slice(index * restarts, (index + 1) * restarts)
             with torch.no_grad():
                 p_final = module.distribution()[rows].detach()
             visited = [label for label, _ in sum(module.visited[rows], Counter()).most_common()]
-            heldout = HardLabelScorer(discriminator, feature.heldout_positive[: config.evaluation.max_examples],
-                                      feature.heldout_negative[: config.evaluation.max_examples], tokenizer.pad_token_id, allowed)
-            found = descent_label(config, feature, p_final, visited, discriminator, allowed, heldout)
+            found = descent_label(config, feature, p_final, visited, scorers)
         else:
-            found = (scan.label_ids, validation_threshold(config, feature, discriminator, allowed, scan.label_ids), scan_record(scan, tokenizer))
-        entry = label_feature(config, feature, found, scan, single, "descent" if descends else "scan", discriminator, one_token,
+            found = (scan.label_ids, scorers.validation.score_labels([scan.label_ids])[0].threshold, scan_record(scan, tokenizer))
+        entry = label_feature(config, feature, found, scan, single, "descent" if descends else "scan", scorers, one_token_scorers,
                               allowed, unembedding, oracles[feature.name])
         if word_alone.get(feature.name) is not None:
             entry["oracle_word_alone"] = oracle_summary(word_alone[feature.name])
