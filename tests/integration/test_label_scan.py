@@ -56,12 +56,17 @@ def test_a_two_token_beam_matches_the_plain_two_token_forward():
     assert scan.label_ids == min(exact, key=exact.get)
 
 
-def test_every_latent_of_an_sae_gets_the_scan_of_its_own_occurrences(one_thread):
+@pytest.mark.parametrize("columns_per_chunk", [8192, 100])
+def test_every_latent_of_an_sae_gets_the_scan_of_its_own_occurrences(one_thread, monkeypatch, columns_per_chunk):
     """The whole-SAE path weighs each token's table row by its occurrences; for every latent the label must be what
-    the plain scan picks from the same occurrences as examples, one row each."""
+    the plain scan picks from the same occurrences as examples, one row each, whether the columns are reduced in one
+    block (the synthetic vocabulary) or in several (a real one)."""
+    from gradspace.labeling import whole_sae
     from gradspace.labeling.features import sae_codes
     from gradspace.labeling.sae import SparseAutoencoder
     from gradspace.labeling.whole_sae import firing_positions, flatten, label_all_latents
+
+    monkeypatch.setattr(whole_sae, "COLUMNS_PER_CHUNK", columns_per_chunk)
 
     discriminator, scorer = scorer_for(1)
     tokenizer, model = discriminator.builder.tokenizer, discriminator.lm

@@ -21,7 +21,7 @@ from torchmetrics.functional.classification import binary_auroc
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import TextCodes
 from gradspace.labeling.prompts import Example
-from gradspace.labeling.scan import column_objectives
+from gradspace.labeling.scan import COLUMNS_PER_CHUNK, column_objectives
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,17 @@ class TokenTable:
 
     def rows(self, tokens: torch.Tensor) -> torch.Tensor:
         return torch.tensor([self.index[int(t)] for t in tokens.tolist()], dtype=torch.long)
+
+    def objectives(self, rows: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, kl_weight: float) -> torch.Tensor:
+        """[A] the weighted scan's objective of every allowed label over the table `rows`, a block of columns at a
+        time: a dense latent has thousands of distinct tokens, and its whole [rows × labels] slice, a few times over
+        in the reductions' temporaries, would outgrow the table itself."""
+        out = []
+        for start in range(0, self.log_q.shape[1], COLUMNS_PER_CHUNK):
+            log_q = self.log_q[rows, start : start + COLUMNS_PER_CHUNK]
+            surprisal = self.normaliser[rows, None] - log_q  # -log of q renormalised over the allowed labels
+            out.append(column_objectives(log_q, surprisal, targets, kl_weight, weights, dtype=torch.float32))
+        return torch.cat(out)
 
 
 def flatten(codes: Sequence[TextCodes]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,9 +131,7 @@ def label_all_latents(discriminator: Discriminator, allowed: torch.Tensor, train
         rows = torch.cat([positive_rows, negative_rows])
         weights = torch.cat([positive_counts, negative_counts]).double()
         targets = torch.cat([torch.ones(len(positive_rows)), torch.zeros(len(negative_rows))])
-        log_q = table.log_q[rows].float()
-        surprisal = table.normaliser[rows, None] - log_q  # -log of q renormalised over the allowed labels
-        objective = column_objectives(log_q, surprisal, targets, kl_weight, weights, dtype=torch.float32)
+        objective = table.objectives(rows, targets, weights, kl_weight)
         best = int(objective.argmin())
         label_token = int(allowed_ids[best])
 
