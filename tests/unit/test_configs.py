@@ -1,5 +1,5 @@
 """Every shipped YAML composes and resolves: each primary config with each option of every group it uses,
-its own experiments (named `<entry point>_*`) and every debug config (litgpt-style: no YAML goes untested)."""
+and its own experiments (named `<entry point>_*`): no YAML goes untested."""
 
 from pathlib import Path
 
@@ -12,7 +12,6 @@ pytestmark = pytest.mark.unit
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 PRIMARY = sorted(path.stem for path in CONF.glob("*.yaml"))
-GLOBAL_GROUPS = ("experiment", "debug")
 # Values a user must give (???) that other values interpolate, so resolution needs them.
 REQUIRED = {("task", "paradigm"): ["task.name=sva_pp"]}
 
@@ -33,7 +32,7 @@ def cases():
             if group == "hydra" or not (CONF / group).is_dir():
                 continue
             for option in options(group):
-                if group in GLOBAL_GROUPS and group == "experiment" and not option.startswith(f"{primary}_"):
+                if group == "experiment" and not option.startswith(f"{primary}_"):
                     continue
                 yield pytest.param(primary, group, option, id=f"{primary}-{group}={option}")
 

@@ -28,8 +28,6 @@ def cases():
     for option in options("experiment"):
         if option.startswith("train_"):  # experiments are named after the entry point they configure
             yield pytest.param([f"experiment={option}"], id=f"experiment={option}")
-    for option in options("debug"):
-        yield pytest.param([*LOCAL, f"debug={option}"], id=f"debug={option}")
     yield pytest.param([], id="defaults")
 
 

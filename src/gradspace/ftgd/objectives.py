@@ -26,7 +26,6 @@ from gradspace.errors import GradspaceError
 from gradspace.evaluation.logprobs import PaddedBatch, encode_with_prefix, pad_sequences, pad_token_id, token_logprobs
 
 OBJECTIVES = ("bounded", "diff", "diff_tokens", "lm")  # "lm" = the plain LM baseline on good sentences
-PAIR_OBJECTIVES = ("bounded", "diff", "diff_tokens")
 
 
 @dataclass

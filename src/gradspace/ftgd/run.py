@@ -43,7 +43,7 @@ def run_label(cfg: DictConfig) -> str:
 
 def build_callbacks(cfg: DictConfig) -> tuple[list[L.Callback], TransferEvaluation, HeldoutLoss]:
     callbacks = [hydra.utils.instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node and "_target_" in node]
-    if not cfg.trainer.get("enable_checkpointing", True):  # e.g. debug=fdr: checkpointing off wins over the callbacks
+    if not cfg.trainer.get("enable_checkpointing", True):  # probe's copies: checkpointing off wins over the callbacks
         callbacks = [cb for cb in callbacks if not isinstance(cb, ModelCheckpoint)]
     transfer = [cb for cb in callbacks if isinstance(cb, TransferEvaluation)]
     heldout = [cb for cb in callbacks if isinstance(cb, HeldoutLoss)]
