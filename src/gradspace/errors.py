@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 F = TypeVar("F", bound=Callable)
+# gradspace.utils raises GradspaceError, so this module imports utils only inside the functions that run an entry point
+# (at module level the two would import each other half-initialised).
 
 FAILURE_FILE = "failure.json"
 
@@ -31,6 +33,7 @@ def exit_on_user_error(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        # not at the top: utils imports this module
         from gradspace.utils.termination import Terminated, sigterm_raises
 
         try:
@@ -39,6 +42,7 @@ def exit_on_user_error(fn: F) -> F:
         except (Terminated, KeyboardInterrupt) as stop:
             _exit_stopped(stop)
         except Exception as err:
+            # not at the top: utils imports this module
             from gradspace.utils.hydra_runtime import multirun_job_dir
 
             err = _as_write_failure(err)
@@ -47,6 +51,7 @@ def exit_on_user_error(fn: F) -> F:
                 _record_failure(job_dir, f"{type(err).__name__}: {err}")
                 raise
             if isinstance(err, GradspaceError):
+                # not at the top: utils imports this module
                 from gradspace.utils.hydra_files import restore_run_files
 
                 restore_run_files()
@@ -65,6 +70,7 @@ WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 def _as_write_failure(err: Exception) -> Exception:
     if not (isinstance(err, OSError) and err.errno in WRITE_FAILURES):
         return err
+    # not at the top: utils imports this module
     from gradspace.utils.hydra_runtime import run_output_dir
 
     # Lightning's checkpoint writer names no file: the run directory or the cache is where it was writing.
@@ -74,6 +80,7 @@ def _as_write_failure(err: Exception) -> Exception:
 
 
 def _record_failure(job_dir: Path, error: str) -> None:
+    # not at the top: utils imports this module
     from gradspace.utils.io import atomic_write_json
 
     atomic_write_json(job_dir / FAILURE_FILE, {"status": "failed", "error": error})
@@ -81,6 +88,7 @@ def _record_failure(job_dir: Path, error: str) -> None:
 
 def _exit_stopped(stop: BaseException) -> None:
     """One line for a run stopped by SIGTERM or Ctrl-C, with what was kept, and the shell's exit code for it."""
+    # not at the top: utils imports this module
     from gradspace.utils.hydra_runtime import multirun_job_dir, run_output_dir
     from gradspace.utils.termination import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, Terminated
 

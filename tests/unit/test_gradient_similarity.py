@@ -6,14 +6,8 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from gradspace.errors import GradspaceError
-from gradspace.probing.gradient_similarity import (
-    OVERALL,
-    GradientSpace,
-    GradientSpaceConfig,
-    _TopSet,
-    group_kind,
-    module_group,
-)
+from gradspace.models.architecture import group_kind, module_group
+from gradspace.probing.gradient_similarity import OVERALL, GradientSpace, GradientSpaceConfig, _TopSet
 
 pytestmark = pytest.mark.unit
 

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
+import gradspace.utils.cache as cache_module
 from gradspace.errors import GradspaceError
-from gradspace.evaluation.logprobs import default_prefix_token, prefix_token_id, set_prefix_token
 from gradspace.models.gguf import ensure_gguf_model
 from gradspace.models.loading import resolve_pretrained_path
+from gradspace.models.prefix_token import default_prefix_token, prefix_token_id, set_prefix_token
 from gradspace.synth.tokenizer import build_word_tokenizer
-import gradspace.utils.cache as cache_module
 from gradspace.utils.cache import COMPLETE_MARKER, build_once, is_complete
 
 pytestmark = pytest.mark.unit

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from gradspace.data.blimp_paradigms import BLIMP_PARADIGMS
-from gradspace.pairs import MinimalPair, read_pairs_jsonl
 from gradspace.errors import GradspaceError
+from gradspace.evaluation.logprobs import encode_with_prefix
+from gradspace.pairs import MinimalPair, read_pairs_jsonl
+from gradspace.synth.world import world_for_model
 
 SUITE_KINDS = ("synth", "blimp", "jsonl")
 HF_BLIMP = "nyu-mll/blimp"
@@ -140,8 +142,6 @@ def load_suite(data_cfg: Mapping, model_cfg: Mapping, cache_dir: Path, blimp_dir
     """Read the suite named by `data.source`. Reading BLiMP from the hub is limited to `hf_paradigms` when given."""
     kind = suite_kind(data_cfg, model_cfg)
     if kind == "synth":
-        from gradspace.synth.world import world_for_model
-
         return TaskSuite("synth", world_for_model(model_cfg, cache_dir).pairs)
     if kind == "blimp":
         if blimp_dir:
@@ -249,8 +249,6 @@ def without_identical_tokenizations(task_data: TaskData, tokenizer) -> TaskData:
     """`task_data` without the pairs whose two sentences are the same tokens to `tokenizer` (both all `<unk>`, or
     differing only in what it drops), left out with a warning as pairs of identical strings are: their gradient
     differential is zero up to rounding, so a cosine of it is noise. A task left with none is an error."""
-    from gradspace.evaluation.logprobs import encode_with_prefix
-
     pairs = list(dict.fromkeys([*task_data.train, *task_data.eval, *task_data.eval_all]))
     goods = encode_with_prefix(tokenizer, [pair.good for pair in pairs])
     bads = encode_with_prefix(tokenizer, [pair.bad for pair in pairs])

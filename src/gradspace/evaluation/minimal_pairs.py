@@ -17,11 +17,17 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from gradspace.pairs import MinimalPair
 from gradspace.evaluation.logprobs import (
-    encode_with_prefix, logit_positions_per_pass, pad_sequences, pad_token_id, scored_batches, target_logprobs,
+    encode_with_prefix,
+    logit_positions_per_pass,
+    pad_sequences,
+    pad_token_id,
+    scored_batches,
+    target_logprobs,
 )
 from gradspace.evaluation.metrics import MinimalPairScore
+from gradspace.models.kv_cache import cache_argument_name
+from gradspace.pairs import MinimalPair
 
 # Layer kinds whose attention depends only on distances between real tokens and on the attention mask, so a cached,
 # padded prefix gives the same result as the unpadded sentence. Recurrent ("linear", "mamba") and chunked layers do not.
@@ -76,13 +82,6 @@ def score_sentences(model, tokenizer, sentences: list[str], batch_size: int = 64
     for chunk, logprobs, _ in scored_batches(model, tokenizer, sentences, batch_size, desc):
         scores[chunk] = logprobs.sum(dim=-1).double().cpu()
     return scores
-
-
-def cache_argument_name(model) -> str | None:
-    """The forward argument (and output attribute) of `model`'s key/value cache: `cache` in transformers 5.2x,
-    `past_key_values` before (5.2x still takes it, with a deprecation warning, until 5.40); None without one."""
-    parameters = inspect.signature(model.forward).parameters
-    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
 
 def shared_prefix_cache_argument(model) -> str | None:

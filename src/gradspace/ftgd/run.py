@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradspace.data.suite import prepare_task_data, without_identical_tokenizations
 from gradspace.errors import GradspaceError
+from gradspace.evaluation.logprobs import encode_with_prefix
 from gradspace.ftgd.callbacks import BaseMeasurement, HeldoutLoss, TransferEvaluation, base_key
 from gradspace.ftgd.config import TrainSettings, check_train_config
 from gradspace.ftgd.datamodule import FTGDDataModule, heldout_sentences
@@ -152,8 +153,6 @@ def check_sentence_lengths(loaded, task_data, heldout: list[str], max_sentence_t
     """Refuse any sentence longer than `ftgd.max_sentence_tokens` or the model's context (prefix included) before the
     first batch: a batch is padded to its longest sentence and scored over the whole vocabulary, so one 10 MB line
     would ask for tens of GB. Returns the longest training sentence's length."""
-    from gradspace.evaluation.logprobs import encode_with_prefix
-
     tokenizer, context = loaded.tokenizer, getattr(loaded.model.config, "max_position_embeddings", None)
     max_tokens, limit = max_sentence_tokens, f"ftgd.max_sentence_tokens={max_sentence_tokens}"
     if context is not None and context < max_sentence_tokens:

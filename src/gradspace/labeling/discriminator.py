@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from gradspace.errors import GradspaceError
-from gradspace.evaluation.minimal_pairs import cache_argument_name
+from gradspace.models.kv_cache import cache_argument_name
 from gradspace.labeling.prompts import PromptBatch, PromptBuilder
 
 

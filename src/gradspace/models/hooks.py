@@ -14,17 +14,9 @@ from typing import Iterator
 import torch
 
 from gradspace.errors import GradspaceError
+from gradspace.models.architecture import BLOCK_PATHS
 
 HOOK_PATTERN = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_mlp_out|hook_attn_out)$")
-
-# Per architecture: the attribute path of the list of blocks, and of the attention and MLP inside a block.
-BLOCK_PATHS = {
-    "gpt_neox": ("gpt_neox.layers", "attention", "mlp"),
-    "gpt2": ("transformer.h", "attn", "mlp"),
-    "llama": ("model.layers", "self_attn", "mlp"),
-    "gemma2": ("model.layers", "self_attn", "mlp"),
-    "gemma3_text": ("model.layers", "self_attn", "mlp"),
-}
 
 
 def _get(module: torch.nn.Module, dotted: str) -> torch.nn.Module:

@@ -4,6 +4,7 @@ GGUF file (from an installed package or a path, dequantized once into the cache)
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -12,7 +13,10 @@ import torch
 from omegaconf.errors import MissingMandatoryValue
 
 from gradspace.errors import GradspaceError
-from gradspace.evaluation.logprobs import set_prefix_token
+from gradspace.models.gguf import ensure_gguf_model
+from gradspace.models.prefix_token import set_prefix_token
+from gradspace.synth.pretrain import PretrainConfig, ensure_synth_model, synth_revision_step, synth_revisions
+from gradspace.synth.world import WorldConfig
 from gradspace.utils.run_config import plain_section
 
 SOURCES = ("synth", "hf", "local", "gguf")
@@ -70,9 +74,6 @@ def resolve_pretrained_path(model_cfg: Mapping, cache_dir: Path | None = None, p
     source = model_cfg.get("source", "hf")
     revision = str(model_cfg.get("revision") or "main")
     if source == "synth":
-        from gradspace.synth.pretrain import PretrainConfig, ensure_synth_model, synth_revisions
-        from gradspace.synth.world import WorldConfig
-
         root = ensure_synth_model(
             _require(model_cfg, "name"),
             WorldConfig(**plain_section(model_cfg.get("world"))),
@@ -92,10 +93,16 @@ def resolve_pretrained_path(model_cfg: Mapping, cache_dir: Path | None = None, p
             raise GradspaceError(f"{path} is not a saved model directory (no config.json); set model.path to a save_pretrained directory")
         return str(path), None
     if source == "gguf":
-        from gradspace.models.gguf import ensure_gguf_model
-
         return str(ensure_gguf_model(model_cfg, cache_dir or default_cache_dir(), progress=progress)), None
     return str(_require(model_cfg, "path")), revision
+
+
+def revision_step(model_cfg: Mapping, path: str) -> int | None:
+    """Training step of a checkpoint: from a `step<N>` revision, or for a synthetic `main` from the model's own list."""
+    match = re.fullmatch(r"step(\d+)", str(model_cfg.get("revision")))
+    if match:
+        return int(match.group(1))
+    return synth_revision_step(Path(path).parent, str(model_cfg.get("revision")))
 
 
 def load_model(model_cfg: Mapping, cache_dir: Path | None = None, device: str | torch.device = "cpu", progress: bool = True) -> LoadedModel:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -26,51 +25,9 @@ import numpy as np
 import torch
 
 from gradspace.errors import GradspaceError
+from gradspace.models.architecture import MODULE_KINDS, group_kind, group_layer, layer_sort_key, module_group
 
 OVERALL = "overall"
-KINDS = ("embedding", "attention", "mlp", "norm", "unembedding")
-_LAYER = re.compile(r"\.(?:layers|h|layer|blocks)\.(\d+)\.")
-
-
-def module_group(name: str) -> str:
-    """The module group of a parameter: `embedding`, `unembedding`, `final_norm` or `layer<i>.<kind>` with kind
-    attention, mlp or norm. Covers GPT-NeoX (Pythia), GPT-2 and Llama-style parameter names."""
-    layer = _LAYER.search(f".{name}")
-    lowered = name.lower()
-    if layer is None:
-        if any(key in lowered for key in ("embed_out", "lm_head")):
-            return "unembedding"
-        if any(key in lowered for key in ("embed", "wte", "wpe")):
-            return "embedding"
-        if "norm" in lowered or "ln_f" in lowered:
-            return "final_norm"
-        return "other"
-    # Norms first: their names often mention the sublayer they sit before (`post_attention_layernorm`).
-    if "norm" in lowered or ".ln_" in lowered:
-        kind = "norm"
-    elif any(key in lowered for key in ("attn", "attention")):
-        kind = "attention"
-    elif any(key in lowered for key in ("mlp", "feed_forward")):
-        kind = "mlp"
-    else:
-        kind = "other"
-    return f"layer{layer.group(1)}.{kind}"
-
-
-def group_kind(group: str) -> str:
-    """`layer3.mlp` -> `mlp`; `final_norm` -> `norm`; `embedding` -> `embedding`."""
-    if group == "final_norm":
-        return "norm"
-    return group.split(".", 1)[1] if group.startswith("layer") else group
-
-
-def group_layer(group: str) -> str | None:
-    return group.split(".", 1)[0] if group.startswith("layer") else None
-
-
-def _layer_sort_key(group: str) -> tuple:
-    layer = group_layer(group)
-    return (0, int(layer[5:])) if layer else (1, group)
 
 
 @dataclass
@@ -205,7 +162,7 @@ class GradientSpace:
             raise GradspaceError("the model has no trainable parameters to take gradients of")
         self.total = offset
         self.top_fraction = min(self.config.top_fraction, self.config.max_top_k / offset)
-        self.groups = sorted(group_sizes, key=_layer_sort_key)
+        self.groups = sorted(group_sizes, key=layer_sort_key)
         self.group_sizes = group_sizes
         self.tasks: list[str] = []
         self._sketches: list[torch.Tensor] = []  # per task: [groups, sketch_dim]
@@ -323,7 +280,7 @@ class GradientSpace:
 
     def levels(self) -> list[str]:
         """`overall`, each module kind present, each layer, each fine group."""
-        kinds = [kind for kind in KINDS if any(group_kind(group) == kind for group in self.groups)]
+        kinds = [kind for kind in MODULE_KINDS if any(group_kind(group) == kind for group in self.groups)]
         layers = list(dict.fromkeys(layer for layer in map(group_layer, self.groups) if layer))
         return [OVERALL, *kinds, *layers, *self.groups]
 

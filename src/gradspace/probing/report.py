@@ -12,6 +12,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from gradspace.probing import plots
+from gradspace.utils.wandb_setup import finish_wandb, loggers_from_config, wandb_logger_of
 
 # The spaces every checkpoint gets a heatmap of; all but the Jaccard overlaps also get a dendrogram.
 HEATMAP_SPACES = ("transfer_accuracy", "transfer_margin", "gradient_{objective}_cosine", "gradient_{objective}_jaccard")
@@ -61,8 +62,6 @@ def make_plots(results: dict, output_dir: Path, objective: str) -> dict[str, str
 def log_to_trackers(cfg: DictConfig, results: dict, files: dict[str, str]) -> str | None:
     """The summary scalars into every configured tracker; images and tables into the W&B run (offline unless
     credentials), whose directory is returned."""
-    from gradspace.utils.wandb_setup import finish_wandb, loggers_from_config, wandb_logger_of
-
     loggers = loggers_from_config(cfg, default_name=f"probe-{cfg.model.name}", tags=["probe", str(cfg.model.name)])
     scalars = {f"probe/{row['checkpoint']}/{row['space']}/{measure}": row[measure]
                for row in results["summary"] for measure in ("within_minus_across", "spearman") if row.get(measure) is not None}

@@ -22,18 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
 from gradspace.data.suite import TaskData, prepare_task_data, without_identical_tokenizations
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.minimal_pairs import evaluate_pairs
+from gradspace.ftgd.callbacks import BaseMeasurement
 from gradspace.ftgd.objectives import check_objective
+from gradspace.ftgd.run import run as run_ftgd
 from gradspace.models.loading import SINGLE_REVISION_SOURCES, check_model_config, load_model, resolve_pretrained_path
 from gradspace.pairs import pairs_fingerprint
-from gradspace.probing.granularity import at_granularity, check_granularity, phenomenon_records
 from gradspace.probing.gradient_similarity import OVERALL, GradientSpace, GradientSpaceConfig
+from gradspace.probing.granularity import at_granularity, check_granularity, phenomenon_records
 from gradspace.probing.hypothesis import compare_with_hypothesis, within_minus_across
 from gradspace.probing.report import log_to_trackers, make_plots, print_summary
 from gradspace.probing.resume import ResumeStore, safe_name
@@ -301,9 +302,6 @@ def finetune_rows(cfg: DictConfig, checkpoint: Checkpoint, tasks: list[str], out
                   objective: str, own_task_only: bool = False) -> list[dict]:
     """One FTGD job per task, in this process; each writes the results.json a sweep job would write, and a job whose
     results.json is already there with the same config (a killed probe rerun in its directory) is not run again."""
-    from gradspace.ftgd.callbacks import BaseMeasurement
-    from gradspace.ftgd.run import run as run_ftgd
-
     records, base = [], None
     folder = "transfer" if not own_task_only else f"side_effects/{objective}"
     with stage_bar(cfg, f"{checkpoint.name} fine-tune {objective}" + (" (own task only)" if own_task_only else ""), len(tasks)) as bar:

@@ -19,6 +19,7 @@ import numpy as np
 
 from gradspace.errors import GradspaceError, job_failure
 from gradspace.utils.io import RESULTS_FILE
+from gradspace.utils.wandb_setup import resolve_wandb_mode
 
 
 @dataclass
@@ -186,8 +187,6 @@ def read_multirun_dir(path: str | Path) -> SweepRecords:
 
 def read_wandb_group(group: str, project: str, entity: str | None = None, mode: str = "auto") -> SweepRecords:
     """Finished results of the runs of a W&B group, from the `results.json` each run uploaded. Needs W&B online."""
-    from gradspace.utils.wandb_setup import resolve_wandb_mode
-
     if resolve_wandb_mode(mode) != "online":
         raise GradspaceError(
             f"source.wandb_group={group} reads runs from the W&B server, which needs online mode and credentials; "

@@ -360,3 +360,14 @@ def synth_revisions(root: Path) -> list[str]:
     if not path.is_file():
         raise GradspaceError(f"{root} is not a pretrained synthetic model (no {CHECKPOINTS_FILE}); pretrain it with ensure_synth_model")
     return list(json.loads(path.read_text(encoding="utf-8"))["revisions"])
+
+
+def synth_revision_step(root: Path, revision: str) -> int | None:
+    """The training step of a revision of a pretrained model root (`main` included); None where the root lists none."""
+    path = Path(root) / CHECKPOINTS_FILE
+    if not path.is_file():
+        return None
+    for entry in json.loads(path.read_text(encoding="utf-8")).get("checkpoints", []):
+        if entry.get("revision") == revision:
+            return int(entry["step"])
+    return None

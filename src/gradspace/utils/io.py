@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from gradspace.errors import GradspaceError
+from gradspace.utils.run_config import redact_environment_secrets
 
 RESULTS_FILE = "results.json"  # what every entry point writes into its output directory; sweeps are read by it
 
@@ -96,8 +97,6 @@ def relative_to_run(value: Any, output_dir: str | os.PathLike) -> Any:
 def write_results(output_dir: str | os.PathLike, results: dict) -> Path:
     """Write `results.json` (reproducible: paths inside the run directory relative to it) and `timings.json`
     (wall-clock times), each atomically, with the environment's secrets redacted wherever they occur."""
-    from gradspace.utils.run_config import redact_environment_secrets
-
     kept, timed = split_timings(redact_environment_secrets(relative_to_run(results, output_dir)))
     # results.json first: readers take a run as finished by it, so a failed write of it leaves no timings behind.
     path = atomic_write_json(Path(output_dir) / RESULTS_FILE, kept)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import MISSING, fields
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from gradspace.errors import GradspaceError
 
 # Whole name parts only, so `tokenizer` or `max_tokens` stay while `HF_TOKEN` and `api_key` go.
 SECRET_KEY = re.compile(r"(^|[_\-.])(api[_\-]?key|key|token|secret|password|passwd|credentials?|auth)($|[_\-.])", re.IGNORECASE)
@@ -116,10 +119,6 @@ def plain_section(section) -> dict:
 def config_from_section(config_class, section, name: str):
     """`config_class` built from a config section, refusing keys it does not know (a misspelt key would otherwise be
     silently ignored) and keys it needs but the section lacks; `name` is the section's path for the message."""
-    from dataclasses import MISSING, fields
-
-    from gradspace.errors import GradspaceError
-
     values = plain_section(section)
     known = [field.name for field in fields(config_class)]
     unknown = [key for key in values if key not in known]

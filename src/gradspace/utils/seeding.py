@@ -1,13 +1,13 @@
 from __future__ import annotations
 
+from gradspace.errors import GradspaceError
+
 # NumPy's seeds are 32-bit: a larger one fails in seed_everything with a traceback.
 MAX_SEED = 2**32 - 1
 
 
 def check_seed(value, name: str = "seed") -> int:
     """`value` as a seed, or one line naming the setting and its range."""
-    from gradspace.errors import GradspaceError
-
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
         raise GradspaceError(f"{name}={value!r} is not a whole number in 0..{MAX_SEED} (seeds are 32-bit); "
                              f"set {name}=<integer 0..{MAX_SEED}>")
@@ -34,8 +34,6 @@ def set_torch_threads(threads) -> None:
     # ended in "libgomp: Out of memory allocating 216000001344 bytes" and exit 1.
     cpus = os.cpu_count() or 1
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cpus:
-        from gradspace.errors import GradspaceError
-
         raise GradspaceError(f"torch_threads={threads!r} is not a whole number in 1..{cpus} (this machine's CPUs); "
                              f"set torch_threads=<threads> or null")
     import torch

@@ -8,10 +8,14 @@ import netrc
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from gradspace.errors import GradspaceError
-from gradspace.utils.run_config import redact_environment_secrets, scrub_override
+from gradspace.utils.hydra_runtime import sweep_group
+from gradspace.utils.run_config import loggable_config, redact_environment_secrets, scrub_override
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import WandbLogger
 
 MODES = ("auto", "online", "offline", "disabled")
 
@@ -112,9 +116,6 @@ def logger_from_config(cfg, *, default_name: str, tags: list[str]):
 
     A run without a name gets `default_name`; the jobs of one multirun share the sweep as their group.
     """
-    from gradspace.utils.hydra_runtime import sweep_group
-    from gradspace.utils.run_config import loggable_config
-
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if not wandb_cfg:
         return None
