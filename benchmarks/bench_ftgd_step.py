@@ -23,50 +23,23 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
-import lightning as L
 from omegaconf import open_dict
 
-from harness import Goal, print_header
-from memory import PeakMemory, memory_profiler, mib, profiled_peak
-
+from gradspace.ftgd.results import TrainResults
 from gradspace.ftgd.run import run as run_ftgd
-from gradspace.probing.run import compose_config
+from gradspace.utils.hydra_compose import compose_config
+from harness import Goal, StepTimer, print_header
+from memory import mib
+
+TIMERS: dict[str, StepTimer] = {}  # by run, so the benchmark finds the callback Hydra built
 
 
-TIMERS: dict[str, "StepTimer"] = {}  # by run, so the benchmark finds the callback Hydra built
-
-
-class StepTimer(L.Callback):
-    """Seconds of every training step, measured end to end (batch end to batch end), and the memory of one step."""
-
-    def __init__(self, profile_step: int, key: str) -> None:
-        TIMERS[key] = self
-        self.profile_step = profile_step
-        self.seconds: list[float] = []
-        self.peak: PeakMemory | None = None
-        self._last = 0.0
-        self._profiler = None
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self._last = time.perf_counter()
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == self.profile_step:
-            self._profiler = memory_profiler()
-            self._profiler.__enter__()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._profiler is not None:
-            self._profiler.__exit__(None, None, None)
-            self.peak, self._profiler = profiled_peak(self._profiler), None
-            self._last = time.perf_counter()  # the profiled step is not timed: the profiler slows it
-            return
-        now = time.perf_counter()
-        self.seconds.append(now - self._last)
-        self._last = now
+def registered_timer(profile_step: int, key: str) -> StepTimer:
+    """What the run's callback config names: a StepTimer, kept under `key`."""
+    TIMERS[key] = StepTimer(profile_step)
+    return TIMERS[key]
 
 
 def train_cfg(args, objective: str, pairs_per_step: int, output_dir: Path):
@@ -84,12 +57,12 @@ def train_cfg(args, objective: str, pairs_per_step: int, output_dir: Path):
     return cfg
 
 
-def timed_run(args, objective: str, pairs_per_step: int, output_dir: Path) -> tuple[StepTimer, dict]:
+def timed_run(args, objective: str, pairs_per_step: int, output_dir: Path) -> tuple[StepTimer, TrainResults]:
     """One train.py run with a StepTimer among its callbacks (Hydra builds it, as it builds the others)."""
     cfg = train_cfg(args, objective, pairs_per_step, output_dir)
     key = str(output_dir)
     with open_dict(cfg):
-        cfg.callbacks.step_timer = {"_target_": f"{__name__}.StepTimer", "profile_step": args.steps - 1, "key": key}
+        cfg.callbacks.step_timer = {"_target_": f"{__name__}.registered_timer", "profile_step": args.steps - 1, "key": key}
     results = run_ftgd(cfg)
     return TIMERS.pop(key), results
 
@@ -127,7 +100,7 @@ def main() -> None:
             peaks[side].append(timer.peak.peak_bytes)
             training = sum(timer.seconds) + (statistics.median(steps) if steps else 0.0)  # the profiled step at a timed step's cost
             print(f"  round {round_index} {side:15s}: steps {', '.join(f'{s:.2f}' for s in steps)} s; peak {mib(timer.peak.peak_bytes)}; "
-                  f"fit {results['fit_seconds']:.1f} s = training ~{training:.1f} s + evaluation and held-out ~{results['fit_seconds'] - training:.1f} s")
+                  f"fit {results.fit_seconds:.1f} s = training ~{training:.1f} s + evaluation and held-out ~{results.fit_seconds - training:.1f} s")
     median = {side: statistics.median(values) for side, values in seconds.items()}
     peak = {side: max(values) for side, values in peaks.items()}
     for side in sides:

@@ -15,7 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import lightning as L
 import torch
+
+from memory import PeakMemory, memory_profiler, profiled_peak
 
 
 def cpu_model() -> str:
@@ -97,3 +100,40 @@ class Goal:
 def print_header(title: str) -> None:
     print(f"== {title}")
     print(machine_line())
+
+
+class StepTimer(L.Callback):
+    """The start of training and the end of every step (whole steps, fetching the batch included; on a GPU once its
+    queued work is done), and with `profile_step` the tensor-memory peak of that step, which is then left untimed
+    (the profiler slows it)."""
+
+    def __init__(self, profile_step: int | None = None) -> None:
+        self.profile_step = profile_step
+        self.start: float | None = None
+        self.ends: list[float] = []
+        self.seconds: list[float] = []  # each timed step, from the end of the one before
+        self.peak: PeakMemory | None = None
+        self._profiler = None
+
+    def now(self, trainer) -> float:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+        return time.perf_counter()
+
+    def on_train_start(self, trainer, *args, **kwargs) -> None:
+        self.start = self.now(trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.profile_step:
+            self._profiler = memory_profiler()
+            self._profiler.__enter__()
+
+    def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+        now = self.now(trainer)
+        if self._profiler is not None:
+            self._profiler.__exit__(None, None, None)
+            self.peak, self._profiler = profiled_peak(self._profiler), None
+            now = self.now(trainer)
+        else:
+            self.seconds.append(now - (self.ends[-1] if self.ends else self.start))
+        self.ends.append(now)

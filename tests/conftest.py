@@ -89,3 +89,14 @@ def tiny_suite_dir(tmp_path_factory) -> Path:
         (root / "suite" / f"{task}.jsonl").write_text("\n".join(lines) + "\n")
     save_model(*build_tiny_lm(sorted(words), hidden_size=32), root / "model")
     return root
+
+
+def train_results(**values):
+    """A `TrainResults` of a finished FTGD run with neutral values wherever a test does not give one."""
+    from gradspace.ftgd.results import TrainResults
+
+    neutral = dict(status="ok", model={"name": "synth-1m", "revision": "main"}, task="t", tasks_trained=["t"],
+                   objective="bounded", mask={}, seed=0, steps=1, train_pairs=1, phenomena={}, base_key="key",
+                   eval_before={}, eval_after={}, transfer={}, heldout_lm_loss={}, config={}, run={}, resumed_from=None,
+                   fit_seconds=None)
+    return TrainResults(**{**neutral, **values})

@@ -83,7 +83,7 @@ def test_same_config_writes_identical_results_and_timings_apart(probed):
 
 def test_plots_are_written(probed):
     _, results = probed
-    files = results["files"]
+    files = results.files
     assert Path(files["checkpoints"]).is_file()
     assert Path(files["heatmap/synth-tiny@main/gradient_diff_cosine"]).is_file()
     assert Path(files["dendrogram/synth-tiny@step10/transfer_accuracy"]).is_file()
@@ -92,7 +92,7 @@ def test_plots_are_written(probed):
 
 def test_each_transfer_row_is_a_train_results_file_with_the_matrix_numbers(probed):
     tmp_path, results = probed
-    main = results["checkpoints"][1]
+    main = results.checkpoints[1]
     matrix = main["spaces"]["transfer_accuracy"]["matrix"]
     for row, task in enumerate(TASKS):
         record = json.loads((tmp_path / "out" / "transfer" / "synth-tiny@main" / task / "results.json").read_text())
@@ -109,15 +109,15 @@ def test_sweep_directory_gives_the_same_numbers_and_marks_the_missing_job(probed
             shutil.copy(source / "out" / "transfer" / "synth-tiny@main" / task / "results.json", sweep / str(number))
     cfg = probe_config(source.parent / "from-sweep", f"source.multirun_dir={sweep}", "plots=false", "gradient.objectives=[diff]")
     from_sweep = run(cfg)
-    assert from_sweep["problems"] == ["job 2: no results.json (failed or unfinished)"]
-    [entry] = from_sweep["checkpoints"]
+    assert from_sweep.problems == ["job 2: no results.json (failed or unfinished)"]
+    [entry] = from_sweep.checkpoints
     assert entry["checkpoint"] == "synth-tiny@main" and entry["transfer"]["missing_rows"] == ["det_noun"]
     got = np.array(entry["spaces"]["transfer_accuracy"]["matrix"], dtype=float)
-    expected = np.array(results["checkpoints"][1]["spaces"]["transfer_accuracy"]["matrix"], dtype=float)
+    expected = np.array(results.checkpoints[1]["spaces"]["transfer_accuracy"]["matrix"], dtype=float)
     assert np.isnan(got[2]).all()
     assert np.allclose(np.delete(got, 2, axis=0), np.delete(expected, 2, axis=0))
     # Gradients do not depend on where the transfer rows came from.
-    assert entry["spaces"]["gradient_diff_cosine"]["matrix"] == results["checkpoints"][1]["spaces"]["gradient_diff_cosine"]["matrix"]
+    assert entry["spaces"]["gradient_diff_cosine"]["matrix"] == results.checkpoints[1]["spaces"]["gradient_diff_cosine"]["matrix"]
 
 
 def test_unknown_task_and_single_task_are_clear_errors(probed, tmp_path):

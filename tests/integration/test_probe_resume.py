@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gradspace.ftgd.run as ftgd_run
-import gradspace.probing.run as probe_run
+import gradspace.probing.measure as probe_measure
 from gradspace.probing.run import run
 from test_probe import probe_config  # the tiny model and budget of the main probe test
 
@@ -36,15 +36,15 @@ def counting(monkeypatch, module, name: str) -> list:
 
 
 def matrices(results) -> dict:
-    return {name: np.array(space["matrix"], dtype=float) for name, space in results["checkpoints"][0]["spaces"].items()}
+    return {name: np.array(space["matrix"], dtype=float) for name, space in results.checkpoints[0]["spaces"].items()}
 
 
 def test_phenomenon_granularity_pools_each_copy_over_its_phenomenon(tmp_path):
     results = run(probe_config(tmp_path, ONE_REVISION, "granularity=phenomenon", "transfer.side_effect_objectives=[lm]"))
-    entry = results["checkpoints"][0]
-    assert results["granularity"] == "phenomenon" and entry["tasks"] == ["anaphor", "determiner_noun"]
+    entry = results.checkpoints[0]
+    assert results.granularity == "phenomenon" and entry["tasks"] == ["anaphor", "determiner_noun"]
     # Synthetic phenomena have no broader category: each is its own group, so the hypothesis is constant.
-    assert results["phenomena"] == {"anaphor": "anaphor", "determiner_noun": "determiner_noun"}
+    assert results.phenomena == {"anaphor": "anaphor", "determiner_noun": "determiner_noun"}
     assert "constant" in entry["spaces"]["gradient_diff_cosine"]["hypothesis"]["note"]
     # The anaphor copy trained both anaphor paradigms; its determiner_noun cell is the pair-weighted mean of the
     # paradigm cells its own results.json holds.
@@ -70,14 +70,14 @@ def test_an_interrupted_probe_resumes_from_the_tasks_it_finished(tmp_path, monke
     fresh = run(probe_config(tmp_path / "fresh", ONE_REVISION, "resume=false"))
 
     # Stopped during the gradients of the second task: the first task's gradient is on disk.
-    made = interrupt_after(monkeypatch, probe_run, "add_task_gradients", calls=1)
+    made = interrupt_after(monkeypatch, probe_measure, "add_task_gradients", calls=1)
     with pytest.raises(KeyboardInterrupt):
         run(probe_config(tmp_path / "killed", ONE_REVISION))
     assert len(made) == 1 and len(list((tmp_path / "killed" / "out" / "gradients").rglob("*.npz"))) == 1
     monkeypatch.undo()
 
     # Stopped during the second fine-tuning job: every gradient and the first job are on disk.
-    gradients = counting(monkeypatch, probe_run, "add_task_gradients")
+    gradients = counting(monkeypatch, probe_measure, "add_task_gradients")
     jobs = interrupt_after(monkeypatch, ftgd_run, "run", calls=1)
     with pytest.raises(KeyboardInterrupt):
         run(probe_config(tmp_path / "killed", ONE_REVISION))
@@ -85,7 +85,7 @@ def test_an_interrupted_probe_resumes_from_the_tasks_it_finished(tmp_path, monke
     assert len(jobs) == 1
     monkeypatch.undo()
 
-    gradients = counting(monkeypatch, probe_run, "add_task_gradients")
+    gradients = counting(monkeypatch, probe_measure, "add_task_gradients")
     jobs = counting(monkeypatch, ftgd_run, "run")
     resumed = run(probe_config(tmp_path / "killed", ONE_REVISION))
     assert len(gradients) == 0 and len(jobs) == 3
@@ -94,6 +94,6 @@ def test_an_interrupted_probe_resumes_from_the_tasks_it_finished(tmp_path, monke
     monkeypatch.undo()
 
     # A changed setting is measured again, not reused.
-    gradients = counting(monkeypatch, probe_run, "add_task_gradients")
+    gradients = counting(monkeypatch, probe_measure, "add_task_gradients")
     run(probe_config(tmp_path / "killed", ONE_REVISION, "gradient.max_pairs_per_task=6", "source.inprocess=false"))
     assert len(gradients) == 2 * 4

@@ -32,7 +32,7 @@ def train_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Comp
                           capture_output=True, text=True, timeout=240)
 
 
-def run_in_process(suite: Path, out: Path, *extra: str) -> dict:
+def run_in_process(suite: Path, out: Path, *extra: str):
     from hydra import compose, initialize_config_dir
 
     from gradspace.ftgd.run import run
@@ -51,7 +51,7 @@ def test_results_are_byte_identical_across_run_directories(tiny_suite_dir, tmp_p
     # Paths inside the run directory are written relative to it; the returned results keep them absolute.
     assert saved["run"] == {"output_dir": ".", "checkpoint": "checkpoints/last.ckpt"}
     assert saved["config"]["paths"]["output_dir"] == "." and saved["config"]["trainer"]["default_root_dir"] == "."
-    assert str(tmp_path) not in text and first["run"]["output_dir"] == str(tmp_path / "a")
+    assert str(tmp_path) not in text and first.run["output_dir"] == str(tmp_path / "a")
 
 
 def test_rerun_into_a_directory_with_checkpoints_is_refused_and_changes_nothing(tiny_suite_dir, tmp_path):

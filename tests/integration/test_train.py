@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 from conftest import TINY_SUITE_TASKS as TASKS  # noqa: E402
-RESULT_KEYS = {"status", "model", "task", "tasks_trained", "objective", "mask", "seed", "phenomena", "eval_before",
+RESULT_KEYS = {"schema_version", "status", "model", "task", "tasks_trained", "objective", "mask", "seed", "phenomena", "eval_before",
                "eval_after", "transfer", "heldout_lm_loss", "config"}
 
 
@@ -58,9 +58,9 @@ def train_cli(*args: str, cwd: Path = ROOT, timeout: int = 240) -> subprocess.Co
                           text=True, timeout=timeout)
 
 
-def outcome(results: dict) -> dict:
+def outcome(results) -> dict:
     """Everything a run measured (not timings or paths)."""
-    return {key: results[key] for key in ("eval_before", "eval_after", "transfer", "heldout_lm_loss", "steps")}
+    return {key: getattr(results, key) for key in ("eval_before", "eval_after", "transfer", "heldout_lm_loss", "steps")}
 
 
 def wandb_records(run_dir: Path):
@@ -146,7 +146,7 @@ def test_same_seed_gives_identical_results_and_another_seed_does_not(tiny_suite_
     assert outcome(first) == outcome(second)
     assert outcome(first)["eval_before"] == outcome(other)["eval_before"]
     assert outcome(first)["eval_after"] != outcome(other)["eval_after"]
-    assert json.loads((tmp_path / "a" / RESULTS_FILE).read_text())["transfer"] == first["transfer"]
+    assert json.loads((tmp_path / "a" / RESULTS_FILE).read_text())["transfer"] == first.transfer
 
     # The same config, output directory included, writes a byte-identical results file.
     first_text = (tmp_path / "a" / RESULTS_FILE).read_text()
@@ -159,7 +159,7 @@ def test_a_copy_of_the_same_checkpoint_reuses_its_base_measurement_and_gets_the_
     first = run_in_process(tiny_suite_dir, tmp_path / "sva", "callbacks=no_checkpoints")
     measured = run_in_process(tiny_suite_dir, tmp_path / "npi", "callbacks=no_checkpoints", "task.name=npi")
     base = BaseMeasurement.of_results(first)
-    assert base is not None and base.key == measured["base_key"]
+    assert base is not None and base.key == measured.base_key
 
     calls = []
     for name in ("evaluate_pairs", "heldout_lm_loss"):
@@ -173,8 +173,8 @@ def test_a_copy_of_the_same_checkpoint_reuses_its_base_measurement_and_gets_the_
     calls.clear()
     own = run(compose_run(tiny_suite_dir, tmp_path / "npi_own", "logger=none", "callbacks=no_checkpoints", "task.name=npi",
                           "data.eval_all_tasks=false"), base)
-    assert own["base_key"] != base.key and len(calls) == 4
-    assert own["eval_before"] == {"npi": measured["eval_before"]["npi"]}
+    assert own.base_key != base.key and len(calls) == 4
+    assert own.eval_before == {"npi": measured.eval_before["npi"]}
 
 
 def test_resume_from_checkpoint_gives_the_same_final_metrics(tiny_suite_dir, tmp_path):
@@ -185,13 +185,13 @@ def test_resume_from_checkpoint_gives_the_same_final_metrics(tiny_suite_dir, tmp
     midway = tmp_path / "full" / "checkpoints" / "step3.ckpt"
     assert midway.is_file()
     resumed = run_in_process(tiny_suite_dir, tmp_path / "resumed", *extra, f"ckpt_path={midway}")
-    assert resumed["steps"] == full["steps"] == 6
+    assert resumed.steps == full.steps == 6
     assert outcome(resumed) == outcome(full)
 
 
-def final_weights(results: dict) -> dict[str, torch.Tensor]:
+def final_weights(results) -> dict[str, torch.Tensor]:
     """The fine-tuned model's parameters, by the model's own names, from the run's last checkpoint."""
-    state = torch.load(results["run"]["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(results.run["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
     return {name.removeprefix("model."): tensor for name, tensor in state.items() if name.startswith("model.")}
 
 
@@ -200,13 +200,13 @@ def test_micro_batches_make_the_same_steps_as_whole_batches(tiny_suite_dir, tmp_
     extra = ["ftgd.batch_size=8", "ftgd.mask.kind=topk", "ftgd.mask.density=0.2"]
     whole = run_in_process(tiny_suite_dir, tmp_path / "whole", *extra)
     micro = run_in_process(tiny_suite_dir, tmp_path / "micro", *extra, "ftgd.micro_batch_size=2")
-    assert micro["steps"] == whole["steps"] == 6
+    assert micro.steps == whole.steps == 6
     whole_weights, micro_weights = final_weights(whole), final_weights(micro)
     start = dict(GPTNeoXForCausalLM.from_pretrained(tiny_suite_dir / "model").named_parameters())
     assert any(not torch.equal(whole_weights[name], start[name]) for name in start)
     for name, weight in whole_weights.items():
         assert torch.allclose(micro_weights[name], weight, atol=1e-5), name
-    assert micro["heldout_lm_loss"]["after"] == pytest.approx(whole["heldout_lm_loss"]["after"], abs=1e-4)
+    assert micro.heldout_lm_loss["after"] == pytest.approx(whole.heldout_lm_loss["after"], abs=1e-4)
 
 
 @pytest.mark.parametrize("scope", ["global", "per_tensor"])
@@ -214,7 +214,7 @@ def test_topk_mask_updates_exactly_the_masked_entries(tiny_suite_dir, tmp_path, 
     # Weight decay moves every entry the optimizer touches, so an entry that should be held but is not would show.
     results = run_in_process(tiny_suite_dir, tmp_path / "masked", "ftgd.mask.kind=topk", "ftgd.mask.density=0.05",
                              f"ftgd.mask.scope={scope}", "ftgd.mask.schedule=fixed", "optimizer.weight_decay=0.1")
-    masks = torch.load(results["run"]["checkpoint"], map_location="cpu", weights_only=True)["ftgd_mask"]
+    masks = torch.load(results.run["checkpoint"], map_location="cpu", weights_only=True)["ftgd_mask"]
     start = dict(GPTNeoXForCausalLM.from_pretrained(tiny_suite_dir / "model").named_parameters())
     final = final_weights(results)
     assert set(masks) == set(start)
@@ -254,7 +254,7 @@ def test_ftgd_raises_the_trained_tasks_margin_and_training_another_task_does_not
 
     def change(name: str, *extra: str) -> torch.Tensor:
         results = run_in_process(tiny_suite_dir, tmp_path / name, *extra)
-        assert results["steps"] == 6
+        assert results.steps == 6
         model.load_state_dict(final_weights(results))
         return train_pair_margins(model, tokenizer, pairs) - before
 
@@ -313,19 +313,19 @@ def test_two_process_ddp_matches_one_process(tiny_suite_dir, tmp_path):
     assert proc.stdout.count("transfer (accuracy after - before):") == 1  # one summary, from rank 0
 
     ddp = json.loads((out / RESULTS_FILE).read_text())
-    assert ddp["config"]["trainer"]["devices"] == 2 and ddp["steps"] == single["steps"]
+    assert ddp["config"]["trainer"]["devices"] == 2 and ddp["steps"] == single.steps
     # The global batch is split over the processes and DDP averages their gradients: the same updates up to the
     # order of floating-point sums. Adam rescales the near-zero gradients of words the task never uses to full-size
     # steps, so that rounding shows on the other tasks; the trained task matches closely.
     for task in TASKS:
         for key in ("accuracy", "margin"):
-            assert ddp["eval_before"][task][key] == single["eval_before"][task][key]
-    assert ddp["transfer"]["sva"]["margin"] == pytest.approx(single["transfer"]["sva"]["margin"], abs=1e-4)
-    assert ddp["transfer"]["sva"]["accuracy"] == single["transfer"]["sva"]["accuracy"]
+            assert ddp["eval_before"][task][key] == single.eval_before[task][key]
+    assert ddp["transfer"]["sva"]["margin"] == pytest.approx(single.transfer["sva"]["margin"], abs=1e-4)
+    assert ddp["transfer"]["sva"]["accuracy"] == single.transfer["sva"]["accuracy"]
     for task in TASKS:
-        assert ddp["transfer"][task]["margin"] == pytest.approx(single["transfer"][task]["margin"], abs=0.1)
-        assert ddp["transfer"][task]["accuracy"] == pytest.approx(single["transfer"][task]["accuracy"], abs=0.2)
-    assert ddp["heldout_lm_loss"]["delta"] == pytest.approx(single["heldout_lm_loss"]["delta"], abs=0.01)
+        assert ddp["transfer"][task]["margin"] == pytest.approx(single.transfer[task]["margin"], abs=0.1)
+        assert ddp["transfer"][task]["accuracy"] == pytest.approx(single.transfer[task]["accuracy"], abs=0.2)
+    assert ddp["heldout_lm_loss"]["delta"] == pytest.approx(single.heldout_lm_loss["delta"], abs=0.01)
     (run_dir,) = (out / "wandb").glob("offline-run-*")  # only rank 0 opened a W&B run
     assert "transfer/sva" in wandb_summary(run_dir)["keys"]
 
@@ -338,6 +338,6 @@ def test_a_logger_config_with_a_target_adds_that_tracker(tiny_suite_dir, tmp_pat
     results = run(compose_run(tiny_suite_dir, out, "logger=csv", "callbacks=no_checkpoints"))
     rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
     logged = {key: float(value) for row in rows for key, value in row.items() if value not in ("", None)}
-    assert logged["transfer/sva"] == pytest.approx(results["transfer"]["sva"]["accuracy"])
-    assert logged["heldout/lm_loss_delta"] == pytest.approx(results["heldout_lm_loss"]["delta"])
+    assert logged["transfer/sva"] == pytest.approx(results.transfer["sva"]["accuracy"])
+    assert logged["heldout/lm_loss_delta"] == pytest.approx(results.heldout_lm_loss["delta"])
     assert sum(1 for row in rows if row.get("train/loss")) == 6

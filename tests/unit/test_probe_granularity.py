@@ -1,4 +1,5 @@
 import pytest
+from conftest import train_results
 
 from gradspace.data.blimp_paradigms import BLIMP_PARADIGMS, BLIMP_TERM_FIELDS
 from gradspace.pairs import MinimalPair
@@ -37,7 +38,7 @@ def test_phenomena_become_tasks_with_their_paradigms_interleaved():
 
 
 def record(trained, before, after):
-    return {"tasks_trained": trained, "phenomena": {"a1": "A", "a2": "A", "b1": "B"}, "eval_before": before, "eval_after": after}
+    return train_results(tasks_trained=trained, phenomena={"a1": "A", "a2": "A", "b1": "B"}, eval_before=before, eval_after=after)
 
 
 def test_paradigm_rows_pool_into_phenomena_weighted_by_pairs():
@@ -46,9 +47,9 @@ def test_paradigm_rows_pool_into_phenomena_weighted_by_pairs():
     after = {"a1": {"accuracy": 0.9, "margin": 2.0, "pairs": 30}, "a2": {"accuracy": 0.5, "margin": 1.0, "pairs": 10},
              "b1": {"accuracy": 0.4, "margin": -1.0, "pairs": 5}}
     (pooled,) = phenomenon_records([record(["a1", "a2"], before, after)], {"A": "field1", "B": "field2"})
-    assert pooled["tasks_trained"] == ["A"] and pooled["phenomena"] == {"A": "field1", "B": "field2"}
-    assert pooled["eval_after"]["A"] == pytest.approx({"accuracy": (0.9 * 30 + 0.5 * 10) / 40, "margin": (2.0 * 30 + 10) / 40, "pairs": 40})
-    assert pooled["transfer"]["A"]["accuracy"] == pytest.approx(0.3)
-    assert pooled["transfer"]["B"] == pytest.approx({"accuracy": 0.2, "margin": 0.0})
+    assert pooled.tasks_trained == ["A"] and pooled.phenomena == {"A": "field1", "B": "field2"}
+    assert pooled.eval_after["A"] == pytest.approx({"accuracy": (0.9 * 30 + 0.5 * 10) / 40, "margin": (2.0 * 30 + 10) / 40, "pairs": 40})
+    assert pooled.transfer["A"]["accuracy"] == pytest.approx(0.3)
+    assert pooled.transfer["B"] == pytest.approx({"accuracy": 0.2, "margin": 0.0})
     with pytest.raises(GradspaceError, match="paradigms of 2 phenomena"):
         phenomenon_records([record(["a1", "b1"], before, after)], {})

@@ -1,7 +1,9 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import train_results
 from omegaconf import OmegaConf
 
 from gradspace.errors import GradspaceError
@@ -18,27 +20,25 @@ pytestmark = pytest.mark.unit
 PHENOMENA = {"sva_pp": "agreement", "sva_simple": "agreement", "npi_any": "npi", "refl": "anaphor"}
 
 
-def record(task: str, revision: str = "main", status: str = "ok", scale: float = 1.0) -> dict:
+def record(task: str, revision: str = "main", status: str = "ok", scale: float = 1.0):
     """A results.json of one FTGD fine-tuning: transfer to a task of its own phenomenon is large, else small."""
     transfer = {
         other: {"accuracy": scale * (0.3 if PHENOMENA[other] == PHENOMENA[task] else 0.01), "margin": scale * (2.0 if other == task else 0.1)}
         for other in PHENOMENA
     }
-    return {
-        "status": status, "model": {"name": "synth-1m", "revision": revision}, "task": task, "tasks_trained": [task],
-        "objective": "bounded", "phenomena": dict(PHENOMENA), "transfer": transfer,
-    }
+    return train_results(status=status, model={"name": "synth-1m", "revision": revision}, task=task, tasks_trained=[task],
+                         phenomena=dict(PHENOMENA), transfer=transfer)
 
 
-def write_sweep(root, jobs: dict[int, dict | None], overrides: list[str] | None = None):
+def write_sweep(root, jobs: dict, overrides: list[str] | None = None):
     root.mkdir(parents=True, exist_ok=True)
     for number, content in jobs.items():
         job = root / str(number)
         (job / ".hydra").mkdir(parents=True)
-        task = content["task"] if content else "npi_any"
+        task = content.task if content else "npi_any"
         OmegaConf.save(OmegaConf.create({"task": {"name": task}, "model": {"name": "synth-1m", "revision": "main"}}), job / ".hydra" / "config.yaml")
         if content is not None:
-            (job / "results.json").write_text(json.dumps(content))
+            (job / "results.json").write_text(json.dumps(content.to_json()))
     if overrides is not None:
         OmegaConf.save(OmegaConf.create({"hydra": {"overrides": {"task": overrides}}}), root / "multirun.yaml")
     return root
@@ -64,7 +64,7 @@ def test_missing_rows_are_nan_and_listed():
 
 
 def test_record_training_several_tasks_or_duplicates_are_user_errors():
-    several = dict(record("sva_pp"), tasks_trained=["sva_pp", "sva_simple"])
+    several = replace(record("sva_pp"), tasks_trained=["sva_pp", "sva_simple"])
     with pytest.raises(GradspaceError, match="one fine-tuning per task"):
         assemble_transfer([several, record("refl")])
     with pytest.raises(GradspaceError, match="two results fine-tune task 'refl'"):
@@ -73,7 +73,7 @@ def test_record_training_several_tasks_or_duplicates_are_user_errors():
 
 def test_fewer_than_two_tasks_is_a_user_error():
     with pytest.raises(GradspaceError, match="at least 2 tasks"):
-        assemble_transfer([dict(record("refl"), phenomena={"refl": "anaphor"}, transfer={"refl": {"accuracy": 0.1, "margin": 1}})])
+        assemble_transfer([replace(record("refl"), phenomena={"refl": "anaphor"}, transfer={"refl": {"accuracy": 0.1, "margin": 1}})])
 
 
 def test_multirun_dir_reports_missing_and_failed_jobs_and_builds_from_the_rest(tmp_path):
@@ -84,7 +84,7 @@ def test_multirun_dir_reports_missing_and_failed_jobs_and_builds_from_the_rest(t
     )
     (sweep / "4").mkdir()  # a job directory Hydra made before the job crashed, without its config
     read = read_multirun_dir(sweep)
-    assert [r["task"] for r in read.records] == ["sva_pp", "sva_simple"]
+    assert [r.task for r in read.records] == ["sva_pp", "sva_simple"]
     assert read.problems == [
         "job 2 (task npi_any, synth-1m@main): no results.json (failed or unfinished)",
         "job 3 (task refl, synth-1m@main): status='failed'",

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import lightning as L
-import torch
 
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.logprobs import scored_batches
 from gradspace.evaluation.minimal_pairs import EvaluationResult, evaluate_pairs
+from gradspace.ftgd.results import TrainResults
 from gradspace.pairs import MinimalPair, pairs_fingerprint
 from gradspace.utils.cache import fingerprint
 
@@ -63,11 +63,9 @@ class BaseMeasurement:
     heldout_before: float
 
     @classmethod
-    def of_results(cls, results: dict) -> "BaseMeasurement | None":
-        """From the results record of a run (None for a record written before runs carried their key)."""
-        if not results.get("base_key"):
-            return None
-        return cls(results["base_key"], results["eval_before"], results["heldout_lm_loss"]["before"])
+    def of_results(cls, results: TrainResults) -> "BaseMeasurement":
+        """From the results of a run of the same checkpoint."""
+        return cls(results.base_key, results.eval_before, results.heldout_lm_loss["before"])
 
 
 def base_key(model_cfg: Any, eval_pairs: Sequence[MinimalPair], heldout_sentences: Sequence[str],

@@ -24,6 +24,7 @@ from gradspace.ftgd.config import TrainSettings, check_train_config
 from gradspace.ftgd.datamodule import FTGDDataModule, heldout_sentences
 from gradspace.ftgd.module import FTGDModule, optimizer_setting_changes, optimizer_settings
 from gradspace.ftgd.objectives import check_objective
+from gradspace.ftgd.results import TrainResults
 from gradspace.models.loading import load_model
 from gradspace.utils.io import RESULTS_FILE, check_output_dir, write_results
 from gradspace.utils.memory import return_freed_memory, sparse_tied_embedding_gradient
@@ -56,7 +57,7 @@ def build_callbacks(cfg: DictConfig) -> tuple[list[L.Callback], TransferEvaluati
     return callbacks, transfer[0], heldout[0]
 
 
-def run(cfg: DictConfig, base: BaseMeasurement | None = None) -> dict:
+def run(cfg: DictConfig, base: BaseMeasurement | None = None) -> TrainResults:
     """Fine-tune `cfg.model` on `cfg.task` with `cfg.objective`; return (and on rank 0 write) the results.
 
     `base`: the untrained model's measurements from an earlier run of the same checkpoint (`BaseMeasurement.of_results`),
@@ -182,7 +183,7 @@ def check_sentence_lengths(loaded, task_data, heldout: list[str], max_sentence_t
 
 def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
                      callbacks: tuple[list[L.Callback], TransferEvaluation, HeldoutLoss], ckpt_path: str | None,
-                     output_dir: Path, cache_dir: Path, base: BaseMeasurement | None) -> dict:
+                     output_dir: Path, cache_dir: Path, base: BaseMeasurement | None) -> TrainResults:
     # The pairs first: a bad task or data file should fail before minutes of model loading.
     task_data = prepare_task_data(cfg.task, cfg.data, cfg.model, cache_dir, cfg.paths.get("blimp_dir"))
     check_batch_size(settings.ftgd.batch_size, task_data)
@@ -214,32 +215,32 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
     with sparse_tied_embedding_gradient(loaded.model) if single_device else contextlib.nullcontext():
         fit_or_stop(trainer, module, datamodule, ckpt_path, settings.ftgd.max_steps)
     mask_config = settings.ftgd.mask
-    results = {
-        "status": "ok",
-        "model": {"name": loaded.name, "revision": loaded.revision},
-        "task": str(cfg.task.name),
-        "tasks_trained": list(task_data.tasks),
-        "objective": objective,
-        "mask": {**vars(mask_config), "actual_density": module.mask.density() if mask_config.active else 1.0},
-        "seed": settings.seed,
-        "steps": int(trainer.global_step),
-        "train_pairs": len(task_data.train),
-        "phenomena": dict(task_data.suite.phenomena),
-        "base_key": key,
-        "eval_before": transfer.before,
-        "eval_after": transfer.after,
-        "transfer": transfer.transfer(),
-        "heldout_lm_loss": heldout.summary(),
-        "config": loggable_config(cfg),
-        "run": {"output_dir": str(output_dir), "checkpoint": _last_checkpoint(trainer)},
+    results = TrainResults(
+        status="ok",
+        model={"name": loaded.name, "revision": loaded.revision},
+        task=str(cfg.task.name),
+        tasks_trained=list(task_data.tasks),
+        objective=objective,
+        mask={**vars(mask_config), "actual_density": module.mask.density() if mask_config.active else 1.0},
+        seed=settings.seed,
+        steps=int(trainer.global_step),
+        train_pairs=len(task_data.train),
+        phenomena=dict(task_data.suite.phenomena),
+        base_key=key,
+        eval_before=transfer.before,
+        eval_after=transfer.after,
+        transfer=transfer.transfer(),
+        heldout_lm_loss=heldout.summary(),
+        config=loggable_config(cfg),
+        run={"output_dir": str(output_dir), "checkpoint": _last_checkpoint(trainer)},
         # A resumed run trains with this config's optimizer settings; the ones it changed from the checkpoint's.
-        "resumed_from": {"checkpoint": str(ckpt_path), "optimizer_changes": module.optimizer_changes} if ckpt_path else None,
-        "fit_seconds": time.perf_counter() - start,
-    }
+        resumed_from={"checkpoint": str(ckpt_path), "optimizer_changes": module.optimizer_changes} if ckpt_path else None,
+        fit_seconds=time.perf_counter() - start,
+    )
     for logger in trainer.loggers:
-        logger.log_metrics({"time/fit_seconds": results["fit_seconds"]}, step=trainer.global_step)
+        logger.log_metrics({"time/fit_seconds": results.fit_seconds}, step=trainer.global_step)
     if trainer.is_global_zero:
-        path = write_results(output_dir, results)
+        path = write_results(output_dir, results.to_json())
         wandb_logger = wandb_logger_of(trainer.loggers)
         if wandb_logger is not None:
             # Uploaded with the run so that `probe.py source.wandb_group=...` can rebuild the transfer matrix.
@@ -297,18 +298,18 @@ def _last_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 @rank_zero_only
-def print_summary(results: dict, output_dir: str | Path) -> None:
+def print_summary(results: TrainResults, output_dir: str | Path) -> None:
     """Once per run, also under DDP, where every process returns the results."""
     print(redact_environment_secrets(summary(results, output_dir)))
 
 
-def summary(results: dict, output_dir: str | Path) -> str:
+def summary(results: TrainResults, output_dir: str | Path) -> str:
     """A few lines for the terminal: what was trained, the transfer row and the side effect."""
-    heldout = results["heldout_lm_loss"]
-    row = "  ".join(f"{task} {delta['accuracy']:+.3f}" for task, delta in results["transfer"].items())
+    heldout = results.heldout_lm_loss
+    row = "  ".join(f"{task} {delta['accuracy']:+.3f}" for task, delta in results.transfer.items())
     return (
-        f"{results['model']['name']}@{results['model']['revision']} {results['task']} objective={results['objective']} "
-        f"steps={results['steps']} ({results['fit_seconds']:.1f}s)\n"
+        f"{results.model['name']}@{results.model['revision']} {results.task} objective={results.objective} "
+        f"steps={results.steps} ({results.fit_seconds:.1f}s)\n"
         f"transfer (accuracy after - before): {row}\n"
         f"held-out LM loss {heldout['before']:.4f} -> {heldout['after']:.4f} ({heldout['delta']:+.4f})\n"
         f"results: {Path(output_dir) / RESULTS_FILE}"

@@ -15,9 +15,10 @@ from dataclasses import replace
 from typing import Mapping
 
 from gradspace.data.blimp_paradigms import BLIMP_TERM_FIELDS
-from gradspace.pairs import MinimalPair
 from gradspace.data.suite import PairSplit, TaskData, TaskSuite
 from gradspace.errors import GradspaceError
+from gradspace.ftgd.results import TrainResults
+from gradspace.pairs import MinimalPair
 
 GRANULARITIES = ("paradigm", "phenomenon")
 
@@ -72,29 +73,29 @@ def _pooled(scores: Mapping[str, Mapping[str, float]], phenomenon_of: Mapping[st
             for phenomenon, t in totals.items()}
 
 
-def phenomenon_records(records: list[dict], groups: Mapping[str, str]) -> list[dict]:
-    """FTGD results records of one copy per phenomenon, with their rows pooled from paradigms into phenomena.
+def phenomenon_records(records: list[TrainResults], groups: Mapping[str, str]) -> list[TrainResults]:
+    """FTGD results of one copy per phenomenon, with their rows pooled from paradigms into phenomena.
 
     `groups` maps phenomena to their hypothesis group. A record that trained paradigms of several phenomena is
     a user error: it is no row of this matrix.
     """
     pooled = []
     for record in records:
-        phenomenon_of = dict(record.get("phenomena") or {})
-        trained = sorted({phenomenon_of.get(task, task) for task in record.get("tasks_trained") or []})
+        phenomenon_of = dict(record.phenomena)
+        trained = sorted({phenomenon_of.get(task, task) for task in record.tasks_trained})
         if len(trained) != 1:
             raise GradspaceError(
-                f"{record.get('_source', 'a results record')} trained paradigms of {len(trained)} phenomena ({', '.join(trained)}); "
+                f"{record.source or 'a results record'} trained paradigms of {len(trained)} phenomena ({', '.join(trained)}); "
                 f"at granularity=phenomenon each copy fine-tunes one phenomenon (task=paradigm task.name=<phenomenon>)"
             )
-        before = _pooled(record["eval_before"], phenomenon_of)
-        after = _pooled(record["eval_after"], phenomenon_of)
-        pooled.append({
-            **record,
-            "tasks_trained": trained,
-            "phenomena": {phenomenon: groups.get(phenomenon, phenomenon) for phenomenon in after},
-            "eval_before": before,
-            "eval_after": after,
-            "transfer": {task: {key: after[task][key] - before[task][key] for key in ("accuracy", "margin")} for task in after},
-        })
+        before = _pooled(record.eval_before, phenomenon_of)
+        after = _pooled(record.eval_after, phenomenon_of)
+        pooled.append(replace(
+            record,
+            tasks_trained=trained,
+            phenomena={phenomenon: groups.get(phenomenon, phenomenon) for phenomenon in after},
+            eval_before=before,
+            eval_after=after,
+            transfer={task: {key: after[task][key] - before[task][key] for key in ("accuracy", "margin")} for task in after},
+        ))
     return pooled

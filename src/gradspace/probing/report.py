@@ -6,13 +6,12 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
 from gradspace.probing import plots
-from gradspace.utils.wandb_setup import finish_wandb, loggers_from_config, wandb_logger_of
+from gradspace.utils.wandb_setup import finish_wandb, log_wandb_tables, loggers_from_config, wandb_logger_of
 
 # The spaces every checkpoint gets a heatmap of; all but the Jaccard overlaps also get a dendrogram.
 HEATMAP_SPACES = ("transfer_accuracy", "transfer_margin", "gradient_{objective}_cosine", "gradient_{objective}_jaccard")
@@ -71,19 +70,13 @@ def log_to_trackers(cfg: DictConfig, results: dict, files: dict[str, str]) -> st
     logger = wandb_logger_of(loggers)
     if logger is None:
         return None
-    import wandb
-
-    run = logger.experiment
-    payload: dict[str, Any] = {f"probe/{key}": wandb.Image(path) for key, path in files.items()}
-    for entry in results["checkpoints"]:
-        for name, space in entry["spaces"].items():
-            table = wandb.Table(columns=["task", *entry["tasks"]],
-                                data=[[task, *row] for task, row in zip(entry["tasks"], space["matrix"])])
-            payload[f"probe/matrix/{entry['checkpoint']}/{name}"] = table
+    tables = {f"probe/matrix/{entry['checkpoint']}/{name}": (["task", *entry["tasks"]],
+                                                             [[task, *row] for task, row in zip(entry["tasks"], space["matrix"])])
+              for entry in results["checkpoints"] for name, space in entry["spaces"].items()}
     summary = results["summary"]
-    payload["probe/summary"] = wandb.Table(columns=list(summary[0]), data=[list(row.values()) for row in summary])
-    run.log(payload)
-    directory = getattr(run, "dir", None)
+    tables["probe/summary"] = (list(summary[0]), [list(row.values()) for row in summary])
+    log_wandb_tables(logger, tables, images={f"probe/{key}": path for key, path in files.items()})
+    directory = getattr(logger.experiment, "dir", None)
     finish_wandb()
     return directory
 

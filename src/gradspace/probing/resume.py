@@ -20,7 +20,6 @@ import numpy as np
 
 from gradspace.utils.io import atomic_write_json
 
-
 # Characters a task or checkpoint name keeps in a path (BLiMP UIDs, `model@revision`); any other is %-escaped.
 PATH_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_.@+=,")
 MAX_NAME_BYTES = 200  # below the 255 of common file systems, leaving room for suffixes such as `.npz`

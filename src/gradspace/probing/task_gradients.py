@@ -11,8 +11,8 @@ from typing import Iterator
 
 import torch
 
-from gradspace.pairs import MinimalPair
 from gradspace.ftgd.objectives import check_objective, collate_pairs, objective_loss
+from gradspace.pairs import MinimalPair
 from gradspace.probing.gradient_similarity import GradientSpace
 
 

@@ -8,7 +8,6 @@ go through `assemble_transfer`, so the numbers are the same whichever way they w
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from gradspace.errors import GradspaceError, job_failure
+from gradspace.ftgd.results import TrainResults
 from gradspace.utils.io import RESULTS_FILE
 from gradspace.utils.wandb_setup import resolve_wandb_mode
 
@@ -49,17 +49,17 @@ def ordered_tasks(phenomena: Mapping[str, str]) -> list[str]:
     return sorted(phenomena, key=lambda task: (phenomena[task], task))
 
 
-def trained_task(record: Mapping) -> str:
-    trained = list(record.get("tasks_trained") or [])
+def trained_task(record: TrainResults) -> str:
+    trained = list(record.tasks_trained)
     if len(trained) != 1:
         raise GradspaceError(
-            f"a results record of task '{record.get('task')}' trained {len(trained)} tasks ({', '.join(trained)}); "
+            f"a results record of task '{record.task}' trained {len(trained)} tasks ({', '.join(trained)}); "
             f"a transfer row needs one fine-tuning per task: sweep task=paradigm task.name=<each task>"
         )
     return trained[0]
 
 
-def assemble_transfer(records: Iterable[Mapping], tasks: list[str] | None = None,
+def assemble_transfer(records: Iterable[TrainResults], tasks: list[str] | None = None,
                       phenomena: Mapping[str, str] | None = None) -> TransferMatrix:
     """One matrix from finished FTGD results records of one model checkpoint and objective.
 
@@ -69,7 +69,7 @@ def assemble_transfer(records: Iterable[Mapping], tasks: list[str] | None = None
     records = list(records)
     known = dict(phenomena or {})
     for record in records:
-        known.update(record.get("phenomena") or {})
+        known.update(record.phenomena)
     tasks = list(tasks) if tasks is not None else ordered_tasks(known)
     if len(tasks) < 2:
         raise GradspaceError(f"a transfer matrix needs at least 2 tasks, found {len(tasks)}; fine-tune on more tasks")
@@ -83,11 +83,11 @@ def assemble_transfer(records: Iterable[Mapping], tasks: list[str] | None = None
             continue
         if row_task in seen:
             raise GradspaceError(
-                f"two results fine-tune task '{row_task}' on the same checkpoint ({seen[row_task]} and {record.get('_source', '?')}); "
+                f"two results fine-tune task '{row_task}' on the same checkpoint ({seen[row_task]} and {record.source or '?'}); "
                 f"keep one job per task (or sweep the extra setting into separate directories)"
             )
-        seen[row_task] = str(record.get("_source", "?"))
-        for column_task, delta in (record.get("transfer") or {}).items():
+        seen[row_task] = record.source or "?"
+        for column_task, delta in record.transfer.items():
             if column_task in index:
                 accuracy[index[row_task], index[column_task]] = _number(delta.get("accuracy"))
                 margin[index[row_task], index[column_task]] = _number(delta.get("margin"))
@@ -99,15 +99,14 @@ def _number(value) -> float:
     return float(value) if value is not None else math.nan
 
 
-def checkpoint_key(record: Mapping) -> tuple[str, str, str]:
+def checkpoint_key(record: TrainResults) -> tuple[str, str, str]:
     """(model, revision, objective): the records of one transfer matrix."""
-    model = record.get("model") or {}
-    return str(model.get("name")), str(model.get("revision")), str(record.get("objective"))
+    return str(record.model.get("name")), str(record.model.get("revision")), str(record.objective)
 
 
 @dataclass
 class SweepRecords:
-    records: list[dict]  # finished results records, each with `_source` naming where it came from
+    records: list[TrainResults]  # finished results, each with its `source`
     problems: list[str]  # one line per missing or failed job
 
 
@@ -171,15 +170,14 @@ def read_multirun_dir(path: str | Path) -> SweepRecords:
             problems.append(f"{_job_description(job_dir)}: " + (f"failed ({failure})" if failure else f"no {RESULTS_FILE} (failed or unfinished)"))
             continue
         try:
-            record = json.loads(results_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            problems.append(f"{_job_description(job_dir)}: unreadable {RESULTS_FILE} ({type(err).__name__})")
+            record = TrainResults.read(results_path, _job_description(job_dir))
+        except GradspaceError as err:
+            problems.append(str(err))
             continue
-        if record.get("status") != "ok":
-            problems.append(f"{_job_description(job_dir)}: status={record.get('status')!r}")
+        if record.status != "ok":
+            problems.append(f"{_job_description(job_dir)}: status={record.status!r}")
             continue
-        record["_source"] = f"job {job_dir.name}"
-        records.append(record)
+        records.append(record.with_source(f"job {job_dir.name}"))
     if not records:
         raise GradspaceError(f"{sweep_dir}: none of its {len(job_dirs)} jobs finished ({problems[0]}); rerun the sweep")
     return SweepRecords(records, problems)
@@ -211,22 +209,25 @@ def read_wandb_group(group: str, project: str, entity: str | None = None, mode: 
                 continue
             try:
                 downloaded = run.file(RESULTS_FILE).download(root=str(Path(scratch) / run.id), replace=True)
-                record = json.loads(Path(downloaded.name).read_text(encoding="utf-8"))
-            except Exception as err:
+            except Exception as err:  # the public API raises several error types for a missing file
                 problems.append(f"{description}: no {RESULTS_FILE} uploaded ({type(err).__name__})")
                 continue
-            if record.get("status") != "ok":
-                problems.append(f"{description}: status={record.get('status')!r}")
+            try:
+                record = TrainResults.read(Path(downloaded.name), description)
+            except GradspaceError as err:
+                problems.append(str(err))
                 continue
-            record["_source"] = description
+            if record.status != "ok":
+                problems.append(f"{description}: status={record.status!r}")
+                continue
             records.append(record)
     if not records:
         raise GradspaceError(f"no run of W&B group '{group}' has a finished results.json ({problems[0]})")
     return SweepRecords(records, problems)
 
 
-def group_by_checkpoint(records: Iterable[dict]) -> dict[tuple[str, str, str], list[dict]]:
-    grouped: dict[tuple[str, str, str], list[dict]] = {}
+def group_by_checkpoint(records: Iterable[TrainResults]) -> dict[tuple[str, str, str], list[TrainResults]]:
+    grouped: dict[tuple[str, str, str], list[TrainResults]] = {}
     for record in records:
         grouped.setdefault(checkpoint_key(record), []).append(record)
     return grouped

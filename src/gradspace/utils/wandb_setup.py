@@ -145,6 +145,17 @@ def wandb_logger_of(loggers) -> "WandbLogger | None":
     return next((logger for logger in loggers if isinstance(logger, WandbLogger)), None)
 
 
+def log_wandb_tables(logger: "WandbLogger", tables: dict[str, tuple[list[str], list[list]]],
+                     images: dict[str, str] | None = None) -> None:
+    """Tables (key -> (columns, rows)) and images (key -> PNG path) into the logger's W&B run, as one step."""
+    import wandb  # not at the top: importing wandb takes seconds, and runs without W&B never log a table
+
+    payload: dict[str, Any] = {key: wandb.Image(path) for key, path in (images or {}).items()}
+    payload.update({key: wandb.Table(columns=list(columns), data=[list(row) for row in rows])
+                    for key, (columns, rows) in tables.items()})
+    logger.experiment.log(payload)
+
+
 def finish_wandb() -> None:
     """Close the current run so that every job of a Hydra multirun gets a run of its own."""
     import wandb
