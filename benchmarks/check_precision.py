@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from harness import pin_threads, print_header
 
 from gradspace.ftgd import objectives
+from gradspace.ftgd.masks import MaskConfig
 from gradspace.ftgd.module import FTGDModule
 from gradspace.ftgd.objectives import collate_pairs
 from gradspace.models.loading import default_cache_dir, load_model
@@ -73,7 +74,8 @@ def run(precision: str, model_dir: str, batches: list, accelerator: str, steps: 
 
     objectives.token_logprobs = recording_token_logprobs  # observe the objective's own call, change nothing
     try:
-        module = FTGDModule(loaded.model, "bounded", lambda params: torch.optim.AdamW(params, lr=1e-3))
+        no_mask = MaskConfig(kind="none", density=1.0, scope="global", schedule="fixed", calibration_batches=1, recompute_every=1)
+        module = FTGDModule(loaded.model, "bounded", lambda params: torch.optim.AdamW(params, lr=1e-3), no_mask)
         trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=steps, max_epochs=-1,
                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, callbacks=[probe])

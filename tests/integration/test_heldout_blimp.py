@@ -10,7 +10,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.skipif(not BLIMP_DIR.is_dir()
 
 
 def test_reserved_blimp_sentences_are_in_no_trained_or_evaluated_pair_and_span_every_paradigm(tmp_path):
-    data_cfg = {"source": "auto", "eval_fraction": 0.2, "reserve_fraction": 0.05, "max_eval_pairs_per_task": 10, "eval_all_tasks": True}
+    data_cfg = {"source": "auto", "path": None, "eval_fraction": 0.2, "reserve_fraction": 0.05, "split_seed": 0,
+                "max_train_pairs_per_task": None, "max_eval_pairs_per_task": 10, "eval_all_tasks": True}
     task_cfg = {"name": "sva", "select": {"blimp": ["subject_verb_agreement"]}}
     data = prepare_task_data(task_cfg, data_cfg, {"source": "gguf"}, tmp_path, BLIMP_DIR)
     sentences = heldout_sentences({"source": "auto", "max_sentences": 200}, {"source": "gguf"}, data, tmp_path)
@@ -25,7 +26,8 @@ def test_reserved_blimp_sentences_are_in_no_trained_or_evaluated_pair_and_span_e
 
 
 def test_eval_all_tasks_false_evaluates_only_the_trained_task_on_a_blimp_directory(tmp_path):
-    data_cfg = {"eval_fraction": 0.2, "max_eval_pairs_per_task": 10, "eval_all_tasks": False}
+    data_cfg = {"source": "auto", "path": None, "eval_fraction": 0.2, "reserve_fraction": 0.0, "split_seed": 0,
+                "max_train_pairs_per_task": None, "max_eval_pairs_per_task": 10, "eval_all_tasks": False}
     task_cfg = {"name": "sva", "select": {"blimp": ["subject_verb_agreement"]}}
     data = prepare_task_data(task_cfg, data_cfg, {"source": "gguf"}, tmp_path, BLIMP_DIR)
     assert {pair.task for pair in data.eval_all} == set(data.tasks) and len(data.eval_all) == 60

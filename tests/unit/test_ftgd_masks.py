@@ -1,14 +1,23 @@
 """Sparse top-k parameter masks: density, global vs per-tensor ranking, and masked entries that never move."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from gradspace.errors import GradspaceError
 from gradspace.ftgd.masks import MaskConfig, ParameterMask, topk_masks
 
 pytestmark = pytest.mark.unit
+
+SHIPPED_MASK = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "train.yaml").ftgd.mask)
+
+
+def mask_config(**changes) -> MaskConfig:
+    """train.yaml's `ftgd.mask` with `changes`."""
+    return MaskConfig(**{**SHIPPED_MASK, **changes})
 
 
 def scores() -> dict[str, torch.Tensor]:
@@ -46,7 +55,7 @@ def test_every_tensor_keeps_at_least_one_entry_per_tensor():
 
 
 def test_ranking_uses_absolute_differential():
-    mask = ParameterMask(MaskConfig(kind="topk", density=0.25))
+    mask = ParameterMask(mask_config(kind="topk", density=0.25))
     mask.set_from_scores({"w": torch.tensor([0.1, -5.0, 0.2, 3.0, 0.0, -0.3, 0.05, 0.01])})
     assert mask.masks["w"].tolist() == [False, True, False, True, False, False, False, False]
     assert mask.density() == 0.25
@@ -57,7 +66,7 @@ def test_masked_parameters_do_not_move_under_adamw_with_weight_decay_and_momentu
     layer = torch.nn.Linear(8, 8)
     named = list(layer.named_parameters())
     optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1, weight_decay=0.5)
-    mask = ParameterMask(MaskConfig(kind="topk", density=0.2, schedule="recompute"))
+    mask = ParameterMask(mask_config(kind="topk", density=0.2, schedule="recompute"))
     start = {name: p.detach().clone() for name, p in named}
     for step in range(4):
         optimizer.zero_grad()
@@ -77,18 +86,18 @@ def test_masked_parameters_do_not_move_under_adamw_with_weight_decay_and_momentu
 
 
 def test_fixed_mask_is_due_once_and_recompute_follows_its_period():
-    fixed = ParameterMask(MaskConfig(kind="topk", schedule="fixed"))
+    fixed = ParameterMask(mask_config(kind="topk", schedule="fixed"))
     assert fixed.due(0)
     fixed.set_from_scores({"w": torch.ones(4)})
     assert not fixed.due(1)
-    recompute = ParameterMask(MaskConfig(kind="topk", schedule="recompute", recompute_every=3))
+    recompute = ParameterMask(mask_config(kind="topk", schedule="recompute", recompute_every=3))
     assert [recompute.due(step) for step in range(7)] == [True, False, False, True, False, False, True]
 
 
 def test_mask_state_round_trips():
-    mask = ParameterMask(MaskConfig(kind="topk", density=0.5))
+    mask = ParameterMask(mask_config(kind="topk", density=0.5))
     mask.set_from_scores({"w": torch.arange(6.0)})
-    restored = ParameterMask(MaskConfig(kind="topk", density=0.5))
+    restored = ParameterMask(mask_config(kind="topk", density=0.5))
     restored.load_state_dict(mask.state_dict())
     assert restored.ready and torch.equal(restored.masks["w"], mask.masks["w"])
 
@@ -97,4 +106,4 @@ def test_mask_state_round_trips():
                                  {"schedule": "sometimes"}, {"calibration_batches": 0}, {"recompute_every": 0}])
 def test_invalid_mask_config_is_a_user_error(bad):
     with pytest.raises(GradspaceError, match="invalid ftgd.mask"):
-        MaskConfig(**bad)
+        mask_config(**bad)

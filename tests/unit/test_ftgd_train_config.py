@@ -22,7 +22,8 @@ def compose_train(*overrides: str):
 
 def test_shipped_config_passes_and_builds_the_optimizer():
     settings = check_train_config(compose_train("model=synth-1m", "optimizer.weight_decay=0.1"))
-    assert settings.ftgd == FTGDConfig(max_steps=30, batch_size=16, max_sentence_tokens=256, mask=settings.ftgd.mask)
+    assert settings.ftgd == FTGDConfig(max_steps=30, batch_size=16, max_sentence_tokens=256, mask=settings.ftgd.mask,
+                                     micro_batch_size=None)
     assert settings.seed == 0 and settings.torch_threads is None
     factory = settings.optimizer.factory()
     assert isinstance(factory, functools.partial)  # picklable, unlike a lambda

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from gradspace.data.blimp_paradigms import BLIMP_PARADIGMS
+from gradspace.data.config import DataConfig
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.logprobs import encode_with_prefix
 from gradspace.pairs import MinimalPair, read_pairs_jsonl
@@ -127,9 +128,9 @@ def load_hf_blimp(paradigms: Iterable[str]) -> list[MinimalPair]:
     return pairs
 
 
-def suite_kind(data_cfg: Mapping, model_cfg: Mapping) -> str:
+def suite_kind(data: DataConfig, model_cfg: Mapping) -> str:
     """`auto` follows the model: synthetic models speak the synthetic language, real ones English."""
-    source = data_cfg.get("source", "auto")
+    source = data.source
     if source == "auto":
         return "synth" if model_cfg.get("source") == "synth" else "blimp"
     if source not in SUITE_KINDS:
@@ -137,17 +138,17 @@ def suite_kind(data_cfg: Mapping, model_cfg: Mapping) -> str:
     return source
 
 
-def load_suite(data_cfg: Mapping, model_cfg: Mapping, cache_dir: Path, blimp_dir: str | Path | None = None,
+def load_suite(data: DataConfig, model_cfg: Mapping, cache_dir: Path, blimp_dir: str | Path | None = None,
                hf_paradigms: Iterable[str] | None = None) -> TaskSuite:
     """Read the suite named by `data.source`. Reading BLiMP from the hub is limited to `hf_paradigms` when given."""
-    kind = suite_kind(data_cfg, model_cfg)
+    kind = suite_kind(data, model_cfg)
     if kind == "synth":
         return TaskSuite("synth", world_for_model(model_cfg, cache_dir).pairs)
     if kind == "blimp":
         if blimp_dir:
             return TaskSuite("blimp", read_pairs_dir(blimp_dir))
         return TaskSuite("blimp", load_hf_blimp(hf_paradigms or BLIMP_PARADIGMS))
-    path = data_cfg.get("path")
+    path = data.path
     if not path:
         raise GradspaceError("data.source=jsonl needs data.path=<a .jsonl file or a folder of them>")
     path = Path(path).expanduser()
@@ -194,7 +195,8 @@ class TaskData:
 
 def prepare_task_data(task_cfg: Mapping, data_cfg: Mapping, model_cfg: Mapping, cache_dir: Path,
                       blimp_dir: str | Path | None = None) -> TaskData:
-    kind = suite_kind(data_cfg, model_cfg)
+    data = DataConfig.from_section(data_cfg)
+    kind = suite_kind(data, model_cfg)
     select = task_cfg.get("select") or {}
     names = list(select.get(kind) or [])
     if not names:
@@ -202,19 +204,18 @@ def prepare_task_data(task_cfg: Mapping, data_cfg: Mapping, model_cfg: Mapping, 
             f"task '{task_cfg.get('name')}' names nothing for the {kind} suite; add task.select.{kind}=[...] "
             f"or pick a task config that covers it"
         )
-    eval_all_tasks = bool(data_cfg.get("eval_all_tasks", True))
+    eval_all_tasks = bool(data.eval_all_tasks)
     hf_paradigms = None
     if kind == "blimp" and not blimp_dir:
         # Online BLiMP: fetch what the run evaluates; transfer rows over all tasks need all paradigms.
         hf_paradigms = list(BLIMP_PARADIGMS) if eval_all_tasks else blimp_paradigms_for(names)
-    suite = load_suite(data_cfg, model_cfg, cache_dir, blimp_dir=blimp_dir, hf_paradigms=hf_paradigms)
+    suite = load_suite(data, model_cfg, cache_dir, blimp_dir=blimp_dir, hf_paradigms=hf_paradigms)
     tasks = suite.select(names)
     chosen = set(tasks)
-    split = split_pairs(suite.pairs, float(data_cfg.get("eval_fraction", 0.2)), int(data_cfg.get("split_seed", 0)),
-                        float(data_cfg.get("reserve_fraction", 0.0)))
+    split = split_pairs(suite.pairs, float(data.eval_fraction), int(data.split_seed), float(data.reserve_fraction))
     evaluated = split.eval if eval_all_tasks else [pair for pair in split.eval if pair.task in chosen]
-    eval_all = _cap_per_task(evaluated, data_cfg.get("max_eval_pairs_per_task"))
-    train = _cap_per_task([pair for pair in split.train if pair.task in chosen], data_cfg.get("max_train_pairs_per_task"))
+    eval_all = _cap_per_task(evaluated, data.max_eval_pairs_per_task)
+    train = _cap_per_task([pair for pair in split.train if pair.task in chosen], data.max_train_pairs_per_task)
     evaluation = [pair for pair in eval_all if pair.task in chosen]
     if not train or not evaluation:
         raise GradspaceError(

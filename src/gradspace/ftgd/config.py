@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -43,10 +43,10 @@ class FTGDConfig:
     # Longest sentence (in tokens, prefix included) a pair may have. Batches are padded to their longest sentence and
     # scored over the whole vocabulary, so this bounds the memory of a batch: batch size x this x vocabulary.
     max_sentence_tokens: int
-    mask: MaskConfig = field(default_factory=MaskConfig)
+    mask: MaskConfig
     # Pairs per forward and backward pass (None: the whole batch). A step accumulates the gradient of
     # batch_size / micro_batch_size passes: the same update, with the activations of a smaller batch.
-    micro_batch_size: int | None = None
+    micro_batch_size: int | None
 
     def __post_init__(self) -> None:
         whole_number(self.max_steps, "ftgd.max_steps", 1)

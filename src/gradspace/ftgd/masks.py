@@ -23,12 +23,14 @@ SCHEDULES = ("fixed", "recompute")
 
 @dataclass
 class MaskConfig:
-    kind: str = "none"
-    density: float = 0.01  # share of parameter entries that are updated
-    scope: str = "global"
-    schedule: str = "fixed"
-    calibration_batches: int = 4  # fixed masks: batches whose summed differential ranks the parameters
-    recompute_every: int = 1  # recomputed masks: steps between recomputations
+    """`ftgd.mask` of train.yaml, which holds every value."""
+
+    kind: str  # none | topk
+    density: float  # share of parameter entries that are updated
+    scope: str  # global | per_tensor
+    schedule: str  # fixed | recompute
+    calibration_batches: int  # fixed masks: batches whose summed differential ranks the parameters
+    recompute_every: int  # recomputed masks: steps between recomputations
 
     def __post_init__(self) -> None:
         problems = []

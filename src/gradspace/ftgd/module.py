@@ -23,14 +23,14 @@ from gradspace.ftgd.objectives import PairBatch, check_objective, objective_loss
 
 class FTGDModule(L.LightningModule):
     def __init__(self, model: torch.nn.Module, objective: str, optimizer: Callable[..., torch.optim.Optimizer],
-                 mask: MaskConfig | None = None) -> None:
+                 mask: MaskConfig) -> None:
         super().__init__()
         check_objective(objective)
         self.model = model
         self.model.train()  # from_pretrained returns eval mode; dropout, where a model has it, belongs to training
         self.objective = objective
         self.optimizer_factory = optimizer
-        self.mask = ParameterMask(mask or MaskConfig())
+        self.mask = ParameterMask(mask)
         self.optimizer_changes: dict[str, dict[str, Any]] = {}  # settings a resumed run changed, see on_load_checkpoint
 
     def named_trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
