@@ -6,8 +6,15 @@ from omegaconf import OmegaConf
 
 from gradspace.probing.plots import heatmap
 from gradspace.probing.report import log_to_trackers
+from gradspace.probing.results import ProbeResults
 
 pytestmark = pytest.mark.integration
+
+
+def probe_results(**values) -> ProbeResults:
+    neutral = dict(status="ok", granularity="paradigm", tasks=[], phenomena={}, checkpoints=[], problems=[],
+                   config={"model": {"name": "m"}}, summary=[], trends=[], files={}, seconds=None)
+    return ProbeResults(**{**neutral, **values})
 
 
 def test_images_and_tables_are_logged_offline(tmp_path, monkeypatch):
@@ -15,13 +22,12 @@ def test_images_and_tables_are_logged_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     tasks, phenomena = ["a", "b"], {"a": "P", "b": "Q"}
     png = heatmap([[1.0, 0.2], [0.2, 1.0]], tasks, phenomena, "t", tmp_path / "h.png")
-    results = {
-        "config": {"model": {"name": "m"}},
-        "checkpoints": [{"checkpoint": "m@main", "tasks": tasks,
-                         "spaces": {"gradient_diff_cosine": {"matrix": [[1.0, 0.2], [0.2, None]]}}}],
-        "summary": [{"checkpoint": "m@main", "space": "gradient_diff_cosine", "within": None, "across": 0.2,
-                     "within_minus_across": None, "spearman": 0.25}],
-    }
+    results = probe_results(
+        checkpoints=[{"checkpoint": "m@main", "tasks": tasks,
+                      "spaces": {"gradient_diff_cosine": {"matrix": [[1.0, 0.2], [0.2, None]]}}}],
+        summary=[{"checkpoint": "m@main", "space": "gradient_diff_cosine", "within": None, "across": 0.2,
+                  "within_minus_across": None, "spearman": 0.25}],
+    )
     cfg = OmegaConf.create({"logger": {"wandb": {"project": "gradspace-test", "entity": None, "mode": "auto", "name": None,
                                                  "group": None, "tags": []}},
                             "paths": {"output_dir": str(tmp_path)}, "model": {"name": "m"}})
@@ -38,7 +44,8 @@ def test_images_and_tables_are_logged_offline(tmp_path, monkeypatch):
 def test_summary_scalars_go_to_a_target_logger(tmp_path):
     import csv
 
-    results = {"checkpoints": [], "summary": [{"checkpoint": "m@main", "space": "transfer_accuracy", "within_minus_across": 0.125, "spearman": -0.5}]}
+    results = probe_results(summary=[{"checkpoint": "m@main", "space": "transfer_accuracy", "within_minus_across": 0.125,
+                                      "spearman": -0.5}])
     cfg = OmegaConf.create({"logger": {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": str(tmp_path), "name": "csv", "version": ""}},
                             "paths": {"output_dir": str(tmp_path)}, "model": {"name": "m"}})
     assert log_to_trackers(cfg, results, {}) is None  # no W&B run

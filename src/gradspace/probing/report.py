@@ -11,6 +11,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from gradspace.probing import plots
+from gradspace.probing.results import ProbeResults
 from gradspace.utils.wandb_setup import finish_wandb, log_wandb_tables, loggers_from_config, wandb_logger_of
 
 # The spaces every checkpoint gets a heatmap of; all but the Jaccard overlaps also get a dendrogram.
@@ -32,11 +33,11 @@ def trend_series(rows: list[dict]) -> dict[str, dict[str, list]]:
     return series
 
 
-def make_plots(results: dict, output_dir: Path, objective: str) -> dict[str, str]:
+def make_plots(results: ProbeResults, output_dir: Path, objective: str) -> dict[str, str]:
     files: dict[str, str] = {}
-    phenomena = results["phenomena"]
+    phenomena = results.phenomena
     wanted = [name.format(objective=objective) for name in HEATMAP_SPACES]
-    for entry in results["checkpoints"]:
+    for entry in results.checkpoints:
         tasks = entry["tasks"]
         slug = entry["checkpoint"].replace("/", "_").replace("@", "_")
         for name in wanted:
@@ -53,17 +54,17 @@ def make_plots(results: dict, output_dir: Path, objective: str) -> dict[str, str
             if not name.endswith("jaccard"):
                 files[f"dendrogram/{entry['checkpoint']}/{name}"] = str(plots.dendrogram(
                     matrix, tasks, phenomena, f"{entry['checkpoint']} {name}", output_dir / "plots" / f"dendrogram_{slug}_{name}.png"))
-    series = trend_series(results["summary"])
+    series = trend_series(results.summary)
     files["checkpoints"] = str(plots.checkpoint_lines(series, "task-space structure over checkpoints", output_dir / "plots" / "checkpoints.png"))
     return files
 
 
-def log_to_trackers(cfg: DictConfig, results: dict, files: dict[str, str]) -> str | None:
+def log_to_trackers(cfg: DictConfig, results: ProbeResults, files: dict[str, str]) -> str | None:
     """The summary scalars into every configured tracker; images and tables into the W&B run (offline unless
     credentials), whose directory is returned."""
     loggers = loggers_from_config(cfg, default_name=f"probe-{cfg.model.name}", tags=["probe", str(cfg.model.name)])
     scalars = {f"probe/{row['checkpoint']}/{row['space']}/{measure}": row[measure]
-               for row in results["summary"] for measure in ("within_minus_across", "spearman") if row.get(measure) is not None}
+               for row in results.summary for measure in ("within_minus_across", "spearman") if row.get(measure) is not None}
     for logger in loggers:
         logger.log_metrics(scalars)
         logger.save()
@@ -72,8 +73,8 @@ def log_to_trackers(cfg: DictConfig, results: dict, files: dict[str, str]) -> st
         return None
     tables = {f"probe/matrix/{entry['checkpoint']}/{name}": (["task", *entry["tasks"]],
                                                              [[task, *row] for task, row in zip(entry["tasks"], space["matrix"])])
-              for entry in results["checkpoints"] for name, space in entry["spaces"].items()}
-    summary = results["summary"]
+              for entry in results.checkpoints for name, space in entry["spaces"].items()}
+    summary = results.summary
     tables["probe/summary"] = (list(summary[0]), [list(row.values()) for row in summary])
     log_wandb_tables(logger, tables, images={f"probe/{key}": path for key, path in files.items()})
     directory = getattr(logger.experiment, "dir", None)
@@ -86,7 +87,7 @@ def display_name(space: str) -> str:
     return space.removeprefix("gradient_").replace("_", " ")
 
 
-def print_summary(results: dict, files: dict[str, str], results_path: Path) -> None:
+def print_summary(results: ProbeResults, files: dict[str, str], results_path: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -96,31 +97,31 @@ def print_summary(results: dict, files: dict[str, str], results_path: Path) -> N
     console = Console(width=max(Console().width, 110))
     accuracy = Table(title="minimal-pair accuracy of each checkpoint (held-out pairs)")
     accuracy.add_column("task", no_wrap=True)
-    for entry in results["checkpoints"]:
+    for entry in results.checkpoints:
         accuracy.add_column(entry["checkpoint"], justify="right")
-    for task in results["tasks"]:
-        accuracy.add_row(task, *(fmt(entry["evaluation"]["tasks"][task]["accuracy"]) for entry in results["checkpoints"]))
-    accuracy.add_row("all", *(fmt(entry["evaluation"]["overall"]["accuracy"]) for entry in results["checkpoints"]))
-    accuracy.add_row("pairs/s", *(fmt(entry["evaluation"]["pairs_per_second"], ".0f") for entry in results["checkpoints"]))
+    for task in results.tasks:
+        accuracy.add_row(task, *(fmt(entry["evaluation"]["tasks"][task]["accuracy"]) for entry in results.checkpoints))
+    accuracy.add_row("all", *(fmt(entry["evaluation"]["overall"]["accuracy"]) for entry in results.checkpoints))
+    accuracy.add_row("pairs/s", *(fmt(entry["evaluation"]["pairs_per_second"], ".0f") for entry in results.checkpoints))
     console.print(accuracy)
-    table = Table(title=f"task space vs same-phenomenon hypothesis ({len(results['tasks'])} tasks, "
-                        f"{len(set(results['phenomena'].values()))} phenomena)")
+    table = Table(title=f"task space vs same-phenomenon hypothesis ({len(results.tasks)} tasks, "
+                        f"{len(set(results.phenomena.values()))} phenomena)")
     for column in ("checkpoint", "space", "within", "across", "within−across", "Spearman", "p"):
         table.add_column(column, justify="left" if column in ("checkpoint", "space") else "right", no_wrap=True)
-    for row in results["summary"]:
+    for row in results.summary:
         table.add_row(row["checkpoint"], display_name(row["space"]), fmt(row["within"]), fmt(row["across"]),
                       fmt(row["within_minus_across"], "+.3f"), fmt(row["spearman"], "+.2f"), fmt(row["p_value"]))
     console.print(table)
-    if any(len(trend["revisions"]) > 1 for trend in results["trends"]):
+    if any(len(trend["revisions"]) > 1 for trend in results.trends):
         change = Table(title="change over checkpoints (within − across; Spearman)")
         for column in ("model", "space", "revisions", "within−across", "Spearman"):
             change.add_column(column, no_wrap=True)
-        for trend in results["trends"]:
+        for trend in results.trends:
             change.add_row(trend["model"], display_name(trend["space"]), " → ".join(trend["revisions"]),
                            " → ".join(fmt(v, "+.3f") for v in trend["within_minus_across"]),
                            " → ".join(fmt(v, "+.2f") for v in trend["spearman"]))
         console.print(change)
-    for problem in results["problems"]:
+    for problem in results.problems:
         console.print(f"[yellow]missing:[/yellow] {problem}")
     console.print(f"results: {results_path}")
     for key, path in files.items():

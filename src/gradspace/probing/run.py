@@ -81,10 +81,10 @@ def run(cfg: DictConfig) -> ProbeResults:
     results = ProbeResults.collect(probe.granularity, first.tasks, task_data_by_model.values(), entries,
                                    list(read.problems) if read else [], loggable_config(cfg))
     if probe.plots:
-        results.files = make_plots(results.to_json(), output_dir, probe.gradient.objectives[0])
+        results.files = make_plots(results, output_dir, probe.gradient.objectives[0])
     results.seconds = round(time.perf_counter() - start, 2)
     results_path = write_results(output_dir, results.to_json())
-    wandb_dir = log_to_trackers(cfg, results.to_json(), results.files)
+    wandb_dir = log_to_trackers(cfg, results, results.files)
     # The W&B run directory is named by time and run id, so it is printed rather than kept in the results.
-    print_summary(results.to_json(), {**results.files, **({"wandb": wandb_dir} if wandb_dir else {})}, results_path)
+    print_summary(results, {**results.files, **({"wandb": wandb_dir} if wandb_dir else {})}, results_path)
     return results
