@@ -181,9 +181,8 @@ def check_sentence_lengths(loaded, task_data, heldout: list[str], max_sentence_t
     return longest_train
 
 
-def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
-                     callbacks: tuple[list[L.Callback], TransferEvaluation, HeldoutLoss], ckpt_path: str | None,
-                     output_dir: Path, cache_dir: Path, base: BaseMeasurement | None) -> TrainResults:
+def load_checked(cfg: DictConfig, settings: TrainSettings, cache_dir: Path):
+    """(task data, loaded model, held-out sentences), each checked against the settings before any training."""
     # The pairs first: a bad task or data file should fail before minutes of model loading.
     task_data = prepare_task_data(cfg.task, cfg.data, cfg.model, cache_dir, cfg.paths.get("blimp_dir"))
     check_batch_size(settings.ftgd.batch_size, task_data)
@@ -195,6 +194,13 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
     vocabulary = max(len(loaded.tokenizer), getattr(loaded.model.config, "vocab_size", 0))  # logits span the larger
     check_pass_memory(settings.ftgd.pairs_per_pass, longest, vocabulary,
                       machine_memory_bytes(str(cfg.trainer.get("accelerator", "auto"))))
+    return task_data, loaded, heldout_text
+
+
+def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
+                     callbacks: tuple[list[L.Callback], TransferEvaluation, HeldoutLoss], ckpt_path: str | None,
+                     output_dir: Path, cache_dir: Path, base: BaseMeasurement | None) -> TrainResults:
+    task_data, loaded, heldout_text = load_checked(cfg, settings, cache_dir)
     datamodule = FTGDDataModule(
         loaded.tokenizer, task_data, heldout_text, objective=objective, batch_size=settings.ftgd.pairs_per_pass, seed=settings.seed,
     )

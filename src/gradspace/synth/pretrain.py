@@ -238,11 +238,8 @@ def pretrain(
     name: str | None = None,
     num_threads: int | None = None,
 ) -> Path:
-    """Train a GPT-NeoX model on `world.train_corpus` and save every checkpoint step under `out_dir`.
-
-    Writes `out_dir/step<N>/` for each checkpoint step, `out_dir/main/` (the final step) and `checkpoints.json`;
-    returns `out_dir`. (`ensure_synth_model` adds the completion manifest.)
-    """
+    """Train a GPT-NeoX model on `world.train_corpus`; write `out_dir/step<N>/` for each checkpoint step, `out_dir/main/`
+    (the final step) and `checkpoints.json`; return `out_dir`. (`ensure_synth_model` adds the completion manifest.)"""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = name or out_dir.name
@@ -265,64 +262,71 @@ def pretrain(
         losses_since_checkpoint: list[float] = []
 
         def save_checkpoint(step: int) -> None:
-            train_loss = sum(losses_since_checkpoint) / len(losses_since_checkpoint) if losses_since_checkpoint else None
+            checkpoints.append(save_revision(model, tokenizer, out_dir, step, losses_since_checkpoint, heldout, config))
             losses_since_checkpoint.clear()
-            directory = out_dir / revision_name(step)
-            with no_transformers_progress_bars():
-                model.save_pretrained(directory)
-            tokenizer.save_pretrained(directory)
-            checkpoints.append(
-                {
-                    "revision": revision_name(step),
-                    "step": step,
-                    "tokens_seen": step * config.batch_size * config.block_size,
-                    "train_loss": train_loss,  # mean over the steps since the previous checkpoint
-                    "heldout_loss": mean_loss(model, heldout, config.batch_size),
-                }
-            )
 
         if 0 in config.checkpoint_steps:
             save_checkpoint(0)
-        smoothed = None
-        with tqdm(total=config.steps, desc=f"pretrain {name}", disable=not progress, dynamic_ncols=True) as bar:
-            for step in range(1, config.steps + 1):
-                batch = next(batches)
-                loss = model(input_ids=batch, labels=batch).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-
-                value = loss.item()
-                losses_since_checkpoint.append(value)
-                smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
-                bar.update(1)
-                bar.set_postfix(loss=f"{smoothed:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}", refresh=False)
-                if step in config.checkpoint_steps:
-                    save_checkpoint(step)
+        train_steps(model, optimizer, scheduler, batches, config, losses_since_checkpoint, save_checkpoint,
+                    description=f"pretrain {name}", progress=progress)
         wall_time = time.perf_counter() - start_time
 
     shutil.copytree(out_dir / revision_name(config.steps), out_dir / FINAL_REVISION, dirs_exist_ok=True)
     final = dict(checkpoints[-1], revision=FINAL_REVISION)
-    atomic_write_json(
-        out_dir / CHECKPOINTS_FILE,
-        {
-            "name": name,
-            "format": CACHE_FORMAT,
-            "revisions": [entry["revision"] for entry in checkpoints] + [FINAL_REVISION],
-            "checkpoints": checkpoints + [final],
-            "parameters": count_parameters(model),
-            "vocab_size": len(tokenizer),
-            "train_sentences": len(train_sentences),
-            "train_tokens": len(train_sentences.tokens),
-            "wall_time_s": round(wall_time, 2),
-            "num_threads": threads,
-            "world_config": asdict(world.config),
-            "pretrain_config": asdict(config),
-        },
-    )
+    atomic_write_json(out_dir / CHECKPOINTS_FILE, {
+        "name": name,
+        "format": CACHE_FORMAT,
+        "revisions": [entry["revision"] for entry in checkpoints] + [FINAL_REVISION],
+        "checkpoints": checkpoints + [final],
+        "parameters": count_parameters(model),
+        "vocab_size": len(tokenizer),
+        "train_sentences": len(train_sentences),
+        "train_tokens": len(train_sentences.tokens),
+        "wall_time_s": round(wall_time, 2),
+        "num_threads": threads,
+        "world_config": asdict(world.config),
+        "pretrain_config": asdict(config),
+    })
     return out_dir
+
+
+def save_revision(model, tokenizer, out_dir: Path, step: int, losses: list[float], heldout, config: PretrainConfig) -> dict:
+    """Save the model at `step` as its revision directory; its entry of checkpoints.json."""
+    train_loss = sum(losses) / len(losses) if losses else None
+    directory = out_dir / revision_name(step)
+    with no_transformers_progress_bars():
+        model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return {
+        "revision": revision_name(step),
+        "step": step,
+        "tokens_seen": step * config.batch_size * config.block_size,
+        "train_loss": train_loss,  # mean over the steps since the previous checkpoint
+        "heldout_loss": mean_loss(model, heldout, config.batch_size),
+    }
+
+
+def train_steps(model, optimizer, scheduler, batches, config: PretrainConfig, losses_since_checkpoint: list[float],
+                save_checkpoint, description: str, progress: bool) -> None:
+    """Steps 1..config.steps, each loss kept for the next checkpoint, and `save_checkpoint` at every checkpoint step."""
+    smoothed = None
+    with tqdm(total=config.steps, desc=description, disable=not progress, dynamic_ncols=True) as bar:
+        for step in range(1, config.steps + 1):
+            batch = next(batches)
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            value = loss.item()
+            losses_since_checkpoint.append(value)
+            smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
+            bar.update(1)
+            bar.set_postfix(loss=f"{smoothed:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}", refresh=False)
+            if step in config.checkpoint_steps:
+                save_checkpoint(step)
 
 
 def config_hash(world_config: WorldConfig, config: PretrainConfig) -> str:
