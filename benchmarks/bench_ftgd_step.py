@@ -51,7 +51,7 @@ def train_cfg(args, objective: str, pairs_per_step: int, output_dir: Path):
     ]
     if args.blimp_dir:
         overrides.append(f"paths.blimp_dir={args.blimp_dir}")
-    cfg = compose_config("train", overrides)
+    cfg = compose_config("train", [*overrides, *args.override])
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output-dir", default="/tmp/gradspace-bench/ftgd-step")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a train.py override for every run, e.g. model.path=<dir> with --model local (repeatable)")
     args = parser.parse_args()
     if args.steps < 3:
         parser.error("--steps must be at least 3 (warm-up, timed, profiled)")

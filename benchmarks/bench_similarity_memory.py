@@ -31,20 +31,21 @@ from pathlib import Path
 
 import torch
 
+from gradspace.data.suite import read_pairs_dir
+from gradspace.models.architecture import MODULE_KINDS
+from gradspace.probing.gradient_similarity import OVERALL, GradientSpace, GradientSpaceConfig
+from gradspace.probing.task_gradients import add_task_gradients
 from harness import Goal, pin_threads, print_header
 from memory import mib
-
-from gradspace.data.suite import read_pairs_dir
-from gradspace.probing.gradient_similarity import KINDS, OVERALL, GradientSpace, GradientSpaceConfig
-from gradspace.probing.task_gradients import add_task_gradients
 
 TASK_COUNTS = (4, 16, 67)
 
 
 def build_model_dir(args) -> Path:
     """A random GPT-NeoX with the BPE tokenizer bench_scoring.py trains on BLiMP, saved once under its bench dir."""
-    from bench_scoring import BENCH_DIR, train_bpe_tokenizer
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from bench_scoring import BENCH_DIR, train_bpe_tokenizer
 
     model_dir = BENCH_DIR / f"blimp-neox-h{args.hidden_size}-l{args.layers}-bpe{args.bpe_vocab_size}"
     if not (model_dir / "config.json").is_file():
@@ -86,7 +87,7 @@ def child(args) -> None:
         space = GradientSpace.for_model(loaded.model, GradientSpaceConfig(sketch_dim=args.sketch_dim))
         for _ in add_task_gradients(space, loaded.model, loaded.tokenizer, chosen, "bounded", batch_size=args.pairs_per_task):
             pass
-        for level in (OVERALL, *[kind for kind in KINDS if kind in space.levels()]):
+        for level in (OVERALL, *[kind for kind in MODULE_KINDS if kind in space.levels()]):
             space.cosine(level)
             space.jaccard(level)
         spaces.append(space)
