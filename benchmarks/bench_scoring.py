@@ -48,18 +48,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
-
 from omegaconf import OmegaConf  # noqa: E402
 
-from harness import Goal, default_device, interleaved_medians, pin_threads, print_header, synchronized  # noqa: E402
-
-from gradspace.pairs import MinimalPair, write_pairs_jsonl  # noqa: E402
 from gradspace.data.suite import read_pairs_dir  # noqa: E402
 from gradspace.errors import GradspaceError  # noqa: E402
 from gradspace.evaluation.logprobs import encode_with_prefix, prefix_token_id  # noqa: E402
 from gradspace.evaluation.minimal_pairs import score_pairs, shared_prefix_cache_argument  # noqa: E402
 from gradspace.models.loading import default_cache_dir, load_model, resolve_pretrained_path  # noqa: E402
+from gradspace.pairs import MinimalPair, write_pairs_jsonl  # noqa: E402
 from gradspace.utils.cache import COMPLETE_MARKER  # noqa: E402
+from harness import Goal, default_device, interleaved_medians, pin_threads, print_header, synchronized  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_TEMPLATE = Path(__file__).with_name("lm_eval_blimp_local.yaml")

@@ -36,12 +36,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench_scoring import DEFAULT_BLIMP_DIR, first_per_task, real_setup, run_minicons  # noqa: E402
-from harness import machine_line, pin_threads  # noqa: E402
-
-from gradspace.models.prefix_token import PREFIX_ATTRIBUTE, prefix_token_id  # noqa: E402
 from gradspace.evaluation.minimal_pairs import score_pairs  # noqa: E402
 from gradspace.models.loading import load_model  # noqa: E402
+from gradspace.models.prefix_token import PREFIX_ATTRIBUTE, prefix_token_id  # noqa: E402
 from gradspace.utils.io import atomic_write_json  # noqa: E402
+from harness import machine_line, pin_threads  # noqa: E402
 
 
 def plain_reference(model, tokenizer, sentences: list[str], prefix_id: int) -> np.ndarray:

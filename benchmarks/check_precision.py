@@ -26,13 +26,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from harness import pin_threads, print_header
-
 from gradspace.ftgd import objectives
 from gradspace.ftgd.masks import MaskConfig
 from gradspace.ftgd.module import FTGDModule
 from gradspace.ftgd.objectives import collate_pairs
 from gradspace.models.loading import default_cache_dir, load_model
+from harness import pin_threads, print_header
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 

@@ -2,13 +2,13 @@ import math
 
 import pytest
 import torch
-from conftest import TINY_VOCABULARY, build_tiny_lm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradspace.pairs import MinimalPair
+from conftest import TINY_VOCABULARY, build_tiny_lm
 from gradspace.evaluation import logprobs
 from gradspace.evaluation.minimal_pairs import evaluate_pairs, score_pairs, score_sentences
+from gradspace.pairs import MinimalPair
 
 pytestmark = pytest.mark.integration
 

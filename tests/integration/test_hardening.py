@@ -5,8 +5,8 @@ nothing, one run per directory, pairs that tokenize alike, probe job directories
 import fcntl
 import json
 import os
-import shutil
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path

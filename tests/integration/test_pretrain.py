@@ -135,7 +135,10 @@ def test_cache_key_depends_on_both_configs_and_the_grammar_version(monkeypatch):
 
 def test_packed_batches_keep_every_token_in_a_seeded_order():
     sentences = EncodedCorpus.from_token_lists([[0, 10 + i, 20 + i] for i in range(7)])  # 21 tokens
-    take = lambda seed: [b.clone() for _, b in zip(range(4), packed_batches(sentences, 2, 4, torch.Generator().manual_seed(seed)))]
+
+    def take(seed):
+        return [b.clone() for _, b in zip(range(4), packed_batches(sentences, 2, 4, torch.Generator().manual_seed(seed)))]
+
     first, again, other = take(0), take(0), take(1)
     assert all(torch.equal(x, y) for x, y in zip(first, again))
     assert not all(torch.equal(x, y) for x, y in zip(first, other))

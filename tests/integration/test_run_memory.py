@@ -5,9 +5,9 @@ import gc
 
 import pytest
 import torch
-from test_train import run_in_process
 
 from gradspace.ftgd.module import FTGDModule
+from test_train import run_in_process
 
 pytestmark = pytest.mark.integration
 

@@ -3,10 +3,10 @@ GPT-NeoX (the synthetic models), Llama (SmolLM2) and Gemma 3 (with a sliding win
 
 import pytest
 import torch
-from conftest import TINY_VOCABULARY, build_tiny_lm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import TINY_VOCABULARY, build_tiny_lm
 from gradspace.evaluation.minimal_pairs import evaluate_pairs, score_pairs, shared_prefix_cache_argument
 from gradspace.pairs import MinimalPair
 

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 from conftest import TINY_SUITE_TASKS as TASKS  # noqa: E402
+
 RESULT_KEYS = {"schema_version", "status", "model", "task", "tasks_trained", "objective", "mask", "seed", "phenomena", "eval_before",
                "eval_after", "transfer", "heldout_lm_loss", "config"}
 

@@ -41,8 +41,8 @@ def blimp_pairs(per_paradigm: int):
 
 
 def test_converted_once_into_a_verified_cache_with_the_document_start_token(smollm2):
-    from gradspace.models.loading import load_model
     from gradspace.evaluation.logprobs import prefix_token_id
+    from gradspace.models.loading import load_model
     from gradspace.utils.cache import COMPLETE_MARKER
 
     root = Path(smollm2.path)

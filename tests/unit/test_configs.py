@@ -111,6 +111,7 @@ def test_every_config_ships_with_the_package():
     """Library calls compose from gradspace/conf (a link to conf/ here, a copy in a wheel): the package-data
     patterns in pyproject.toml must take every YAML file, at every depth."""
     import fnmatch
+
     import tomllib
 
     import gradspace

@@ -2,9 +2,9 @@
 
 import pytest
 
-from gradspace.pairs import MinimalPair
 from gradspace.errors import GradspaceError
 from gradspace.ftgd.datamodule import StepIndexedPairBatches
+from gradspace.pairs import MinimalPair
 from gradspace.synth.tokenizer import build_word_tokenizer
 
 pytestmark = pytest.mark.unit

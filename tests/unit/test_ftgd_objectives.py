@@ -4,10 +4,10 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from gradspace.pairs import MinimalPair
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.logprobs import encode_with_prefix, pad_sequences, pad_token_id, token_logprobs
 from gradspace.ftgd.objectives import OBJECTIVES, collate_pairs, differing_token_masks, objective_loss
+from gradspace.pairs import MinimalPair
 from gradspace.synth.tokenizer import build_word_tokenizer
 
 pytestmark = pytest.mark.unit
@@ -80,7 +80,10 @@ def test_good_and_bad_share_one_padded_batch(tokenizer):
 def test_diff_tokens_scores_only_the_differing_tokens(tokenizer):
     batch = collate_pairs(tokenizer, PAIRS, "diff_tokens")
     ids, mask = batch.batch.input_ids, batch.batch.score_mask
-    scored = lambda row: tokenizer.convert_ids_to_tokens(ids[row][mask[row].bool()].tolist())
+
+    def scored(row):
+        return tokenizer.convert_ids_to_tokens(ids[row][mask[row].bool()].tolist())
+
     assert scored(0) == ["runs"] and scored(3) == ["run"]
     assert scored(1) == ["see"] and scored(4) == ["sees"]
     assert scored(2) == ["himself"] and scored(5) == ["themselves"]

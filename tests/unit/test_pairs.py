@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from gradspace.data.blimp_paradigms import BLIMP_PARADIGMS
 from gradspace import pairs as pairs_module
-from gradspace.pairs import MinimalPair, read_pairs_jsonl, write_pairs_jsonl
+from gradspace.data.blimp_paradigms import BLIMP_PARADIGMS
 from gradspace.data.suite import TaskSuite, blimp_paradigms_for, read_pairs_dir, split_pairs
 from gradspace.errors import GradspaceError
+from gradspace.pairs import MinimalPair, read_pairs_jsonl, write_pairs_jsonl
 
 pytestmark = pytest.mark.unit
 

@@ -1,10 +1,10 @@
 import pytest
-from conftest import train_results
 
+from conftest import train_results
 from gradspace.data.blimp_paradigms import BLIMP_PARADIGMS, BLIMP_TERM_FIELDS
-from gradspace.pairs import MinimalPair
 from gradspace.data.suite import TaskData, TaskSuite, split_pairs
 from gradspace.errors import GradspaceError
+from gradspace.pairs import MinimalPair
 from gradspace.probing.granularity import at_granularity, phenomenon_groups, phenomenon_records
 
 pytestmark = pytest.mark.unit

@@ -1,10 +1,10 @@
 from pathlib import Path
 
 import pytest
-from conftest import train_results
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from conftest import train_results
 from gradspace.errors import GradspaceError
 from gradspace.probing.config import ProbeConfig
 from gradspace.probing.finetune import train_config

@@ -3,9 +3,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import train_results
 from omegaconf import OmegaConf
 
+from conftest import train_results
 from gradspace.errors import GradspaceError
 from gradspace.probing.transfer import (
     assemble_transfer,

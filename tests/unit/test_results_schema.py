@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import train_results
 from hydra import compose, initialize_config_dir
 
+from conftest import train_results
 from gradspace.errors import GradspaceError
 from gradspace.ftgd.results import SCHEMA_VERSION, TrainResults
 from gradspace.probing.config import ProbeConfig

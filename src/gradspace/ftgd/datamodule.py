@@ -13,10 +13,10 @@ from typing import Iterator, Mapping
 import lightning as L
 import torch
 
-from gradspace.pairs import MinimalPair
 from gradspace.data.suite import TaskData
 from gradspace.errors import GradspaceError
 from gradspace.ftgd.objectives import PairBatch, check_objective, collate_pairs
+from gradspace.pairs import MinimalPair
 from gradspace.synth.world import world_for_model
 
 HELDOUT_SOURCES = ("auto", "synth", "text", "pairs")

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from gradspace.pairs import MinimalPair
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.logprobs import PaddedBatch, encode_with_prefix, pad_sequences, pad_token_id, token_logprobs
+from gradspace.pairs import MinimalPair
 
 OBJECTIVES = ("bounded", "diff", "diff_tokens", "lm")  # "lm" = the plain LM baseline on good sentences
 

@@ -9,12 +9,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
-from gradspace.pairs import MinimalPair, read_pairs_jsonl, write_pairs_jsonl
 from gradspace.errors import GradspaceError
-from gradspace.utils.run_config import plain_section
+from gradspace.pairs import MinimalPair, read_pairs_jsonl, write_pairs_jsonl
 from gradspace.synth.grammar import SYNTH_TASKS, Grammar
 from gradspace.utils.cache import build_once
 from gradspace.utils.io import atomic_write_text
+from gradspace.utils.run_config import plain_section
 
 # Bump when the grammar changes what it generates, so cached worlds of the old grammar are not reused.
 GRAMMAR_VERSION = 2
