@@ -4,6 +4,7 @@ import pytest
 
 from conftest import BLIMP_DIR
 from gradspace.data.suite import prepare_task_data
+from gradspace.ftgd.config import HeldoutConfig
 from gradspace.ftgd.datamodule import heldout_sentences
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(not BLIMP_DIR.is_dir(), reason="real BLiMP data not beside the repo")]
@@ -14,7 +15,7 @@ def test_reserved_blimp_sentences_are_in_no_trained_or_evaluated_pair_and_span_e
                 "max_train_pairs_per_task": None, "max_eval_pairs_per_task": 10, "eval_all_tasks": True}
     task_cfg = {"name": "sva", "select": {"blimp": ["subject_verb_agreement"]}}
     data = prepare_task_data(task_cfg, data_cfg, {"source": "gguf"}, tmp_path, BLIMP_DIR)
-    sentences = heldout_sentences({"source": "auto", "max_sentences": 200}, {"source": "gguf"}, data, tmp_path)
+    sentences = heldout_sentences(HeldoutConfig(source="auto", path=None, max_sentences=200), {"source": "gguf"}, data, tmp_path)
     assert len(sentences) == 200 == len(set(sentences))
     # Not only this run's pairs: no sentence of any pair that any run of this split trains or evaluates on.
     used = {s for pair in data.split.train + data.split.eval for s in (pair.good, pair.bad)}

@@ -69,25 +69,29 @@ def task_data(pairs: list[MinimalPair], reserve_fraction: float = 0.3):
 
 
 def test_heldout_text_defaults_to_reserved_sentences_that_no_used_pair_contains(tmp_path):
+    from gradspace.ftgd.config import HeldoutConfig
     from gradspace.ftgd.datamodule import heldout_sentences
+
+    def heldout(source: str, path: str | None = None, max_sentences: int | None = None) -> HeldoutConfig:
+        return HeldoutConfig(source=source, path=path, max_sentences=max_sentences)
 
     npi = [MinimalPair(f"no dog ever w{i}", f"the dog ever w{i}", "npi", "npi", str(i)) for i in range(40)]
     # Every sva good sentence also stands in a second pair, as BLiMP repeats sentences across pairs.
     shared = [MinimalPair(p.good, p.good + " again", "sva_copy", "agreement", str(i)) for i, p in enumerate(PAIRS)]
     data = task_data(PAIRS + npi + shared)
     local = {"source": "local"}
-    sentences = heldout_sentences({"source": "auto"}, local, data, tmp_path)
+    sentences = heldout_sentences(heldout("auto"), local, data, tmp_path)
     used = {s for p in data.split.train + data.split.eval for s in (p.good, p.bad)}
     reserved_good = {p.good for p in data.split.reserved}
     assert sentences and not set(sentences) & used and set(sentences) <= reserved_good
     assert len(sentences) == len(set(sentences))
-    assert heldout_sentences({"source": "auto", "max_sentences": 2}, local, data, tmp_path) == sentences[:2]
+    assert heldout_sentences(heldout("auto", max_sentences=2), local, data, tmp_path) == sentences[:2]
     with pytest.raises(GradspaceError, match="raise data.reserve_fraction"):
-        heldout_sentences({"source": "auto"}, local, task_data(PAIRS, reserve_fraction=0.0), tmp_path)
+        heldout_sentences(heldout("auto"), local, task_data(PAIRS, reserve_fraction=0.0), tmp_path)
     text = tmp_path / "general.txt"
     text.write_text("a first line\n\n  a second line \n")
-    assert heldout_sentences({"source": "auto", "path": str(text)}, local, task_data(PAIRS), tmp_path) == ["a first line", "a second line"]
+    assert heldout_sentences(heldout("auto", str(text)), local, task_data(PAIRS), tmp_path) == ["a first line", "a second line"]
     with pytest.raises(GradspaceError, match="heldout.source=synth needs a synthetic model"):
-        heldout_sentences({"source": "synth"}, local, task_data(PAIRS), tmp_path)
+        heldout_sentences(heldout("synth"), local, task_data(PAIRS), tmp_path)
     with pytest.raises(GradspaceError, match="heldout.source='web' is unknown"):
-        heldout_sentences({"source": "web"}, local, task_data(PAIRS), tmp_path)
+        heldout("web")

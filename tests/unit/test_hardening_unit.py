@@ -9,7 +9,7 @@ from gradspace.errors import GradspaceError
 
 
 def test_a_pass_larger_than_the_machine_is_refused_with_a_micro_batch_that_fits():
-    from gradspace.ftgd.run import check_pass_memory
+    from gradspace.ftgd.checks import check_pass_memory
 
     # 64 pairs x 2 sentences x 20 tokens x 50,000 logits x 16 bytes = 2.0 GB.
     check_pass_memory(64, 20, 50_000, memory_bytes=3 * 2**30)

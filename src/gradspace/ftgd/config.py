@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 import torch
@@ -71,6 +71,24 @@ class FTGDConfig:
         return self.batch_size // self.pairs_per_pass
 
 
+HELDOUT_SOURCES = ("auto", "synth", "text", "pairs")
+
+
+@dataclass
+class HeldoutConfig:
+    """General text for the side effect of fine-tuning (LM loss before and after)."""
+
+    source: str  # auto | synth | text | pairs
+    path: str | None  # source=text (or auto): a text file, one sentence per line
+    max_sentences: int | None
+
+    def __post_init__(self) -> None:
+        if self.source not in HELDOUT_SOURCES:
+            raise GradspaceError(f"heldout.source='{self.source}' is unknown; use one of {', '.join(HELDOUT_SOURCES)}")
+        if self.max_sentences is not None:
+            whole_number(self.max_sentences, "heldout.max_sentences", 1)
+
+
 @dataclass
 class OptimizerConfig:
     """A `torch.optim` optimizer factory: its class path, the learning rate and the class's other arguments."""
@@ -130,14 +148,26 @@ class TrainSettings:
 
     ftgd: FTGDConfig
     optimizer: OptimizerConfig
+    heldout: HeldoutConfig
     seed: int
     torch_threads: int | None
+
+
+# Keys of train.yaml read where they are used (models/, data/, the trainer, loggers and callbacks Hydra builds) or
+# only interpolated (budget_by_source); every other top-level key is a TrainSettings field.
+TRAIN_KEYS_ELSEWHERE = ("model", "task", "data", "objective", "trainer", "logger", "callbacks", "paths", "hydra",
+                        "task_name", "tags", "ckpt_path", "budget_by_source")
 
 
 def check_train_config(cfg) -> TrainSettings:
     missing = missing_values(cfg)
     if missing:
         raise GradspaceError(f"{missing[0]} has no value; set it on the command line ({missing[0]}=...)")
+    known = [*TRAIN_KEYS_ELSEWHERE, *(item.name for item in fields(TrainSettings))]
+    unknown = [key for key in cfg if key not in known]
+    if unknown:
+        raise GradspaceError(f"{unknown[0]} is not a setting of train.py; the known ones are "
+                             f"{', '.join(key for key in known if key != 'hydra')}")
     try:
         ftgd = config_from_section(FTGDConfig, cfg.ftgd, "ftgd")
         if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
@@ -147,7 +177,8 @@ def check_train_config(cfg) -> TrainSettings:
             )
         optimizer = OptimizerConfig.from_section(cfg.optimizer)
         threads = cfg.get("torch_threads")
-        return TrainSettings(ftgd=ftgd, optimizer=optimizer, seed=check_seed(cfg.seed),
+        heldout = config_from_section(HeldoutConfig, cfg.heldout, "heldout")
+        return TrainSettings(ftgd=ftgd, optimizer=optimizer, heldout=heldout, seed=check_seed(cfg.seed),
                              torch_threads=None if threads is None else whole_number(threads, "torch_threads", 1))
     except OmegaConfBaseException as err:  # e.g. an interpolation that names a key that does not exist
         first_line = str(err).strip().splitlines()[0]

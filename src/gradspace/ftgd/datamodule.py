@@ -15,11 +15,10 @@ import torch
 
 from gradspace.data.suite import TaskData
 from gradspace.errors import GradspaceError
+from gradspace.ftgd.config import HeldoutConfig
 from gradspace.ftgd.objectives import PairBatch, check_objective, collate_pairs
 from gradspace.pairs import MinimalPair
 from gradspace.synth.world import world_for_model
-
-HELDOUT_SOURCES = ("auto", "synth", "text", "pairs")
 
 
 class StepIndexedPairBatches:
@@ -93,26 +92,23 @@ class FTGDDataModule(L.LightningDataModule):
         return [next(iterator) for _ in range(count)]
 
 
-def heldout_sentences(heldout_cfg: Mapping, model_cfg: Mapping, task_data: TaskData, cache_dir: Path) -> list[str]:
+def heldout_sentences(heldout: HeldoutConfig, model_cfg: Mapping, task_data: TaskData, cache_dir: Path) -> list[str]:
     """General text to measure side effects on: the LM loss on it before and after fine-tuning.
 
     `auto` is the synthetic world's held-out corpus for synthetic models (text from the pretraining distribution
     the model never saw), else `text` when `heldout.path` is set, else `pairs`: good sentences of the reserved
     pairs of every task (`data.reserve_fraction`), none of which occurs in a pair that is trained or evaluated on.
     """
-    source = heldout_cfg.get("source", "auto")
-    if source not in HELDOUT_SOURCES:
-        raise GradspaceError(f"heldout.source='{source}' is unknown; use one of {', '.join(HELDOUT_SOURCES)}")
+    source = heldout.source
     if source == "auto":
-        source = "synth" if model_cfg.get("source") == "synth" else ("text" if heldout_cfg.get("path") else "pairs")
-    limit = heldout_cfg.get("max_sentences")
-    limit = int(limit) if limit is not None else None
+        source = "synth" if model_cfg.get("source") == "synth" else ("text" if heldout.path else "pairs")
+    limit = heldout.max_sentences
     if source == "synth":
         if model_cfg.get("source") != "synth":
             raise GradspaceError("heldout.source=synth needs a synthetic model; use heldout.source=text or pairs")
         sentences = world_for_model(model_cfg, cache_dir).heldout_corpus[:limit]
     elif source == "text":
-        path = heldout_cfg.get("path")
+        path = heldout.path
         if not path or not Path(path).expanduser().is_file():
             raise GradspaceError(f"heldout.path={path!r} is not a file; give a text file with one sentence per line")
         try:

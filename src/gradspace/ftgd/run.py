@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from pathlib import Path
 
@@ -13,25 +12,31 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from gradspace.data.suite import prepare_task_data, without_identical_tokenizations
 from gradspace.errors import GradspaceError
-from gradspace.evaluation.logprobs import encode_with_prefix
 from gradspace.ftgd.callbacks import BaseMeasurement, HeldoutLoss, TransferEvaluation, base_key
+from gradspace.ftgd.checks import (
+    check_batch_size,
+    check_pass_memory,
+    check_resumed_optimizer,
+    check_sentence_lengths,
+    machine_memory_bytes,
+    refuse_used_checkpoint_dirs,
+)
 from gradspace.ftgd.config import TrainSettings, check_train_config
 from gradspace.ftgd.datamodule import FTGDDataModule, heldout_sentences
-from gradspace.ftgd.module import FTGDModule, optimizer_setting_changes, optimizer_settings
+from gradspace.ftgd.module import FTGDModule
 from gradspace.ftgd.objectives import check_objective
 from gradspace.ftgd.results import TrainResults
+from gradspace.ftgd.stopping import fit_or_stop, last_checkpoint
 from gradspace.models.loading import load_model
 from gradspace.utils.io import RESULTS_FILE, check_output_dir, write_results
 from gradspace.utils.memory import return_freed_memory, sparse_tied_embedding_gradient
 from gradspace.utils.progress import with_step_progress_bar
 from gradspace.utils.run_config import loggable_config, redact_environment_secrets
 from gradspace.utils.seeding import seed_everything, set_torch_threads
-from gradspace.utils.termination import Terminated, stopping_at_batch_end
 from gradspace.utils.wandb_setup import finish_wandb, loggers_from_config, wandb_logger_of
 
 
@@ -93,94 +98,6 @@ def run(cfg: DictConfig, base: BaseMeasurement | None = None) -> TrainResults:
         return_freed_memory()
 
 
-def refuse_used_checkpoint_dirs(callbacks: list[L.Callback]) -> None:
-    """A rerun into a run directory that holds checkpoints is refused: Lightning would add `last-v1.ckpt` beside the
-    old `last.ckpt`, and resuming from `checkpoints/last.ckpt` would silently pick up the earlier run."""
-    for callback in callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.dirpath and any(Path(callback.dirpath).glob("*.ckpt")):
-            raise GradspaceError(
-                f"{callback.dirpath} already holds the checkpoints of an earlier run, which this run would mix with "
-                f"its own; nothing was changed: run in a new directory (leave hydra.run.dir at its default) or delete that folder"
-            )
-
-
-def check_resumed_optimizer(ckpt_path: Path, factory) -> None:
-    """Refuse a checkpoint whose optimizer is of another class than the config's before the model loads (its state
-    is memory-mapped, not read). A changed setting of the same optimizer is applied when the checkpoint loads."""
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as err:  # not a checkpoint torch can read: a truncated or foreign file
-        raise GradspaceError(f"ckpt_path={ckpt_path} is not a readable checkpoint ({type(err).__name__}); point it at a "
-                             f".ckpt from a previous run's checkpoints/") from None
-    optimizer_setting_changes(checkpoint.get("optimizer_states", []), optimizer_settings(factory))
-
-
-def check_batch_size(batch_size: int, task_data) -> None:
-    """Refuse a step of more pairs than the task has: the batch would cycle the same pairs (`ftgd.batch_size=1e9`
-    put 44 pairs a billion times into one batch and was killed by the kernel at 19 GB)."""
-    available = len(task_data.train)
-    if batch_size > available:
-        raise GradspaceError(
-            f"ftgd.batch_size={batch_size} is more than the {available} training pairs of task {', '.join(task_data.tasks)}; "
-            f"set ftgd.batch_size=<integer <= {available}>"
-        )
-
-
-# Bytes per token and vocabulary entry of a pass: the float32 logits, their log-softmax and the gradient of each.
-PASS_BYTES_PER_LOGIT = 4 * 4
-
-
-def machine_memory_bytes(accelerator: str) -> int:
-    """What one pass may use at most: the GPU's memory where the trainer runs on one, else the machine's RAM."""
-    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_pass_memory(pairs_per_pass: int, longest_tokens: int, vocabulary: int, memory_bytes: int) -> None:
-    """Refuse a pass whose log-probabilities alone (both sentences of every pair, padded to the longest, over the
-    vocabulary) would not fit the machine, before the first batch asks for them."""
-    needed = pairs_per_pass * 2 * longest_tokens * vocabulary * PASS_BYTES_PER_LOGIT
-    if needed > memory_bytes:
-        fitting = max(1, memory_bytes // (2 * longest_tokens * vocabulary * PASS_BYTES_PER_LOGIT))
-        raise GradspaceError(
-            f"a pass of {pairs_per_pass} pairs of up to {longest_tokens} tokens over a {vocabulary}-token vocabulary "
-            f"needs about {needed / 2**30:.1f} GiB, more than this machine's {memory_bytes / 2**30:.1f} GiB; "
-            f"set ftgd.micro_batch_size=<a divisor of ftgd.batch_size <= {fitting}>"
-        )
-
-
-def check_sentence_lengths(loaded, task_data, heldout: list[str], max_sentence_tokens: int) -> int:
-    """Refuse any sentence longer than `ftgd.max_sentence_tokens` or the model's context (prefix included) before the
-    first batch: a batch is padded to its longest sentence and scored over the whole vocabulary, so one 10 MB line
-    would ask for tens of GB. Returns the longest training sentence's length."""
-    tokenizer, context = loaded.tokenizer, getattr(loaded.model.config, "max_position_embeddings", None)
-    max_tokens, limit = max_sentence_tokens, f"ftgd.max_sentence_tokens={max_sentence_tokens}"
-    if context is not None and context < max_sentence_tokens:
-        max_tokens, limit = context, f"the model's context ({context} tokens)"
-
-    pairs = list(dict.fromkeys([*task_data.train, *task_data.eval_all]))
-    train_pairs, longest_train = set(task_data.train), 0
-    for which in ("good", "bad"):
-        lengths = [len(ids) for ids in encode_with_prefix(tokenizer, [getattr(pair, which) for pair in pairs])]
-        for pair, length in zip(pairs, lengths):
-            if pair in train_pairs:
-                longest_train = max(longest_train, length)
-            if length > max_tokens:
-                where = pair.source or f"pair {pair.id} of task {pair.task}"
-                raise GradspaceError(
-                    f"{where}: sentence_{which} has {length} tokens, more than {limit}; "
-                    f"shorten or remove that pair, or raise ftgd.max_sentence_tokens"
-                )
-    for index, length in enumerate(len(ids) for ids in encode_with_prefix(tokenizer, heldout)):
-        if length > max_tokens:
-            raise GradspaceError(
-                f"held-out sentence {index + 1} ('{heldout[index][:40]}...') has {length} tokens, more than "
-                f"{limit}; shorten it (heldout.path) or raise ftgd.max_sentence_tokens"
-            )
-    return longest_train
-
-
 def load_checked(cfg: DictConfig, settings: TrainSettings, cache_dir: Path):
     """(task data, loaded model, held-out sentences), each checked against the settings before any training."""
     # The pairs first: a bad task or data file should fail before minutes of model loading.
@@ -189,7 +106,7 @@ def load_checked(cfg: DictConfig, settings: TrainSettings, cache_dir: Path):
     loaded = load_model(cfg.model, cache_dir, device="cpu")
     task_data = without_identical_tokenizations(task_data, loaded.tokenizer)
     check_batch_size(settings.ftgd.batch_size, task_data)  # again: the tokenizer may have left pairs out
-    heldout_text = heldout_sentences(cfg.heldout, cfg.model, task_data, cache_dir)
+    heldout_text = heldout_sentences(settings.heldout, cfg.model, task_data, cache_dir)
     longest = check_sentence_lengths(loaded, task_data, heldout_text, settings.ftgd.max_sentence_tokens)
     vocabulary = max(len(loaded.tokenizer), getattr(loaded.model.config, "vocab_size", 0))  # logits span the larger
     check_pass_memory(settings.ftgd.pairs_per_pass, longest, vocabulary,
@@ -238,7 +155,7 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
         transfer=transfer.transfer(),
         heldout_lm_loss=heldout.summary(),
         config=loggable_config(cfg),
-        run={"output_dir": str(output_dir), "checkpoint": _last_checkpoint(trainer)},
+        run={"output_dir": str(output_dir), "checkpoint": last_checkpoint(trainer)},
         # A resumed run trains with this config's optimizer settings; the ones it changed from the checkpoint's.
         resumed_from={"checkpoint": str(ckpt_path), "optimizer_changes": module.optimizer_changes} if ckpt_path else None,
         fit_seconds=time.perf_counter() - start,
@@ -252,55 +169,6 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
             # Uploaded with the run so that `probe.py source.wandb_group=...` can rebuild the transfer matrix.
             wandb_logger.experiment.save(str(path), base_path=str(output_dir), policy="now")
     return results
-
-
-def fit_or_stop(trainer: L.Trainer, module: FTGDModule, datamodule: FTGDDataModule, ckpt_path: str | None,
-                max_steps: int) -> None:
-    """`trainer.fit`, except that SIGTERM or Ctrl-C during it raise `Terminated` or `KeyboardInterrupt` saying where
-    training stopped: Lightning turns the one into its SIGTERMException (a SystemExit, exit code 0) and the other
-    into exit code 1, both silent."""
-    try:
-        with stopping_at_batch_end(trainer):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path or None, weights_only=True)
-    except SIGTERMException:
-        raise Terminated(stopped_at(trainer, max_steps, save_resume_checkpoint(trainer))) from None
-    except SystemExit:
-        if trainer.interrupted:  # Ctrl-C, which Lightning catches and turns into sys.exit(1)
-            raise KeyboardInterrupt(stopped_at(trainer, max_steps, None)) from None
-        raise
-    if trainer.received_sigterm:  # during the last batch or the measurement after training: the run is complete
-        raise Terminated(stopped_at(trainer, max_steps, _last_checkpoint(trainer)))
-
-
-def save_resume_checkpoint(trainer: L.Trainer) -> str | None:
-    """After Lightning stopped the loop for SIGTERM at the end of a batch: that state saved as the run's
-    `last.ckpt` (replacing its link to the newest periodic checkpoint), unless checkpointing is off."""
-    callback = trainer.checkpoint_callback
-    if callback is None or not callback.dirpath or trainer.global_step == 0:
-        return None
-    path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
-    partial = path.with_name(f".{path.name}.partial")
-    trainer.save_checkpoint(partial, weights_only=False)
-    partial.replace(path)  # a second SIGTERM during the save leaves the earlier last.ckpt intact
-    return str(path)
-
-
-def stopped_at(trainer: L.Trainer, max_steps: int, checkpoint: str | None) -> str:
-    """How a stopped training run continues the line `train.py: terminated by SIGTERM`."""
-    if trainer.global_step == 0:
-        return " before the first step; nothing to resume: run the command again"
-    where = f" after step {trainer.global_step} of {max_steps}"
-    if checkpoint is None:
-        kept = _last_checkpoint(trainer)
-        return f"{where}; " + (f"the last saved checkpoint is {kept}" if kept else "no checkpoint was saved (checkpointing is off)")
-    return f"{where}; resume with ckpt_path={checkpoint}"
-
-
-def _last_checkpoint(trainer: L.Trainer) -> str | None:
-    callback = trainer.checkpoint_callback
-    if callback is None:
-        return None
-    return callback.last_model_path or callback.best_model_path or None
 
 
 @rank_zero_only
