@@ -55,7 +55,6 @@ def test_shipped_config_passes_and_builds_the_optimizer():
     (["ftgd.mask.kind=top"], r"^invalid ftgd\.mask: kind='top'"),
     (["task=paradigm"], r"^task\.name has no value; set it on the command line \(task\.name=\.\.\.\)$"),
     (["model.source=elsewhere"], r"^the config does not resolve \(.*budget_by_source"),
-    (["+max_step=3"], r"^max_step is not a setting of train\.py; the known ones are model, task, data"),
     (["heldout.source=web"], r"^heldout\.source='web' is unknown; use one of auto, synth, text, pairs$"),
     (["+heldout.pth=x"], r"^heldout\.pth is not a setting of heldout"),
 ])

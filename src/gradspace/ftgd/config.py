@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -153,21 +153,11 @@ class TrainSettings:
     torch_threads: int | None
 
 
-# Keys of train.yaml read where they are used (models/, data/, the trainer, loggers and callbacks Hydra builds) or
-# only interpolated (budget_by_source); every other top-level key is a TrainSettings field.
-TRAIN_KEYS_ELSEWHERE = ("model", "task", "data", "objective", "trainer", "logger", "callbacks", "paths", "hydra",
-                        "task_name", "tags", "ckpt_path", "budget_by_source")
-
 
 def check_train_config(cfg) -> TrainSettings:
     missing = missing_values(cfg)
     if missing:
         raise GradspaceError(f"{missing[0]} has no value; set it on the command line ({missing[0]}=...)")
-    known = [*TRAIN_KEYS_ELSEWHERE, *(item.name for item in fields(TrainSettings))]
-    unknown = [key for key in cfg if key not in known]
-    if unknown:
-        raise GradspaceError(f"{unknown[0]} is not a setting of train.py; the known ones are "
-                             f"{', '.join(key for key in known if key != 'hydra')}")
     try:
         ftgd = config_from_section(FTGDConfig, cfg.ftgd, "ftgd")
         if cfg.trainer.get("accumulate_grad_batches", 1) != 1:

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf, open_dict, read_write
 
 class GradspaceSweeper(BasicSweeper):
     def sweep(self, arguments: List[str]) -> Any:
+        # Not at the top: Hydra imports every plugin module in every app it starts; gradspace loads when a sweep runs.
         from gradspace.errors import FAILURE_FILE
         from gradspace.utils.hydra_files import safe_config_files, write_yaml
         from gradspace.utils.io import atomic_write_json
