@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import sys
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -106,8 +107,6 @@ def _exit_stopped(stop: BaseException) -> None:
 
 def job_failure(job_dir: Path) -> str | None:
     """The recorded failure of a sweep job, if it wrote one."""
-    import json
-
     path = Path(job_dir) / FAILURE_FILE
     if not path.is_file():
         return None

@@ -107,7 +107,7 @@ def read_pairs_dir(directory: str | Path) -> list[MinimalPair]:
 
 def load_hf_blimp(paradigms: Iterable[str]) -> list[MinimalPair]:
     """BLiMP from the Hugging Face hub (one config per paradigm), for users online."""
-    from datasets import load_dataset
+    from datasets import load_dataset  # not at the top: seconds to import, and only the online path needs it
 
     pairs = []
     for uid in paradigms:

@@ -14,7 +14,7 @@ INSTALL = "pip install wordfreq"
 def english_frequencies(words: Sequence[str]) -> list[float]:
     """Each word's frequency in English (a share of all word occurrences; 0 for words wordfreq does not list)."""
     try:
-        from wordfreq import word_frequency
+        from wordfreq import word_frequency  # an optional package (the real extra): asked for only here
     except ImportError:
         raise GradspaceError(
             f"a word list without feature.corpus_path ranks its words by English frequency for its most-frequent-token "

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from gradspace.models.prefix_token import prefix_token_id
@@ -28,8 +29,6 @@ def _plain_backend(tokenizer):
         return None
     cached = _PLAIN_BACKENDS.get(tokenizer)
     if cached is None or cached[0] is not backend:
-        from tokenizers import Tokenizer
-
         plain = Tokenizer.from_str(backend.to_str())
         plain.no_padding()
         plain.no_truncation()

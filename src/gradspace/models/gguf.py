@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 from typing import Mapping
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from gradspace.errors import GradspaceError
 from gradspace.utils.cache import build_once
 from gradspace.utils.io import atomic_write_json
@@ -97,9 +100,6 @@ def _gguf_file(model_cfg: Mapping, work_dir: Path, progress: bool) -> Path:
 
 
 def _convert(model_cfg: Mapping, origin: dict, out_dir: Path, progress: bool) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     work_dir = out_dir / ".work"
     work_dir.mkdir()
     gguf_path = _gguf_file(model_cfg, work_dir, progress)

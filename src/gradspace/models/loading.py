@@ -11,6 +11,9 @@ from typing import Any, Mapping
 
 import torch
 from omegaconf.errors import MissingMandatoryValue
+from safetensors import SafetensorError
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as transformers_logging
 
 from gradspace.errors import GradspaceError
 from gradspace.models.gguf import ensure_gguf_model
@@ -106,13 +109,8 @@ def revision_step(model_cfg: Mapping, path: str) -> int | None:
 
 
 def load_model(model_cfg: Mapping, cache_dir: Path | None = None, device: str | torch.device = "cpu", progress: bool = True) -> LoadedModel:
-    from safetensors import SafetensorError
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path, revision = resolve_pretrained_path(model_cfg, cache_dir, progress=progress)
     if not progress:
-        from transformers.utils import logging as transformers_logging
-
         transformers_logging.disable_progress_bar()
     dtype_name = str(model_cfg.get("dtype", "float32"))
     trust_remote_code = bool(model_cfg.get("trust_remote_code", False))

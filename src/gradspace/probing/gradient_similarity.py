@@ -23,6 +23,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+from scipy.sparse import csr_matrix
 
 from gradspace.errors import GradspaceError
 from gradspace.models.architecture import MODULE_KINDS, group_kind, group_layer, layer_sort_key, module_group
@@ -65,8 +66,6 @@ def _stable_seed(*parts) -> int:
 def pairwise_intersections(sets: Sequence[np.ndarray], size: int) -> np.ndarray:
     """|A_i ∩ A_j| of index sets (unique indices below `size`) for all pairs at once: a sparse task × index
     incidence matrix times its transpose (one pass, where pairwise set intersections would take n² of them)."""
-    from scipy.sparse import csr_matrix
-
     lengths = np.array([len(indices) for indices in sets], dtype=np.int64)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     indices = np.concatenate([np.asarray(indices, dtype=np.int64) for indices in sets]) if len(sets) else np.empty(0, np.int64)

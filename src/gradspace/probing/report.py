@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
 
 from gradspace.probing import plots
 from gradspace.probing.results import ProbeResults
@@ -88,9 +90,6 @@ def display_name(space: str) -> str:
 
 
 def print_summary(results: ProbeResults, files: dict[str, str], results_path: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     def fmt(value, spec=".3f"):
         return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from gradspace.errors import GradspaceError, job_failure
 from gradspace.ftgd.results import TrainResults
@@ -115,8 +117,6 @@ def _job_description(job_dir: Path) -> str:
     description = f"job {job_dir.name}"
     config_path = job_dir / ".hydra" / "config.yaml"
     if config_path.is_file():
-        from omegaconf import OmegaConf
-
         try:
             config = OmegaConf.load(config_path)
             task = OmegaConf.select(config, "task.name", default=None)
@@ -134,9 +134,6 @@ def expected_job_count(sweep_dir: Path) -> int | None:
     if not saved.is_file():
         return None
     try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-        from omegaconf import OmegaConf
-
         overrides = list(OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task", default=[]) or [])
         count = 1
         for override in OverridesParser.create().parse_overrides(overrides):
@@ -190,7 +187,7 @@ def read_wandb_group(group: str, project: str, entity: str | None = None, mode: 
             f"source.wandb_group={group} reads runs from the W&B server, which needs online mode and credentials; "
             f"run `wandb login`, or build from a sweep directory with source.multirun_dir=<path>"
         )
-    import wandb
+    import wandb  # not at the top: importing wandb takes seconds, and only this online path needs it
 
     api = wandb.Api()
     path = f"{entity}/{project}" if entity else project

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gradspace.utils.io import atomic_write_text
@@ -117,7 +118,6 @@ class SafeRunFiles(Callback):
         # Processes that Lightning starts for DDP ranks run the job again in the same directory; rank 0 wrote it.
         if os.environ.get("LOCAL_RANK", "0") != "0":
             return
-        from hydra.types import RunMode
 
         output_dir = Path(config.hydra.runtime.output_dir)
         lock_job_directory(output_dir, "hydra.sweep.dir" if config.hydra.mode == RunMode.MULTIRUN else "hydra.run.dir")

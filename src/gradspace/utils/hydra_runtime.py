@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
 
 def _multirun_config():
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized():
         return None
     hydra_cfg = HydraConfig.get()
@@ -29,6 +29,4 @@ def sweep_group() -> str | None:
 
 def run_output_dir() -> Path | None:
     """The running job's output directory (a single run's or a sweep job's), else None."""
-    from hydra.core.hydra_config import HydraConfig
-
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+
+import lightning
+import torch
+
 from gradspace.errors import GradspaceError
 
 # NumPy's seeds are 32-bit: a larger one fails in seed_everything with a traceback.
@@ -16,11 +21,7 @@ def check_seed(value, name: str = "seed") -> int:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch and ask torch for deterministic kernels, so CPU reruns give identical results."""
-    import lightning
-
     lightning.seed_everything(seed, workers=True, verbose=False)
-    import torch
-
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
@@ -28,7 +29,6 @@ def set_torch_threads(threads) -> None:
     """An entry point's `torch_threads`: None keeps torch's default (all cores), else that many CPU threads."""
     if threads is None:
         return
-    import os
 
     # More threads than CPUs only slow torch down, and OpenMP allocates every thread's state at once: a billion
     # ended in "libgomp: Out of memory allocating 216000001344 bytes" and exit 1.
@@ -36,6 +36,5 @@ def set_torch_threads(threads) -> None:
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cpus:
         raise GradspaceError(f"torch_threads={threads!r} is not a whole number in 1..{cpus} (this machine's CPUs); "
                              f"set torch_threads=<threads> or null")
-    import torch
 
     torch.set_num_threads(threads)

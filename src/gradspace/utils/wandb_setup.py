@@ -8,14 +8,14 @@ import netrc
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
+
+import hydra
+from lightning.pytorch.loggers import WandbLogger
 
 from gradspace.errors import GradspaceError
 from gradspace.utils.hydra_runtime import sweep_group
 from gradspace.utils.run_config import loggable_config, redact_environment_secrets, scrub_override
-
-if TYPE_CHECKING:
-    from lightning.pytorch.loggers import WandbLogger
 
 MODES = ("auto", "online", "offline", "disabled")
 
@@ -58,7 +58,7 @@ def online_login_failure() -> str | None:
     wandb gives up on the check after its HTTP timeout (10 s), where a run started online on an offline machine
     retries for minutes and is then lost. Asked once per process, so a sweep's jobs wait once.
     """
-    import wandb
+    import wandb  # not at the top: importing wandb takes seconds, and runs without W&B never need it
 
     try:
         wandb.login(verify=True)
@@ -76,8 +76,6 @@ def make_wandb_logger(
     The run is started here, so that a failed online login falls back to offline (with one warning) before any
     work, and with the command line's secret values masked (wandb records the command line with the run).
     """
-    from lightning.pytorch.loggers import WandbLogger
-
     resolved_mode = resolve_wandb_mode(mode)
     if resolved_mode == "online" and (failure := online_login_failure()) is not None:
         print(f"warning: W&B login failed ({failure}); this run logs offline, upload it later with "
@@ -129,8 +127,6 @@ def logger_from_config(cfg, *, default_name: str, tags: list[str]):
 def loggers_from_config(cfg, *, default_name: str, tags: list[str]) -> list:
     """Every tracker `cfg.logger` asks for: W&B from its `wandb` node (see `logger_from_config`), and any other node
     with a `_target_` (a Lightning logger such as CSVLogger or TensorBoardLogger), instantiated as it stands."""
-    import hydra
-
     loggers = [logger_from_config(cfg, default_name=default_name, tags=tags)]
     for key, node in (cfg.get("logger") or {}).items():
         if key != "wandb" and node and "_target_" in node:
@@ -138,14 +134,12 @@ def loggers_from_config(cfg, *, default_name: str, tags: list[str]) -> list:
     return [logger for logger in loggers if logger is not None]
 
 
-def wandb_logger_of(loggers) -> "WandbLogger | None":
+def wandb_logger_of(loggers) -> WandbLogger | None:
     """The W&B logger among `loggers`, for what only W&B takes (files, tables, images)."""
-    from lightning.pytorch.loggers import WandbLogger
-
     return next((logger for logger in loggers if isinstance(logger, WandbLogger)), None)
 
 
-def log_wandb_tables(logger: "WandbLogger", tables: dict[str, tuple[list[str], list[list]]],
+def log_wandb_tables(logger: WandbLogger, tables: dict[str, tuple[list[str], list[list]]],
                      images: dict[str, str] | None = None) -> None:
     """Tables (key -> (columns, rows)) and images (key -> PNG path) into the logger's W&B run, as one step."""
     import wandb  # not at the top: importing wandb takes seconds, and runs without W&B never log a table
@@ -158,7 +152,7 @@ def log_wandb_tables(logger: "WandbLogger", tables: dict[str, tuple[list[str], l
 
 def finish_wandb() -> None:
     """Close the current run so that every job of a Hydra multirun gets a run of its own."""
-    import wandb
+    import wandb  # not at the top: importing wandb takes seconds, and runs without W&B never need it
 
     if wandb.run is not None:
         wandb.finish()
