@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from harness import pin_threads, print_header
+from harness import Goal, pin_threads, print_header
 
 from gradspace.labeling.config import LabelingConfig
 from gradspace.labeling.features import load_corpus, sae_codes
@@ -55,11 +55,12 @@ def main() -> None:
     labels, timings = label_all_latents(discriminator, allowed, train, heldout, sae.W_dec.detach(),
                                         loaded.model.get_output_embeddings().weight.detach(), config.label.kl_weight,
                                         config.feature.threshold)
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    seconds = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {"model": loaded.name, "sae": {"hook_name": sae.hook_name, "d_sae": sae.d_sae, "architecture": sae.architecture},
                "prompt": discriminator.builder.spec.template, "live_latents": len(labels), "model_sae_codes_seconds": codes_seconds,
-               **timings, "peak_rss_gb": peak_gb, "latents": [label.as_dict() for label in labels]}
+               **timings, "seconds": seconds, "peak_rss_bytes": peak_bytes, "latents": [label.as_dict() for label in labels]}
     (args.out / "whole_sae.json").write_text(json.dumps(summary, indent=1))
     rows = ["latent\tdensity\ttop_words\tlabel\theldout_auroc\tword_alone_auroc\tmost_frequent\tmost_frequent_auroc\tprojection\tprojection_auroc"]
     fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
@@ -74,11 +75,15 @@ def main() -> None:
     beats = lambda kind: sum(1 for l in scored if l.baselines[kind] and l.baselines[kind]["heldout_auroc"] is not None  # noqa: E731,E741
                              and l.heldout_auroc > l.baselines[kind]["heldout_auroc"])
     print(f"{len(labels)} live latents of {sae.d_sae} labelled; model + SAE + codes {codes_seconds:.0f} s, token table "
-          f"{timings['table_seconds']:.0f} s ({timings['table_rows']} tokens), labels {timings['label_seconds']:.0f} s; peak RSS {peak_gb:.2f} GB")
+          f"{timings['table_seconds']:.0f} s ({timings['table_rows']} training tokens), labels and held-out scores "
+          f"{timings['label_seconds']:.0f} s ({timings['heldout_table_rows']} held-out tokens the training texts lack); "
+          f"peak RSS {peak_bytes / 1e9:.2f} GB ({peak_bytes / 2**30:.2f} GiB)")
     print(f"held-out AUROC median {statistics.median(l.heldout_auroc for l in scored):.3f} over {len(scored)} latents with held-out "
           f"firings; above the most frequent top-activating token on {beats('most_frequent_top_activating')}, above the "
           f"vocabulary projection on {beats('vocabulary_projection')}")
     print(f"word-alone AUROC (the token's firing rate) median {statistics.median(l.word_alone_auroc for l in scored):.3f}")
+    print(Goal("the whole run (model, SAE codes, table, labels) / 1 h", seconds / 3600, 1.0, True).line())
+    print(Goal("peak memory / 4 GB (4e9 bytes)", peak_bytes / 4e9, 1.0, True).line())
     print(f"wrote {args.out / 'whole_sae.tsv'} and whole_sae.json")
 
 

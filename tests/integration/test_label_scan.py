@@ -89,3 +89,23 @@ def test_every_latent_of_an_sae_gets_the_scan_of_its_own_occurrences(one_thread,
         scan = vocabulary_scan(plain)
         assert tokenizer.decode(list(scan.label_ids)).strip() == label.label
         assert scan.objective == pytest.approx(label.objective, abs=1e-3)
+
+
+def test_heldout_scores_read_tokens_the_training_table_lacks_from_their_own_forward(one_thread):
+    """Held-out tokens absent from training get a table over only the labels asked for; every score must equal the
+    full table's, whichever of the two tables it comes from."""
+    from gradspace.labeling.whole_sae import HeldoutScores, TokenTable
+
+    discriminator, scorer = scorer_for(1)
+    allowed = scorer.allowed.nonzero().flatten()
+    tokenizer = discriminator.builder.tokenizer
+    ids = lambda words: torch.tensor([tokenizer.convert_tokens_to_ids(w) for w in words])  # noqa: E731
+    train = TokenTable(discriminator, ids(["dog", "cat", "eel"]), allowed)
+    heldout = ids(["dog", "owl", "eel", "cod"])
+    labels = ids(["mammal", "bird"])
+    scores = HeldoutScores(discriminator, train, heldout, labels)
+    assert sorted(scores.unseen.index) == sorted(ids(["owl", "cod"]).tolist())
+    full = TokenTable(discriminator, heldout, allowed)
+    for label in labels.tolist():
+        expected = full.log_q[full.rows(heldout), full.column[label]]
+        assert torch.allclose(scores(heldout, label), expected, atol=1e-5)

@@ -1,11 +1,13 @@
 """Every live latent of an SAE labelled by the exact scan of a word-alone readout that only predicts the label.
 
 The readout sees a token alone ("<word> is a kind of <label>"), so its log q table has one row per distinct token
-of the corpus, computed once for all latents. A latent's examples are token occurrences; those of one token share
-its row, so each latent's objective over every allowed label is the weighted scan (`scan.column_objectives` with
-each row weighted by its occurrences): a few vectorised reductions per latent, no forward. What a word-alone
-readout cannot see, the context, is what each latent's `word_alone_auroc` measures: the held-out AUROC of the token's
-own firing rate (near 0.5: the latent is about context and no word-alone label can name it).
+of the training texts, computed once for all latents. A latent's examples are token occurrences; those of one token
+share its row, so each latent's objective over every allowed label is the weighted scan (`scan.column_objectives`
+with each row weighted by its occurrences): a few vectorised reductions per latent, no forward. Held-out tokens the
+training texts lack get a second table afterwards, over only the labels the latents chose (their label and
+baselines): the full table of every held-out token would add a third to the memory for a few columns of it. What a
+word-alone readout cannot see, the context, is what each latent's `word_alone_auroc` measures: the held-out AUROC of
+the token's own firing rate (near 0.5: the latent is about context and no word-alone label can name it).
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from torchmetrics.functional.classification import binary_auroc
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import TextCodes
 from gradspace.labeling.prompts import Example
-from gradspace.labeling.scan import COLUMNS_PER_CHUNK, column_objectives
+from gradspace.labeling.scan import column_objectives
 
 log = logging.getLogger(__name__)
+# Columns of a latent's table slice reduced at once: its rows (thousands of distinct tokens for a dense latent) ×
+# this many floats, a few times over in the reductions' temporaries.
+COLUMNS_PER_CHUNK = 4096
 
 
 @dataclass
@@ -43,23 +48,24 @@ class LatentLabel:
 
 
 class TokenTable:
-    """log q(label | "<token> is a kind of") for every distinct token of the corpus over the allowed labels, in
-    float32 (float16 would round away the small differences between examples that the calibration divides by), and each row's log-sum-exp over the allowed labels (the naturalness prior is log q minus it)."""
+    """log q(label | "<token> is a kind of") for distinct tokens (rows) over label tokens (columns), in float32
+    (float16 would round log q to about 0.01 nats, which the calibration divides by the spread between examples),
+    and each row's log-sum-exp over the columns (with every allowed label as columns, the naturalness prior is log q
+    minus it). Filled in place: a concatenation of the batches would hold the table twice at its peak."""
 
-    def __init__(self, discriminator: Discriminator, tokens: torch.Tensor, allowed: torch.Tensor, batch: int = 256):
-        self.tokens = tokens
+    def __init__(self, discriminator: Discriminator, tokens: torch.Tensor, labels: torch.Tensor, batch: int = 256):
         self.index = {int(t): row for row, t in enumerate(tokens.tolist())}
-        self.allowed = allowed.nonzero().flatten()
+        self.column = {int(t): column for column, t in enumerate(labels.tolist())}
+        self.labels = labels
         builder = discriminator.builder
         device = discriminator.embedding.device
-        # Filled in place: a concatenation of the chunks would hold the table twice at its peak.
-        self.log_q = torch.empty(len(tokens), len(self.allowed))  # [U, A]
+        self.log_q = torch.empty(len(tokens), len(labels))  # [U, C]
         self.normaliser = torch.empty(len(tokens))  # [U]
         for start in range(0, len(tokens), batch):
             examples = [Example(int(t)) for t in tokens[start : start + batch]]
             prompts = builder.batch(examples, builder.tokenizer.pad_token_id).to(device)
             logits = discriminator._slot_logits(prompts.input_ids, prompts.label_positions[:, 0] - 1).float()
-            log_q = torch.log_softmax(logits, dim=-1)[:, self.allowed.to(device)]
+            log_q = torch.log_softmax(logits, dim=-1)[:, labels.to(device)]
             self.log_q[start : start + len(examples)] = log_q.cpu()
             self.normaliser[start : start + len(examples)] = torch.logsumexp(log_q, dim=-1).cpu()
 
@@ -67,15 +73,28 @@ class TokenTable:
         return torch.tensor([self.index[int(t)] for t in tokens.tolist()], dtype=torch.long)
 
     def objectives(self, rows: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, kl_weight: float) -> torch.Tensor:
-        """[A] the weighted scan's objective of every allowed label over the table `rows`, a block of columns at a
-        time: a dense latent has thousands of distinct tokens, and its whole [rows × labels] slice, a few times over
-        in the reductions' temporaries, would outgrow the table itself."""
+        """[C] the weighted scan's objective of every label over the table `rows`, a block of columns at a time."""
         out = []
         for start in range(0, self.log_q.shape[1], COLUMNS_PER_CHUNK):
             log_q = self.log_q[rows, start : start + COLUMNS_PER_CHUNK]
             surprisal = self.normaliser[rows, None] - log_q  # -log of q renormalised over the allowed labels
             out.append(column_objectives(log_q, surprisal, targets, kl_weight, weights, dtype=torch.float32))
         return torch.cat(out)
+
+
+class HeldoutScores:
+    """log q(label | token) for held-out tokens: from the training table where it has the token, else from a table
+    of the tokens it lacks over only the `labels` asked for."""
+
+    def __init__(self, discriminator: Discriminator, train: TokenTable, heldout_tokens: torch.Tensor, labels: torch.Tensor):
+        self.train = train
+        unseen = torch.tensor([t for t in heldout_tokens.unique().tolist() if t not in train.index], dtype=torch.long)
+        self.unseen = TokenTable(discriminator, unseen, labels)
+
+    def __call__(self, tokens: torch.Tensor, label: int) -> torch.Tensor:
+        return torch.tensor([float(self.train.log_q[self.train.index[t], self.train.column[label]]) if t in self.train.index
+                             else float(self.unseen.log_q[self.unseen.index[t], self.unseen.column[label]])
+                             for t in tokens.tolist()])
 
 
 def flatten(codes: Sequence[TextCodes]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,6 +113,65 @@ def firing_positions(codes: torch.Tensor, threshold: float) -> list[torch.Tensor
     return list(rows[order].split(counts))
 
 
+@dataclass
+class TrainingPick:
+    """What a latent's training firings choose: its label and its baselines' labels (token ids), before scoring."""
+
+    latent: int
+    fired: torch.Tensor  # training positions where it fires
+    label: int
+    objective: float
+    most_frequent: int | None  # its most frequent top-activating token that is an allowed label
+    projection: int  # the allowed label of highest W_U · W_dec[latent]
+    top_tokens: list[int]
+
+
+def pick_label(table: TokenTable, latent: int, fired: torch.Tensor, train_tokens: torch.Tensor, train_rows: torch.Tensor,
+               negative_pool: torch.Tensor, projection: torch.Tensor, kl_weight: float) -> TrainingPick:
+    """The scan over a latent's training firings (each token's row weighted by its occurrences) against the shared
+    random positions where it does not fire."""
+    fired_mask = torch.zeros(len(train_tokens), dtype=torch.bool)
+    fired_mask[fired] = True
+    negative_positions = negative_pool[~fired_mask[negative_pool]]
+    positive_rows, positive_counts = train_rows[fired].unique(return_counts=True)
+    negative_rows, negative_counts = train_rows[negative_positions].unique(return_counts=True)
+    rows = torch.cat([positive_rows, negative_rows])
+    weights = torch.cat([positive_counts, negative_counts]).double()
+    targets = torch.cat([torch.ones(len(positive_rows)), torch.zeros(len(negative_rows))])
+    objective = table.objectives(rows, targets, weights, kl_weight)
+    best = int(objective.argmin())
+    counts = torch.bincount(train_tokens[fired])
+    top = counts.argsort(descending=True)[:10]
+    top = top[counts[top] > 0].tolist()
+    return TrainingPick(latent=latent, fired=fired, label=int(table.labels[best]), objective=float(objective[best]),
+                        most_frequent=next((t for t in top if t in table.column), None),
+                        projection=int(table.labels[projection[table.labels].argmax()]), top_tokens=top)
+
+
+def score_heldout(pick: TrainingPick, scores: HeldoutScores, heldout_tokens: torch.Tensor, held_fired: torch.Tensor,
+                  heldout_pool: torch.Tensor, firing_rate: torch.Tensor, heldout_max: int, generator: torch.Generator,
+                  words, density: float) -> LatentLabel:
+    """The latent's label and baselines scored on up to `heldout_max` held-out occurrences per class."""
+    held_mask = torch.zeros(len(heldout_tokens), dtype=torch.bool)
+    held_mask[held_fired] = True
+    positive = held_fired[torch.randperm(len(held_fired), generator=generator)[:heldout_max]]
+    negative = heldout_pool[~held_mask[heldout_pool]][:heldout_max]
+    targets = torch.cat([torch.ones(len(positive)), torch.zeros(len(negative))]).long()
+    tokens = heldout_tokens[torch.cat([positive, negative])]
+    scored = len(positive) > 0 and len(negative) > 0
+
+    def auroc(values: torch.Tensor) -> float | None:
+        return float(binary_auroc(values, targets)) if scored else None
+
+    baselines = {"most_frequent_top_activating": None if pick.most_frequent is None else
+                 {"label": words([pick.most_frequent])[0], "heldout_auroc": auroc(scores(tokens, pick.most_frequent))},
+                 "vocabulary_projection": {"label": words([pick.projection])[0], "heldout_auroc": auroc(scores(tokens, pick.projection))}}
+    return LatentLabel(latent=pick.latent, density=density, top_words=words(pick.top_tokens[:5]), label=words([pick.label])[0],
+                       objective=pick.objective, heldout_auroc=auroc(scores(tokens, pick.label)),
+                       word_alone_auroc=auroc(firing_rate[tokens]), baselines=baselines,
+                       heldout_examples={"positive": len(positive), "negative": len(negative)})
+
+
 def label_all_latents(discriminator: Discriminator, allowed: torch.Tensor, train_codes: Sequence[TextCodes],
                       heldout_codes: Sequence[TextCodes], decoder: torch.Tensor, unembedding: torch.Tensor, kl_weight: float,
                       threshold: float = 0.0, negatives: int = 1000, heldout_max: int = 150, min_firings: int = 5,
@@ -105,70 +183,29 @@ def label_all_latents(discriminator: Discriminator, allowed: torch.Tensor, train
     start = time.perf_counter()
     train_tokens, train = flatten(train_codes)
     heldout_tokens, heldout = flatten(heldout_codes)
-    table = TokenTable(discriminator, torch.cat([train_tokens, heldout_tokens]).unique(), allowed)
+    table = TokenTable(discriminator, train_tokens.unique(), allowed.nonzero().flatten())
     table_seconds = time.perf_counter() - start
-    log.info("the token table: %d tokens x %d allowed labels in %.0f s", len(table.tokens), len(table.allowed), table_seconds)
-    allowed_ids = table.allowed
+    log.info("the token table: %d tokens x %d allowed labels in %.0f s", len(table.index), len(table.labels), table_seconds)
     generator = torch.Generator().manual_seed(seed)
     negative_pool = torch.randperm(len(train_tokens), generator=generator)[:negatives]
     heldout_pool = torch.randperm(len(heldout_tokens), generator=generator)
-    train_firing, heldout_firing = firing_positions(train, threshold), firing_positions(heldout, threshold)
-    train_rows, heldout_rows = table.rows(train_tokens), table.rows(heldout_tokens)
-    words = lambda ids: [tokenizer.decode([int(t)]).strip() for t in ids]  # noqa: E731
-    results = []
-    for latent in range(train.shape[1]):
+    train_rows = table.rows(train_tokens)
+    picks = []
+    for latent, fired in enumerate(firing_positions(train, threshold)):
         if latent % 256 == 0:
-            log.info("latent %d of %d: %d labelled, %.0f s", latent, train.shape[1], len(results), time.perf_counter() - start)
-        fired = train_firing[latent]
-        if len(fired) < min_firings:
-            continue
-        fired_mask = torch.zeros(len(train_tokens), dtype=torch.bool)
-        fired_mask[fired] = True
-        negative_positions = negative_pool[~fired_mask[negative_pool]]
-        # Occurrences per table row, per class: the weights of the scan.
-        positive_rows, positive_counts = train_rows[fired].unique(return_counts=True)
-        negative_rows, negative_counts = train_rows[negative_positions].unique(return_counts=True)
-        rows = torch.cat([positive_rows, negative_rows])
-        weights = torch.cat([positive_counts, negative_counts]).double()
-        targets = torch.cat([torch.ones(len(positive_rows)), torch.zeros(len(negative_rows))])
-        objective = table.objectives(rows, targets, weights, kl_weight)
-        best = int(objective.argmin())
-        label_token = int(allowed_ids[best])
-
-        # Held out: up to heldout_max occurrences per class, each scored by its token's row.
-        held_fired = heldout_firing[latent]
-        held_mask = torch.zeros(len(heldout_tokens), dtype=torch.bool)
-        held_mask[held_fired] = True
-        held_positive = held_fired[torch.randperm(len(held_fired), generator=generator)[:heldout_max]]
-        held_negative = heldout_pool[~held_mask[heldout_pool]][:heldout_max]
-        held_targets = torch.cat([torch.ones(len(held_positive)), torch.zeros(len(held_negative))]).long()
-        held_rows = heldout_rows[torch.cat([held_positive, held_negative])]
-
-        def heldout_auroc(column: int) -> float | None:
-            if not len(held_positive) or not len(held_negative):
-                return None
-            return float(binary_auroc(table.log_q[held_rows, column].float(), held_targets))
-
-        column_of = {int(t): c for c, t in enumerate(allowed_ids.tolist())}
-        counts = torch.bincount(train_tokens[fired])
-        top = counts.argsort(descending=True)[:10]
-        top = top[counts[top] > 0]
-        frequent = next((int(t) for t in top.tolist() if int(t) in column_of), None)
-        projection = unembedding.float() @ decoder[latent].float().to(unembedding.device)
-        projected = int(allowed_ids[projection[allowed_ids.to(projection.device)].argmax().cpu()])
-        baselines = {"most_frequent_top_activating": None if frequent is None else
-                     {"label": words([frequent])[0], "heldout_auroc": heldout_auroc(column_of[frequent])},
-                     "vocabulary_projection": {"label": words([projected])[0], "heldout_auroc": heldout_auroc(column_of[projected])}}
-        # The token alone: its training firing rate, held out.
-        rate = torch.bincount(train_tokens[fired], minlength=len(tokenizer)).double() / torch.bincount(
-            train_tokens, minlength=len(tokenizer)).double().clamp(min=1)
-        held_tokens = heldout_tokens[torch.cat([held_positive, held_negative])]
-        word_alone = (float(binary_auroc(rate[held_tokens], held_targets))
-                      if len(held_positive) and len(held_negative) else None)
-        results.append(LatentLabel(
-            latent=latent, density=len(fired) / len(train_tokens), top_words=words(top[:5]),
-            label=words([label_token])[0], objective=float(objective[best]), heldout_auroc=heldout_auroc(best),
-            word_alone_auroc=word_alone, baselines=baselines,
-            heldout_examples={"positive": len(held_positive), "negative": len(held_negative)}))
-    timings = {"table_seconds": table_seconds, "table_rows": len(table.tokens), "label_seconds": time.perf_counter() - start - table_seconds}
+            log.info("latent %d of %d: %d labelled, %.0f s", latent, train.shape[1], len(picks), time.perf_counter() - start)
+        if len(fired) >= min_firings:
+            projection = (unembedding.float() @ decoder[latent].float().to(unembedding.device)).cpu()
+            picks.append(pick_label(table, latent, fired, train_tokens, train_rows, negative_pool, projection, kl_weight))
+    chosen = {t for p in picks for t in (p.label, p.projection, p.most_frequent) if t is not None}
+    scores = HeldoutScores(discriminator, table, heldout_tokens, torch.tensor(sorted(chosen), dtype=torch.long))
+    # The token alone: its training firing rate, held out.
+    occurrences = torch.bincount(train_tokens, minlength=len(tokenizer)).double().clamp(min=1)
+    words = lambda ids: [tokenizer.decode([int(t)]).strip() for t in ids]  # noqa: E731
+    held_firing = firing_positions(heldout, threshold)
+    results = [score_heldout(p, scores, heldout_tokens, held_firing[p.latent], heldout_pool,
+                             torch.bincount(train_tokens[p.fired], minlength=len(tokenizer)).double() / occurrences,
+                             heldout_max, generator, words, len(p.fired) / len(train_tokens)) for p in picks]
+    timings = {"table_seconds": table_seconds, "table_rows": len(table.index), "heldout_table_rows": len(scores.unseen.index),
+               "label_seconds": time.perf_counter() - start - table_seconds}
     return results, timings
