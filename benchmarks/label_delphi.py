@@ -114,7 +114,7 @@ def table(args) -> None:
                 cells = [d[kind].get(k) for k in LABEL_KINDS]
                 fmt = lambda c: "—" if not c or c["balanced_accuracy"] is None else f"{c['balanced_accuracy']:.2f} ({c['label']})"  # noqa: E731
                 own = d[kind]["label"]
-                print(f"| {run['config']['seed']} | {d['latent']} | {f['label']} | {' '.join(f['top_activating'][:5])} | "
+                print(f"| {run['config']['seed']} | {d['latent']} | {f['label']} | {' '.join(list(dict.fromkeys(f['top_activating']))[:4])} | "
                       + " | ".join(fmt(c) for c in cells)
                       + f" | {own['auroc']:.2f} | {own['f1']:.2f} | {own['precision']:.2f} | {own['recall']:.2f} |")
         for run in runs:

@@ -238,6 +238,7 @@ def test_label_a_delphi_cache_and_score_it_as_delphi_does_twice_alike(tmp_path):
         assert scores["vocabulary_projection"] is None  # no SAE beside the cache
         assert set(scores["label"]) == {"label", "balanced_accuracy", "f1", "precision", "recall", "auroc"}
         assert scores["random_other_latent"]["label"] == first["features"][1]["label"]
+        assert scores["most_frequent_top_activating"]["label"] == "dog"  # latent 0's strongest windows peak on 'dog'
     assert entry["delphi"]["windows"] == {"test": 12, "validation": 8}
     # delphi's files: the explanation as a JSON string, the score files as lists of ClassifierOutput
     explanation = tmp_path / "one" / "delphi" / "explanations" / f"{HOOK}_latent0.txt"

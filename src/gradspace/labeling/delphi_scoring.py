@@ -32,6 +32,7 @@ from typing import Sequence
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
+from gradspace.labeling.baselines import most_frequent_token
 from gradspace.labeling.delphi_cache import (LatentWindows, Window, explanation_file, fuzz_positions, mean_activations_ceil)
 from gradspace.labeling.discrete import HardLabelScorer, balanced_mean
 from gradspace.labeling.discriminator import Discriminator
@@ -184,6 +185,13 @@ def random_other_label(results: list[dict], index: int, seed: int) -> str | None
     return random.Random(f"{seed}:{results[index]['feature']}").choice(others) if others else None
 
 
+def most_frequent_text(tokens: Sequence[int], tokenizer) -> str | None:
+    """The most frequent top-activating token as delphi would be handed it, whatever it is: unlike a label, a
+    baseline here need not be a word of the label vocabulary ("not", "the" and "his" are what many latents fire on)."""
+    frequent = most_frequent_token(tokens, torch.ones(max(tokens, default=0) + 1, dtype=torch.bool))
+    return None if frequent is None else (tokenizer.decode([frequent]).strip() or None)
+
+
 def score_latents(scorer: DelphiScorer, features: list, results: list[dict], source_tokenizer, seed: int) -> None:
     """Detection and fuzzing of every labelled latent's label and baselines, into its result as `delphi`."""
     for index, (feature, entry) in enumerate(zip(features, results)):
@@ -191,7 +199,7 @@ def score_latents(scorer: DelphiScorer, features: list, results: list[dict], sou
             continue
         baselines = entry.get("baselines", {})
         labels = {"label": entry["label"], "random_other_latent": random_other_label(results, index, seed),
-                  "most_frequent_top_activating": (baselines.get("most_frequent_top_activating") or {}).get("label"),
+                  "most_frequent_top_activating": most_frequent_text(feature.top_activating_tokens, source_tokenizer),
                   "vocabulary_projection": (baselines.get("vocabulary_projection") or {}).get("label")}
         scored = scorer.score(feature.windows, labels, source_tokenizer)
         entry["delphi"] = {"scorer": scorer.scorer.loaded.name, "latent": feature.windows.latent,
