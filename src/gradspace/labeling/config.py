@@ -200,8 +200,38 @@ class RecordsFeatureConfig(FeatureConfig):
             raise GradspaceError("feature=records needs feature.path=<file.jsonl> of activation records")
 
 
+@dataclass(frozen=True)
+class DelphiFeatureConfig(FeatureConfig):
+    """`kind: delphi`: latents of a delphi latent cache (gradspace.labeling.delphi_cache), with delphi's sampling."""
+
+    path: str
+    hookpoint: str | None  # None: the cache's only hookpoint
+    example_ctx_len: int  # tokens per window (delphi's ConstructorConfig.example_ctx_len)
+    n_quantiles: int  # activating windows are drawn evenly from this many activation quantiles (SamplerConfig.n_quantiles)
+    n_train: int  # activating windows per latent the label is fitted on (and as many non-activating)
+    n_validation: int  # ... on which the label's decision boundary is set
+    n_test: int  # ... on which it is scored (delphi's n_examples_test and n_non_activating)
+    top_n: int
+    select_count: int
+    select_density: list
+    select_min_words: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.path or self.path == "???":
+            raise GradspaceError("feature=delphi needs feature.path=<delphi latent cache folder>")
+        for name in ("example_ctx_len", "n_quantiles", "n_train", "n_validation", "n_test"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise GradspaceError(f"feature.{name}={value!r} must be a whole number >= 1")
+        if self.select_count < 0 or (self.select_count and self.ids):
+            raise GradspaceError(f"feature.select_count={self.select_count} needs feature.ids=[] (and 0 labels feature.ids)")
+        if not self.select_count and not self.ids:
+            raise GradspaceError("feature=delphi needs feature.ids=[<latent>, ...] or feature.select_count=<n>")
+
+
 FEATURE_KINDS = {"words": WordsFeatureConfig, "category": CategoryFeatureConfig, "sae": SAEFeatureConfig,
-                 "records": RecordsFeatureConfig}
+                 "records": RecordsFeatureConfig, "delphi": DelphiFeatureConfig}
 
 
 @dataclass(frozen=True)
@@ -251,7 +281,7 @@ def feature_config(section: Any) -> FeatureConfig:
     if kind not in FEATURE_KINDS:
         raise GradspaceError(f"feature.kind='{kind}' is unknown; use one of {', '.join(FEATURE_KINDS)}")
     config = config_from_section(FEATURE_KINDS[kind], values, "feature")
-    if not config.ids and not getattr(config, "select_count", 0) and kind != "records":
+    if not config.ids and not getattr(config, "select_count", 0) and kind not in ("records", "delphi"):
         raise GradspaceError("feature.ids is empty; name at least one feature, e.g. feature.ids=[mammal]")
     return config
 
@@ -275,6 +305,26 @@ def sae_config(section: Any) -> BuiltinSAEConfig | LocalSAEConfig | SAELensConfi
 
 
 @dataclass(frozen=True)
+class DelphiConfig:
+    """The `delphi` section: delphi's files out (explanations, a latent cache) and its detection and fuzzing scores."""
+
+    explanations: bool  # write delphi/explanations/<hookpoint>_latent<i>.txt for SAE latents and delphi caches
+    score: bool  # detection and fuzzing of every label and baseline by evaluation.scorer_model (feature=delphi)
+    detection_template: str  # the scorer's window readout: log p(label | template), {window} and {label} last
+    fuzz_threshold: float  # an activating window's marked tokens reach this share of its largest activation
+    write_cache: str | None  # feature=sae: the SAE's codes over the corpus written here as a delphi latent cache
+    cache_ctx_len: int  # its rows of tokens
+    n_splits: int  # its files per hookpoint
+
+    def __post_init__(self) -> None:
+        if "{window}" not in self.detection_template or not self.detection_template.endswith("{label}"):
+            raise GradspaceError(f"delphi.detection_template={self.detection_template!r} needs {{window}} and must end with "
+                                 f"{{label}} (the label is only predicted)")
+        if self.cache_ctx_len < 1 or self.n_splits < 1:
+            raise GradspaceError("delphi.cache_ctx_len and delphi.n_splits must be at least 1")
+
+
+@dataclass(frozen=True)
 class LabelingConfig:
     """Every labeling section of a `label.py` config, checked before any model is loaded."""
 
@@ -284,6 +334,7 @@ class LabelingConfig:
     feature: FeatureConfig
     prompt: PromptConfig
     sae: BuiltinSAEConfig | LocalSAEConfig | SAELensConfig | None
+    delphi: DelphiConfig | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "LabelingConfig":
@@ -301,4 +352,17 @@ class LabelingConfig:
             feature=feature_config(cfg["feature"]),
             prompt=prompt_config(cfg["prompt"]),
             sae=sae_config(cfg.get("sae")),
+            delphi=delphi_config(cfg.get("delphi"), cfg),
         )
+
+
+def delphi_config(section: Any, cfg: Mapping) -> DelphiConfig | None:
+    if not section:
+        return None
+    config = config_from_section(DelphiConfig, section, "delphi")
+    if config.score and not cfg["feature"].get("kind") == "delphi":
+        raise GradspaceError("delphi.score=true scores delphi's windows: use feature=delphi (a delphi cache; "
+                             "delphi.write_cache=<dir> writes one from an SAE)")
+    if config.score and not (cfg.get("evaluation") or {}).get("scorer_model"):
+        raise GradspaceError("delphi.score=true needs a scorer that is not the optimiser: add model@evaluation.scorer_model=<model>")
+    return config

@@ -47,6 +47,8 @@ class FeatureData:
     # SAE latents: how much of the firing the word alone explains, as the held-out AUROC of each token's firing rate
     # on the training texts (1.0: the token decides; 0.5: the token says nothing, the context does)
     word_alone_auroc: float | None = None
+    # delphi caches: the latent's windows (gradspace.labeling.delphi_cache.LatentWindows), which delphi's scoring reads
+    windows: object | None = None
 
     def check(self) -> None:
         parts = ("train_positive", "train_negative", "validation_positive", "validation_negative", "heldout_positive", "heldout_negative")

@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 
 from gradspace.errors import GradspaceError
 from gradspace.labeling.baselines import most_frequent_token, vocabulary_projection
-from gradspace.labeling.config import (BuiltinSAEConfig, LabelingConfig, LocalSAEConfig, RecordsFeatureConfig, SAEFeatureConfig,
-                                       SAELensConfig, WordsFeatureConfig)
+from gradspace.labeling.config import (BuiltinSAEConfig, DelphiFeatureConfig, LabelingConfig, LocalSAEConfig, RecordsFeatureConfig,
+                                       SAEFeatureConfig, SAELensConfig, WordsFeatureConfig)
 from gradspace.labeling.discrete import HardLabelScorer, LabelScore, select_label
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import (Corpus, FeatureData, category_features, load_corpus, sae_codes, sae_latent_features,
@@ -82,6 +82,8 @@ def build_features(config: LabelingConfig, model_cfg, loaded: LoadedModel, cache
         return record_features(feature.path, [str(i) for i in feature.ids], feature.labels, feature.threshold, tokenizer,
                                feature.heldout_fraction, feature.validation_fraction, feature.split_seed, feature.top_n,
                                feature.max_context_tokens), None
+    if isinstance(feature, DelphiFeatureConfig):
+        return delphi_cache_features(config, loaded)
     corpus = load_corpus(feature, model_cfg, cache_dir)
     if isinstance(feature, SAEFeatureConfig):
         if config.sae is None:
@@ -101,9 +103,11 @@ def build_features(config: LabelingConfig, model_cfg, loaded: LoadedModel, cache
             sae.extra_cfg["selection"] = {"ids": selection.ids, "eligible": selection.eligible, "tokens": selection.tokens,
                                           "density": selection.density, "distinct_words": selection.distinct_words}
             ids = selection.ids
-        features = sae_latent_features(ids, sae, train_codes, sae_codes(loaded.model, tokenizer, sae, corpus.heldout),
-                                       feature.threshold, feature.max_examples, feature.split_seed, feature.top_n,
-                                       feature.validation_fraction)
+        heldout_codes = sae_codes(loaded.model, tokenizer, sae, corpus.heldout)
+        if config.delphi is not None and config.delphi.write_cache:
+            write_delphi_cache(config, loaded, sae, train_codes + heldout_codes)
+        features = sae_latent_features(ids, sae, train_codes, heldout_codes, feature.threshold, feature.max_examples,
+                                       feature.split_seed, feature.top_n, feature.validation_fraction)
         return features, sae
     counts = token_counts(tokenizer, corpus.train) if corpus else None
     if isinstance(feature, WordsFeatureConfig):
@@ -112,6 +116,36 @@ def build_features(config: LabelingConfig, model_cfg, loaded: LoadedModel, cache
                                   feature.validation_fraction, feature.split_seed, counts), None
     return category_features(feature.ids, tokenizer, feature.heldout_fraction, feature.validation_fraction, feature.split_seed,
                              counts), None
+
+
+def delphi_cache_features(config: LabelingConfig, loaded: LoadedModel) -> tuple[list[FeatureData], SparseAutoencoder | None]:
+    """`feature=delphi`: the latents of a delphi cache; an SAE beside it (local or SAELens) brings the decoder rows of
+    the vocabulary-projection baseline."""
+    from gradspace.labeling.delphi_cache import delphi_features
+
+    sae = None
+    if isinstance(config.sae, BuiltinSAEConfig):
+        raise GradspaceError("feature=delphi reads the SAE beside the cache from its folder: use sae=local sae.path=<folder> "
+                             "(the built-in SAE is saved under <paths.cache_dir>/saes/)")
+    if config.sae is not None:
+        sae = load_local_sae(config.sae.path) if isinstance(config.sae, LocalSAEConfig) else load_saelens_sae(str(config.sae.release), str(config.sae.id))
+    vocabulary = max(len(loaded.tokenizer), int(loaded.model.get_input_embeddings().weight.shape[0]))
+    features, _ = delphi_features(config.feature, loaded.tokenizer, vocabulary, loaded.name,
+                                  word_tokens(loaded.tokenizer, vocabulary, min_letters=1), None if sae is None else sae.W_dec)
+    return features, sae
+
+
+def write_delphi_cache(config: LabelingConfig, loaded: LoadedModel, sae: SparseAutoencoder, codes) -> None:
+    """`delphi.write_cache`: the SAE's codes over the corpus (training texts, then held-out texts) as a delphi cache."""
+    from gradspace.evaluation.logprobs import prefix_token_id
+    from gradspace.labeling.delphi_cache import cache_config, pack_codes, write_cache
+
+    settings = config.delphi
+    tokens, locations, activations = pack_codes(codes, settings.cache_ctx_len, prefix_token_id(loaded.tokenizer))
+    where = write_cache(settings.write_cache, sae.hook_name, tokens, locations, activations, sae.d_sae, settings.n_splits,
+                        cache_config(loaded.path, settings.cache_ctx_len, tokens.numel(), settings.n_splits,
+                                     config.feature.corpus_path or "gradspace:english_text"))
+    log.info("wrote a delphi latent cache of %d x %d tokens to %s", *tokens.shape, where)
 
 
 def without_context(feature: FeatureData) -> FeatureData:
@@ -359,6 +393,11 @@ def log_results(loggers: list, results: list[dict]) -> None:
                                                   "baseline_first_listed", "baseline_projection", "baseline_vocabulary_scan",
                                                   "baseline_vocabulary_scan_auroc", "scorer_model", "scorer_auroc"],
                            data=table)
+    if any(r.get("delphi") for r in results):
+        from gradspace.labeling.delphi_scoring import table as delphi_table
+
+        columns, rows = delphi_table(results)
+        wandb_logger.log_table(key="delphi", columns=columns, data=rows)
     finish_wandb()
 
 
@@ -383,6 +422,28 @@ def log_feature(feature: FeatureData, entry: dict) -> None:
              "" if soft is None else f" | soft-label argmax {soft['argmax']!r} held-out AUROC {soft['heldout_auroc']:.3f}",
              {k: (b["label"], None if b["heldout_auroc"] is None else round(b["heldout_auroc"], 3)) for k, b in entry["baselines"].items()},
              "" if not entry.get("scorer") else f" | scored by {entry['scorer']['model']}: AUROC {entry['scorer']['heldout_auroc']:.3f}")
+
+
+def finish_delphi(config: LabelingConfig, features: list[FeatureData], results: list[dict], scorer, sae, tokenizer, seed: int,
+                  output_dir: Path) -> dict | None:
+    """delphi's detection and fuzzing scores (delphi.score) into each result, and delphi's files beside results.json;
+    the summary of the scores."""
+    from gradspace.labeling import delphi_scoring
+
+    if config.delphi.score:
+        delphi_scorer = delphi_scoring.DelphiScorer(scorer, config.delphi.detection_template, config.delphi.fuzz_threshold,
+                                                    config.prompt.add_bos)
+        delphi_scoring.score_latents(delphi_scorer, features, results, tokenizer, seed)
+
+    def hookpoint_of(feature: FeatureData):
+        if feature.windows is not None:
+            return feature.windows.hookpoint, feature.windows.latent
+        if sae is not None and feature.name.startswith("latent"):
+            return sae.hook_name, int(feature.name[len("latent"):])
+        return None
+
+    delphi_scoring.write_files(output_dir, features, results, hookpoint_of, config.delphi.explanations)
+    return delphi_scoring.summary(results)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -452,6 +513,8 @@ def run(cfg: DictConfig) -> dict:
         results[feature.name] = entry
         log_feature(feature, entry)
     results = [results[f.name] for f in features]
+    delphi = None if config.delphi is None else finish_delphi(config, features, results, scorer, sae, tokenizer, int(cfg.seed),
+                                                               Path(str(cfg.paths.output_dir)))
 
     summary = {
         "model": {"name": loaded.name, "revision": loaded.revision, "path": loaded.path},
@@ -461,6 +524,7 @@ def run(cfg: DictConfig) -> dict:
         "readout": spec.readout,
         "method": method,
         "scorer": None if scorer is None else scorer.summary(),
+        "delphi": delphi,
         "oracle_seconds": oracle_seconds,
         "train_seconds": train_seconds,
         "steps": 0 if module is None else int(module.global_step),

@@ -1,0 +1,148 @@
+"""delphi on both ends, on the real models (gradspace.labeling.delphi_cache, delphi_scoring).
+
+    # 1. the oracle check of the detection readout: with each context feature's category word as the label, does the
+    #    label's likelihood after a window tell the feature's sentences from the same words in another sense?
+    OMP_NUM_THREADS=1 python benchmarks/label_delphi.py oracle
+    # 2. the built-in SmolLM2 SAE's codes over the Wikipedia sample written as a delphi latent cache, and 12 latents
+    #    picked by the rule of conf/feature/sae_latent.yaml on it
+    OMP_NUM_THREADS=1 python benchmarks/label_delphi.py cache --out benchmarks/results/delphi/latents
+    # 3. label them from the cache and score as delphi does (the command it prints), once per seed; then the table
+    OMP_NUM_THREADS=1 python benchmarks/label_delphi.py table logs/label/multiruns/<time>/*/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from harness import pin_threads, print_header
+
+from gradspace.labeling.config import LabelingConfig
+from gradspace.labeling.delphi_scoring import LABEL_KINDS, DelphiScorer
+from gradspace.labeling.discrete import HardLabelScorer
+from gradspace.labeling.features import load_corpus, sae_codes
+from gradspace.labeling.oracle import word_label_ids
+from gradspace.labeling.prompts import Example
+from gradspace.labeling.records import read_records
+from gradspace.labeling.run import load_sae, write_delphi_cache
+from gradspace.labeling.scorer import SecondModelScorer
+from gradspace.models.loading import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+RECORDS = ROOT / "benchmarks" / "data" / "context_features.jsonl"
+
+
+def compose_label(*overrides: str):
+    with initialize_config_dir(str(CONF), version_base=None):
+        return compose("label", overrides=["logger=none", *overrides])
+
+
+def oracle(args) -> None:
+    """Per model and context feature: the detection readout's AUROC with the category word as the label, the
+    feature's sentences against the same words in their other sense (the hard negatives of issue 29)."""
+    from torchmetrics.functional.classification import binary_auroc
+
+    records = read_records(RECORDS)
+    labels = compose_label("experiment=label_context_records").feature.labels
+    for model in args.models:
+        cfg = compose_label(f"model={model}", "prompt=contextual", f"model@evaluation.scorer_model={model}")
+        config = LabelingConfig.from_config(cfg)
+        loaded = load_model(cfg.evaluation.scorer_model, Path(str(cfg.paths.cache_dir)).expanduser(), progress=False)
+        delphi = DelphiScorer(SecondModelScorer(config, loaded), args.template or config.delphi.detection_template, 0.3, True)
+        aurocs = {}
+        for name, words in labels.items():
+            mine = [r for r in records if r.feature == name]
+            examples = [Example(0, (), r.text) for r in mine]
+            targets = torch.tensor([int(r.activation > 0) for r in mine])
+            ids = word_label_ids(delphi.detection_discriminator(1).builder, words[0])
+            scorer = HardLabelScorer(delphi.detection_discriminator(len(ids)), examples, [], loaded.tokenizer.pad_token_id,
+                                     delphi.scorer.allowed)
+            scores, _ = scorer.per_example_outputs([ids])
+            aurocs[name] = round(float(binary_auroc(scores[0], targets)), 3)
+        print(f"{model}: detection readout {delphi.detection_spec.template!r}: oracle AUROC {aurocs}, "
+              f"median {statistics.median(aurocs.values()):.3f}", flush=True)
+
+
+def cache(args) -> None:
+    """The SAE's codes over the corpus (training texts, then held-out ones) as a delphi cache, and the rule's picks."""
+    from gradspace.labeling.delphi_cache import read_cache, select_cached_latents
+    from gradspace.labeling.vocabulary import word_tokens
+
+    cfg = compose_label("experiment=label_sae_smollm2", f"delphi.write_cache={args.out}", *args.overrides)
+    config = LabelingConfig.from_config(cfg)
+    cache_dir = Path(str(cfg.paths.cache_dir)).expanduser()
+    start = time.perf_counter()
+    loaded = load_model(cfg.model, cache_dir, progress=False)
+    corpus = load_corpus(config.feature, cfg.model, cache_dir)
+    sae = load_sae(config.sae, loaded, corpus, cache_dir)
+    write_delphi_cache(config, loaded, sae, sae_codes(loaded.model, loaded.tokenizer, sae, corpus.train + corpus.heldout))
+    written = read_cache(args.out, sae.hook_name)
+    vocabulary = max(len(loaded.tokenizer), int(loaded.model.get_input_embeddings().weight.shape[0]))
+    feature = compose_label("feature=delphi", f"feature.path={args.out}").feature
+    need = (feature.n_train + feature.n_validation + feature.n_test) // feature.n_quantiles * feature.n_quantiles
+    picks = select_cached_latents(written, args.count, list(feature.select_density), feature.example_ctx_len, need,
+                                  feature.select_min_words, word_tokens(loaded.tokenizer, vocabulary, min_letters=1))
+    print(f"wrote {written.tokens.shape[0]} x {written.tokens.shape[1]} tokens of {sae.hook_name} to {args.out} in "
+          f"{time.perf_counter() - start:.0f} s; the rule picks latents {picks}")
+    print(f"the SAE beside it: sae=local sae.path={sae.extra_cfg.get('path', '<paths.cache_dir>/saes/<its folder>')}")
+
+
+def table(args) -> None:
+    """The per-latent table of one or more runs' results.json (one per seed): label, top-activating words, detection
+    and fuzzing balanced accuracy of the label and of each baseline, and the summary per seed."""
+    runs = [json.loads(Path(p).read_text()) for p in args.results]
+    short = {"label": "label", "random_other_latent": "random", "most_frequent_top_activating": "frequent",
+             "vocabulary_projection": "projection"}
+    for kind in ("detection", "fuzz"):
+        print(f"\n{kind}: balanced accuracy (AUROC of the label), per seed")
+        print("| seed | latent | label | top-activating | " + " | ".join(short[k] for k in LABEL_KINDS) + " | label AUROC | F1 | precision | recall |")
+        print("|---" * (8 + len(LABEL_KINDS)) + "|")
+        for run in runs:
+            for f in run["features"]:
+                d = f.get("delphi")
+                if not d:
+                    continue
+                cells = [d[kind].get(k) for k in LABEL_KINDS]
+                fmt = lambda c: "—" if not c or c["balanced_accuracy"] is None else f"{c['balanced_accuracy']:.2f} ({c['label']})"  # noqa: E731
+                own = d[kind]["label"]
+                print(f"| {run['config']['seed']} | {d['latent']} | {f['label']} | {' '.join(list(dict.fromkeys(f['top_activating']))[:4])} | "
+                      + " | ".join(fmt(c) for c in cells)
+                      + f" | {own['auroc']:.2f} | {own['f1']:.2f} | {own['precision']:.2f} | {own['recall']:.2f} |")
+        for run in runs:
+            s = run["delphi"][kind]
+            print(f"seed {run['config']['seed']}: mean balanced accuracy {json.dumps({k: None if v is None else round(v, 3) for k, v in s['mean_balanced_accuracy'].items()})}, "
+                  f"mean AUROC {s['mean_auroc']:.3f}, label above every baseline on {s['label_above_every_baseline']} of {run['delphi']['latents']}, "
+                  f"above each: {s['label_above_baseline']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("oracle")
+    check.add_argument("--models", nargs="+", default=["gemma3-270m", "smollm2-135m"])
+    check.add_argument("--template", default=None, help="a detection template to check instead of delphi.detection_template")
+    write = commands.add_parser("cache")
+    write.add_argument("--out", type=Path, required=True)
+    write.add_argument("--count", type=int, default=12)
+    write.add_argument("overrides", nargs="*")
+    summary = commands.add_parser("table")
+    summary.add_argument("results", nargs="+")
+    args = parser.parse_args()
+    pin_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    print_header(f"delphi: {args.command}")
+    {"oracle": oracle, "cache": cache, "table": table}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
