@@ -113,7 +113,15 @@ class EvaluationConfig:
     # A readout that reads the label is scanned one forward per (token, example): the vocabulary_scan baseline (and
     # label.method=auto's scan) is run where allowed tokens × examples stays within this
     scan_max_items: int
+    # Where that scan is not run and a descent is: the baseline scan of the same readout over this many allowed words
+    # most frequent in English (baselines.frequent_scan); 0 = none
+    frequent_scan_words: int
     scorer_model: dict | None  # a model config (as under model/): every label is also scored by that model's readout
+
+    def __post_init__(self) -> None:
+        if isinstance(self.frequent_scan_words, bool) or not isinstance(self.frequent_scan_words, int) or self.frequent_scan_words < 0:
+            raise GradspaceError(f"evaluation.frequent_scan_words={self.frequent_scan_words!r} must be a whole number >= 0 "
+                                 f"(0 = no frequent-word scan)")
 
 
 def check_threshold(threshold: float) -> None:

@@ -27,7 +27,7 @@ from gradspace.labeling.oracle import OracleResult, is_accepted, oracle_check
 from gradspace.labeling.prompts import PromptBuilder, PromptSpec, resolve_prompt_spec
 from gradspace.labeling.sae import SparseAutoencoder, load_local_sae, load_saelens_sae
 from gradspace.labeling.records import record_features
-from gradspace.labeling.scan import ScanResult, beam_scan, vocabulary_scan
+from gradspace.labeling.scan import ScanResult, beam_scan, frequent_tokens, vocabulary_scan
 from gradspace.labeling.scorer import build_scorer
 from gradspace.labeling.soft_label import BalancedExamples, SoftLabel, allowed_label_tokens
 from gradspace.labeling.vocabulary import word_tokens
@@ -308,6 +308,15 @@ def label_feature(config: LabelingConfig, feature: FeatureData, found: tuple[tup
     return entry
 
 
+def frequent_scan_baseline(scan: ScanResult, scorers: FeatureScorers, feature: FeatureData, tokenizer, n_words: int) -> dict:
+    """The frequent-word scan's label scored on the held-out examples, as the descent's label is."""
+    score = scorers.heldout_score(scan.label_ids)
+    label = token_text(tokenizer, scan.label_ids)
+    return {"label": label, "token_ids": list(scan.label_ids), "accepted": is_accepted(label, feature),
+            "heldout_accuracy": score.balanced_accuracy, "heldout_auroc": score.auroc, "objective": scan.objective,
+            "n_words": n_words, "seconds": round(scan.seconds, 3)}
+
+
 def scan_record(scan: ScanResult, tokenizer) -> dict:
     """What the scan's selection saw: its ten best labels by objective."""
     return {"selection": {"found_by": "vocabulary_scan", "objective": scan.objective, "n_candidates": scan.n_scored,
@@ -420,6 +429,9 @@ def run(cfg: DictConfig) -> dict:
         one_token = Discriminator(loaded.model, PromptBuilder(spec, tokenizer, 1, add_bos=config.prompt.add_bos)).to(loaded.model.device)
     loggers = loggers_from_config(cfg, default_name=f"label-{cfg.model.name}-{'+'.join(names)[:60]}-s{cfg.seed}", tags=["label"])
     descends = method in ("descent", "both")
+    # Where the exact scan of every token is not run, a descent is compared with the same scan over frequent words.
+    frequent = (frequent_tokens(tokenizer, allowed, config.evaluation.frequent_scan_words)
+                if descends and not scans and config.label.length == 1 and config.evaluation.frequent_scan_words else None)
     module, train_seconds = (train_soft_labels(cfg, config, discriminator, allowed, trainable, loggers)
                              if trainable and descends else (None, 0.0))
     scorer = build_scorer(config, cache_dir, loaded) if config.evaluation.scorer_model else None
@@ -436,11 +448,18 @@ def run(cfg: DictConfig) -> dict:
             with torch.no_grad():
                 p_final = module.distribution()[rows].detach()
             visited = [label for label, _ in sum(module.visited[rows], Counter()).most_common()]
+            selection_start = time.perf_counter()
             found = descent_label(config, feature, p_final, visited, scorers)
+            descent_seconds = train_seconds / len(trainable) + time.perf_counter() - selection_start
         else:
             found = (scan.label_ids, scorers.validation.score_labels([scan.label_ids])[0].threshold, scan_record(scan, tokenizer))
         entry = label_feature(config, feature, found, scan, single, "descent" if descends else "scan", scorers, one_token_scorers,
                               allowed, unembedding, oracles[feature.name])
+        if descends:  # its share of the soft labels' training and its discrete step
+            entry["descent_seconds"] = round(descent_seconds, 3)
+        if frequent is not None:
+            entry["baselines"]["frequent_scan"] = frequent_scan_baseline(vocabulary_scan(scorers.training, tokens=frequent),
+                                                                         scorers, feature, tokenizer, len(frequent))
         if word_alone.get(feature.name) is not None:
             entry["oracle_word_alone"] = oracle_summary(word_alone[feature.name])
         if feature.word_alone_auroc is not None:
