@@ -51,6 +51,11 @@ class SoftLabelConfig:
     optimizer: dict  # a `_target_` node with `_partial_: true`, called with the soft label's parameters
     method: str  # one of METHODS
     scan_beam: int  # two-token scans: the one-token scan's best first tokens each given every second token
+    # Restarts seeded from the LM's own prediction (gradspace.labeling.seeding): a prompt ending where the category is
+    # named, `{words}` filled by `seed_words` training words; null = random starts only
+    seed_prompt: str | None
+    seed_words: int
+    seed_logit: float  # added to the seeded token's initial logit
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -65,6 +70,9 @@ class SoftLabelConfig:
             raise GradspaceError("label.temperature_start and temperature_end must be positive")
         if self.steps <= 0:
             raise GradspaceError(f"label.steps={self.steps} must be positive (the example stream is endless)")
+        if self.seed_prompt is not None and ("{words}" not in self.seed_prompt or self.seed_words < 1):
+            raise GradspaceError(f"label.seed_prompt={self.seed_prompt!r} needs a {{words}} slot and label.seed_words >= 1 "
+                                 f"(or label.seed_prompt=null for random starts)")
 
 
 TIE_BREAKS = ("soft_label", "objective")

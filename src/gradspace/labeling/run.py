@@ -29,6 +29,7 @@ from gradspace.labeling.sae import SparseAutoencoder, load_local_sae, load_saele
 from gradspace.labeling.records import record_features
 from gradspace.labeling.scan import ScanResult, beam_scan, frequent_tokens, vocabulary_scan
 from gradspace.labeling.scorer import build_scorer
+from gradspace.labeling.seeding import predicted_categories
 from gradspace.labeling.soft_label import BalancedExamples, SoftLabel, allowed_label_tokens
 from gradspace.labeling.vocabulary import word_tokens
 from gradspace.models.hooks import resolve_hook
@@ -132,15 +133,20 @@ def train_soft_labels(cfg: DictConfig, config: LabelingConfig, discriminator: Di
     from torch.utils.data import DataLoader
 
     names = [f.name for f in features]
+    start = time.perf_counter()
+    seed_tokens = None
+    if config.label.seed_prompt is not None:
+        predicted = predicted_categories(discriminator.lm, discriminator.builder.tokenizer, features, config.label.seed_prompt,
+                                         config.label.seed_words, allowed, config.label.restarts, int(cfg.seed))
+        seed_tokens = [token for tokens in predicted for token in tokens]
     module = SoftLabel(discriminator, allowed, names, config.label, hydra.utils.instantiate(config.label.optimizer),
-                       total_steps=config.label.steps, seed=int(cfg.seed))
+                       total_steps=config.label.steps, seed=int(cfg.seed), seed_tokens=seed_tokens)
     # label.yaml sets the trainer's steps from label.steps and turns checkpoints off; every trainer.* override applies.
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False,
                                       callbacks=with_step_progress_bar([], cfg.trainer, "soft-label steps"))
     pad_id = discriminator.builder.tokenizer.pad_token_id
     loader = DataLoader(BalancedExamples(features, discriminator.builder, config.label.batch_size, pad_id, int(cfg.seed)),
                         batch_size=None, num_workers=0)
-    start = time.perf_counter()
     trainer.fit(module, loader)
     seconds = time.perf_counter() - start
     module.to(trainer.strategy.root_device)

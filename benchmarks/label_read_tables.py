@@ -1,0 +1,69 @@
+"""The tables of issue 30 from `label.py` runs of a descent through a readout that reads the label (results.json with
+timings.json beside it): per run, each feature's descent label and held-out AUROC beside the frequent-word scan's
+(baselines.frequent_scan: the same readout scanned over the 2,000 allowed words most frequent in English) and both
+times; then one line per run: on how many features the descent's AUROC is at least the scan's, how many labels are
+accepted words, and the descent's time over the scan's (goal: at most 1/5).
+
+    python benchmarks/label_read_tables.py <run dir>/results.json [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+
+def load(path: Path) -> list[dict]:
+    """Each labelled feature's result with its timings merged in."""
+    results = json.loads(path.read_text())
+    timings = json.loads((path.parent / "timings.json").read_text())
+    features = []
+    for result, timed in zip(results["features"], timings["features"]):
+        if result["label"] is None:
+            continue
+        frequent = {**result["baselines"]["frequent_scan"], **timed["baselines"]["frequent_scan"]}
+        features.append({**result, "descent_seconds": timed["descent_seconds"], "frequent": frequent})
+    return features
+
+
+def table(features: list[dict]) -> list[str]:
+    lines = ["| feature | descent label (accepted) | AUROC | frequent-scan label (accepted) | AUROC | descent s | scan s |",
+             "|---|---|---|---|---|---|---|"]
+    for f in features:
+        scan = f["frequent"]
+        lines.append(f"| {f['feature']} | {f['label']} ({f['accepted']}) | {f['heldout_auroc']:.3f} | {scan['label']} "
+                     f"({scan['accepted']}) | {scan['heldout_auroc']:.3f} | {f['descent_seconds']:.1f} | {scan['seconds']:.1f} |")
+    return lines
+
+
+def summary(name: str, features: list[dict]) -> str:
+    wins = sum(f["heldout_auroc"] >= f["frequent"]["heldout_auroc"] for f in features)
+    descent = sum(f["descent_seconds"] for f in features)
+    scan = sum(f["frequent"]["seconds"] for f in features)
+    return (f"{name}: descent AUROC >= frequent scan's on {wins} of {len(features)}; mean AUROC descent "
+            f"{statistics.mean(f['heldout_auroc'] for f in features):.3f} / scan "
+            f"{statistics.mean(f['frequent']['heldout_auroc'] for f in features):.3f}; accepted words descent "
+            f"{sum(bool(f['accepted']) for f in features)} / scan {sum(bool(f['frequent']['accepted']) for f in features)}; "
+            f"time descent {descent:.0f} s / scan {scan:.0f} s = {descent / scan:.2f}x (goal <= 0.2x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", type=Path)
+    args = parser.parse_args()
+    summaries = []
+    for path in args.results:
+        results = json.loads(path.read_text())
+        features = load(path)
+        name = f"{results['model']['name']} seed {results['config'].get('seed')}"
+        print(f"\n{path}: {name}, prompt {results['prompt']['template']!r}\n")
+        print("\n".join(table(features)))
+        summaries.append(summary(name, features))
+    print()
+    print("\n".join(summaries))
+
+
+if __name__ == "__main__":
+    main()
