@@ -2,7 +2,8 @@
 timings.json beside it): per run, each feature's descent label and held-out AUROC beside the frequent-word scan's
 (baselines.frequent_scan: the same readout scanned over the 2,000 allowed words most frequent in English) and both
 times; then one line per run: on how many features the descent's AUROC is at least the scan's, how many labels are
-accepted words, and the descent's time over the scan's (goal: at most 1/5).
+accepted words, and the descent's time over the scan's (goal: at most 1/5). The scan depends on the splits, not the
+seed: runs with evaluation.frequent_scan_words=0 (seeds 1, 2) are compared with the scan of another run given.
 
     python benchmarks/label_read_tables.py <run dir>/results.json [...]
 """
@@ -15,17 +16,20 @@ import statistics
 from pathlib import Path
 
 
-def load(path: Path) -> list[dict]:
-    """Each labelled feature's result with its timings merged in."""
+def load(path: Path) -> tuple[str, list[dict]]:
+    """The run's model name and each labelled feature's result with its timings merged in (`frequent`: its frequent-word
+    scan, None where the run had evaluation.frequent_scan_words=0)."""
     results = json.loads(path.read_text())
     timings = json.loads((path.parent / "timings.json").read_text())
     features = []
     for result, timed in zip(results["features"], timings["features"]):
         if result["label"] is None:
             continue
-        frequent = {**result["baselines"]["frequent_scan"], **timed["baselines"]["frequent_scan"]}
+        frequent = result["baselines"].get("frequent_scan")
+        if frequent is not None:
+            frequent = {**frequent, **timed["baselines"]["frequent_scan"]}
         features.append({**result, "descent_seconds": timed["descent_seconds"], "frequent": frequent})
-    return features
+    return results["model"]["name"], features
 
 
 def table(features: list[dict]) -> list[str]:
@@ -53,10 +57,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", type=Path)
     args = parser.parse_args()
+    runs = {path: load(path) for path in args.results}
+    # The scan depends on the splits only, not on the seed: a run without it takes it from another run of the model.
+    scans = {(model, f["feature"]): f["frequent"] for model, features in runs.values() for f in features if f["frequent"]}
     summaries = []
-    for path in args.results:
+    for path, (model, features) in runs.items():
         results = json.loads(path.read_text())
-        features = load(path)
+        features = [{**f, "frequent": scans[model, f["feature"]]} for f in features if (model, f["feature"]) in scans]
         name = f"{results['model']['name']} seed {results['config'].get('seed')}"
         print(f"\n{path}: {name}, prompt {results['prompt']['template']!r}\n")
         print("\n".join(table(features)))
