@@ -176,7 +176,9 @@ def descent_label(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
     limit = config.discrete.max_examples
     selection = scorers.validation
     tie_scorer = scorers.training if config.discrete.tie_objective_words == "train_and_validation" else None
+    start = time.perf_counter()
     chosen = select_label(selection, p, config.discrete, visited, tie_scorer)
+    selection_seconds = time.perf_counter() - start  # the search's own time; what follows is scored for the record
     # The soft label's own result: the argmax of the restart whose argmax did best on validation, and its top 10.
     argmaxes = [tuple(int(t) for t in p[r].argmax(-1).tolist()) for r in range(p.shape[0])]
     unscored = [ids for ids in dict.fromkeys(argmaxes) if chosen.scores_of(ids) is None]
@@ -200,7 +202,7 @@ def descent_label(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
         "restart_argmax": [token_text(tokenizer, ids) for ids in argmaxes],
         "selection": {"accuracy": chosen.best.balanced_accuracy, "auroc": chosen.best.auroc, "loss": chosen.best.loss,
                       "naturalness": chosen.best.naturalness, "objective": chosen.best.objective,
-                      "n_candidates": len(chosen.scored), "found_by": chosen.found_by[best],
+                      "n_candidates": len(chosen.scored), "found_by": chosen.found_by[best], "seconds": round(selection_seconds, 3),
                       "top_ranked": token_text(tokenizer, chosen.scored[0].label_ids),
                       "tied": [token_text(tokenizer, ids) for ids in chosen.tied],
                       "tie_objectives": [round(chosen.tie_objectives[ids], 4) for ids in chosen.tied],
@@ -454,14 +456,13 @@ def run(cfg: DictConfig) -> dict:
             with torch.no_grad():
                 p_final = module.distribution()[rows].detach()
             visited = [label for label, _ in sum(module.visited[rows], Counter()).most_common()]
-            selection_start = time.perf_counter()
             found = descent_label(config, feature, p_final, visited, scorers)
-            descent_seconds = train_seconds / len(trainable) + time.perf_counter() - selection_start
+            descent_seconds = train_seconds / len(trainable) + found[2]["selection"]["seconds"]
         else:
             found = (scan.label_ids, scorers.validation.score_labels([scan.label_ids])[0].threshold, scan_record(scan, tokenizer))
         entry = label_feature(config, feature, found, scan, single, "descent" if descends else "scan", scorers, one_token_scorers,
                               allowed, unembedding, oracles[feature.name])
-        if descends:  # its share of the soft labels' training and its discrete step
+        if descends:  # its share of the soft labels' training and its discrete step's search
             entry["descent_seconds"] = round(descent_seconds, 3)
         if frequent is not None:
             entry["baselines"]["frequent_scan"] = frequent_scan_baseline(vocabulary_scan(scorers.training, tokens=frequent),
