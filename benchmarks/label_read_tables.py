@@ -42,6 +42,21 @@ def table(features: list[dict]) -> list[str]:
     return lines
 
 
+def across_runs(runs: list[list[dict]]) -> list[str]:
+    """One row per feature over several runs of one model (seeds): each run's descent label and AUROC, then the scan's."""
+    lines = ["| feature | descent label, AUROC per run | frequent-scan label, AUROC | descent AUROC >= scan's |", "|---|---|---|---|"]
+    by_feature: dict[str, list[dict]] = {}
+    for features in runs:
+        for f in features:
+            by_feature.setdefault(f["feature"], []).append(f)
+    for name, results in by_feature.items():
+        scan = results[0]["frequent"]
+        labels = " / ".join(f"{f['label']} {f['heldout_auroc']:.3f}" for f in results)
+        wins = sum(f["heldout_auroc"] >= scan["heldout_auroc"] for f in results)
+        lines.append(f"| {name} | {labels} | {scan['label']} {scan['heldout_auroc']:.3f} | {wins} of {len(results)} |")
+    return lines
+
+
 def summary(name: str, features: list[dict]) -> str:
     wins = sum(f["heldout_auroc"] >= f["frequent"]["heldout_auroc"] for f in features)
     descent = sum(f["descent_seconds"] for f in features)
@@ -56,7 +71,10 @@ def summary(name: str, features: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", type=Path)
+    parser.add_argument("--group", action="append", default=[], metavar="NAME=FEATURE,FEATURE,...",
+                        help="a summary line per run for these features (the first dozen, the fresh lists); default: all")
     args = parser.parse_args()
+    groups = [(name, set(members.split(","))) for name, members in (g.split("=", 1) for g in args.group)] or [("all", None)]
     runs = {path: load(path) for path in args.results}
     # The scan depends on the splits only, not on the seed: a run without it takes it from another run of the model.
     scans = {(model, f["feature"]): f["frequent"] for model, features in runs.values() for f in features if f["frequent"]}
@@ -67,7 +85,18 @@ def main() -> None:
         name = f"{results['model']['name']} seed {results['config'].get('seed')}"
         print(f"\n{path}: {name}, prompt {results['prompt']['template']!r}\n")
         print("\n".join(table(features)))
-        summaries.append(summary(name, features))
+        for group, members in groups:
+            chosen = [f for f in features if members is None or f["feature"] in members]
+            if not chosen:
+                continue
+            unlabelled = [f["feature"] for f in results["features"] if f["label"] is None and (members is None or f["feature"] in members)]
+            summaries.append(summary(f"{name}, {group}", chosen) + (f"; no label (oracle below the minimum): {', '.join(unlabelled)}"
+                                                                     if unlabelled else ""))
+    models = dict.fromkeys(model for model, _ in runs.values())
+    for model in models:
+        print(f"\n{model}, every run given:\n")
+        print("\n".join(across_runs([[{**f, "frequent": scans[model, f["feature"]]} for f in features if (model, f["feature"]) in scans]
+                                      for run_model, features in runs.values() if run_model == model])))
     print()
     print("\n".join(summaries))
 
