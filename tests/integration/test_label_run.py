@@ -394,7 +394,8 @@ def test_two_pass_discriminator_matches_one_plain_forward(template, one_thread):
 
 
 @pytest.mark.parametrize("readout, template, neutral, length", [
-    ("example_likelihood", "the big {label} is a {word}", "the big {word}", 2),
+    ("example_likelihood", "the big {label} is a {word}", "the big {word}", 2),  # one forward per label: the prompts share all but the word
+    ("example_likelihood", "{context} the big {label} is a {word}", "the big {word}", 2),  # contexts differ: one per item
     ("label_likelihood", "is a {word} a {label} ?", None, 2),
     ("label_likelihood", "is a {word} a {label} ?", None, 1),  # one pass per prompt, no label embedding
 ])
@@ -406,7 +407,10 @@ def test_likelihood_readouts_match_one_plain_forward(readout, template, neutral,
     model = tiny_model(tokenizer, hidden=32).eval()
     builder = PromptBuilder(PromptSpec("plain", template, None, readout=readout, neutral=neutral), tokenizer, label_length=length)
     discriminator = Discriminator(model, builder)
-    batch = builder.batch([Example(tokenizer.convert_tokens_to_ids(w)) for w in ("dog", "owl", "eel")], tokenizer.pad_token_id)
+    contexts = [(tokenizer.convert_tokens_to_ids("the"),) * i if "{context}" in template else () for i in range(3)]
+    batch = builder.batch([Example(tokenizer.convert_tokens_to_ids(w), c) for w, c in zip(("dog", "owl", "eel"), contexts)],
+                          tokenizer.pad_token_id)
+    assert discriminator.word_follows_one_stem(batch) == (readout == "example_likelihood" and not any(contexts))
     examples, rows = torch.tensor([0, 1, 2, 0, 2]), torch.tensor([0, 1, 0, 1, 1])
     generator = torch.Generator().manual_seed(0)
     soft = torch.randn(2, length, 32, generator=generator, requires_grad=True)

@@ -7,7 +7,8 @@ import torch
 from gradspace.labeling.discrete import HardLabelScorer
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
-from gradspace.labeling.scan import beam_scan, vocabulary_scan
+from gradspace.data.word_frequency import english_frequencies
+from gradspace.labeling.scan import beam_scan, frequent_tokens, vocabulary_scan
 from gradspace.labeling.soft_label import allowed_label_tokens
 from gradspace.synth.tokenizer import build_word_tokenizer
 
@@ -16,12 +17,13 @@ from test_label_run import CATEGORIES, WORDS, one_thread, tiny_model  # the tiny
 pytestmark = pytest.mark.integration
 
 
-def scorer_for(length: int, readout: str = "label_likelihood", template: str = "is a {word} a {label}", kl_weight: float = 0.3):
+def scorer_for(length: int, readout: str = "label_likelihood", template: str = "is a {word} a {label}", kl_weight: float = 0.3,
+               neutral: str | None = None):
     tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "the", *CATEGORIES, *WORDS])
     torch.manual_seed(0)
     model = tiny_model(tokenizer, hidden=32).eval()
-    builder = PromptBuilder(PromptSpec("plain", template, ("yes", "no") if readout == "answer" else None, readout=readout),
-                            tokenizer, label_length=length)
+    builder = PromptBuilder(PromptSpec("plain", template, ("yes", "no") if readout == "answer" else None, readout=readout,
+                                       neutral=neutral), tokenizer, label_length=length)
     discriminator = Discriminator(model, builder)
     token = tokenizer.convert_tokens_to_ids
     allowed = allowed_label_tokens(tokenizer, builder, len(tokenizer), "all")
@@ -42,6 +44,29 @@ def test_the_scan_is_the_minimum_of_the_scorers_own_objective(readout, template)
     for ids, objective in scan.ranking:
         assert objective == pytest.approx(exact[ids], abs=1e-5)
     assert scan.label_ids == min(exact, key=exact.get)
+
+
+def test_the_frequent_word_scan_is_the_minimum_over_the_words_most_frequent_in_english(monkeypatch):
+    # A readout that reads the label, one forward per label (the prompts share all but their one-token word): the same
+    # readout and naturalness as one forward per (label, example).
+    discriminator, scorer = scorer_for(1, "example_likelihood", "the {label} is a {word}", neutral="a {word}")
+    assert scorer.labels_per_forward == scorer.max_batch
+    labels = [(int(t),) for t in scorer.allowed.nonzero().flatten()]
+    per_label = scorer.per_example_outputs(labels)
+    with monkeypatch.context() as patch:
+        patch.setattr(Discriminator, "word_follows_one_stem", lambda self, batch: False)
+        per_item = scorer.per_example_outputs(labels)
+    for a, b in zip(per_label, per_item):
+        assert torch.allclose(a, b, atol=1e-5) and b.abs().sum() > 0
+    tokenizer = discriminator.builder.tokenizer
+    tokens = frequent_tokens(tokenizer, scorer.allowed, 5)
+    allowed = scorer.allowed.nonzero().flatten().tolist()
+    by_frequency = sorted(allowed, key=lambda t: -english_frequencies([tokenizer.decode([t])])[0])
+    assert tokens.tolist() == by_frequency[:5]
+    scan = vocabulary_scan(scorer, keep=5, tokens=tokens)
+    exact = {s.label_ids: s.objective for s in scorer.score_labels([(t,) for t in tokens.tolist()])}
+    assert scan.n_scored == 5 and scan.label_ids == min(exact, key=exact.get)
+    assert [ids for ids, _ in scan.ranking] == sorted(exact, key=exact.get)
 
 
 def test_a_two_token_beam_matches_the_plain_two_token_forward():

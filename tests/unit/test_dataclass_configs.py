@@ -104,3 +104,12 @@ def test_a_misspelt_labeling_key_is_refused_by_name(override, message):
 def test_a_missing_labeling_key_is_refused_by_name():
     with pytest.raises(GradspaceError, match="^label lacks kl_weight"):
         LabelingConfig.from_config(compose_label("~label.kl_weight"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("evaluation.frequent_scan_words=-1", r"^evaluation.frequent_scan_words=-1 must be a whole number >= 0"),
+    ("label.seed_prompt='they are all kinds of'", r"^label.seed_prompt='they are all kinds of' needs a \{words\} slot"),
+])
+def test_a_bad_setting_of_the_descent_through_a_read_label_is_refused_in_one_line(override, message):
+    with pytest.raises(GradspaceError, match=message):
+        LabelingConfig.from_config(compose_label(override))

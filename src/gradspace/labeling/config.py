@@ -51,6 +51,11 @@ class SoftLabelConfig:
     optimizer: dict  # a `_target_` node with `_partial_: true`, called with the soft label's parameters
     method: str  # one of METHODS
     scan_beam: int  # two-token scans: the one-token scan's best first tokens each given every second token
+    # Restarts seeded from the LM's own prediction (gradspace.labeling.seeding): a prompt ending where the category is
+    # named, `{words}` filled by `seed_words` training words; null = random starts only
+    seed_prompt: str | None
+    seed_words: int
+    seed_logit: float  # added to the seeded token's initial logit
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -65,6 +70,9 @@ class SoftLabelConfig:
             raise GradspaceError("label.temperature_start and temperature_end must be positive")
         if self.steps <= 0:
             raise GradspaceError(f"label.steps={self.steps} must be positive (the example stream is endless)")
+        if self.seed_prompt is not None and ("{words}" not in self.seed_prompt or self.seed_words < 1):
+            raise GradspaceError(f"label.seed_prompt={self.seed_prompt!r} needs a {{words}} slot and label.seed_words >= 1 "
+                                 f"(or label.seed_prompt=null for random starts)")
 
 
 TIE_BREAKS = ("soft_label", "objective")
@@ -113,7 +121,15 @@ class EvaluationConfig:
     # A readout that reads the label is scanned one forward per (token, example): the vocabulary_scan baseline (and
     # label.method=auto's scan) is run where allowed tokens × examples stays within this
     scan_max_items: int
+    # Where that scan is not run and a descent is: the baseline scan of the same readout over this many allowed words
+    # most frequent in English (baselines.frequent_scan); 0 = none
+    frequent_scan_words: int
     scorer_model: dict | None  # a model config (as under model/): every label is also scored by that model's readout
+
+    def __post_init__(self) -> None:
+        if isinstance(self.frequent_scan_words, bool) or not isinstance(self.frequent_scan_words, int) or self.frequent_scan_words < 0:
+            raise GradspaceError(f"evaluation.frequent_scan_words={self.frequent_scan_words!r} must be a whole number >= 0 "
+                                 f"(0 = no frequent-word scan)")
 
 
 def check_threshold(threshold: float) -> None:

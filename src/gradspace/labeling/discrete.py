@@ -131,6 +131,8 @@ class HardLabelScorer:
         vocabulary, length = discriminator.embedding.shape[0], discriminator.builder.label_length
         full_logits = kl_weight > 0 or discriminator.builder.readout != "answer"
         self.max_batch = max(1, max_floats // (vocabulary * (length + 2))) if full_logits else 2048
+        # Labels per forward: their items fill max_batch, or, where one forward per label scores every example, they do.
+        self.labels_per_forward = self.max_batch if discriminator.word_follows_one_stem(self.prompts) else max(1, self.max_batch // len(examples))
         self.takes_an = discriminator.builder.takes_an(discriminator.embedding.shape[0])
         self._label_free: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -158,7 +160,7 @@ class HardLabelScorer:
         prompts = self.prompts.to(device)
         allowed = self.allowed.to(device)
         n = prompts.input_ids.shape[0]
-        per_chunk = max(1, self.max_batch // n)
+        per_chunk = self.labels_per_forward
         label_tensor = torch.tensor([list(label) for label in labels], dtype=torch.long, device=device)
         score_rows, surprisal_rows = [], []
         for start in range(0, len(label_tensor), per_chunk):
@@ -173,8 +175,10 @@ class HardLabelScorer:
             if out.slot_logits is None:
                 surprisal_rows.append(torch.zeros(c, n))
                 continue
-            log_q = slot_log_prior(out.item_slot_logits(), allowed)
-            picked = log_q.gather(-1, chunk[rows][..., None]).squeeze(-1)  # [c*n, L]
+            # log q of each item's label tokens, read from the distinct slot rows (one per label where they are shared)
+            log_q = slot_log_prior(out.slot_logits, allowed)
+            slot_rows = torch.arange(len(rows), device=device) if out.slot_rows is None else out.slot_rows
+            picked = log_q[slot_rows[:, None], torch.arange(log_q.shape[1], device=device), chunk[rows]]  # [c*n, L]
             surprisal_rows.append(-picked.sum(-1).view(c, n).cpu())
         return torch.cat(score_rows), torch.cat(surprisal_rows)
 

@@ -142,6 +142,8 @@ class Discriminator(nn.Module):
         examples = torch.arange(n_prompts, device=device) if examples is None else examples
         if self.label_is_only_predicted(batch):
             return self._single_label_likelihood(batch, examples, rows, label_probs, label_tokens, with_slot_logits)
+        if self.word_follows_one_stem(batch):
+            return self._word_after_each_label(batch, label_embeddings, rows, examples, an_weights, with_slot_logits)
         n_items = examples.shape[0]
         first_dependent = batch.label_positions.min()
         if batch.label_article_positions is not None:
@@ -192,6 +194,45 @@ class Discriminator(nn.Module):
         the label, so its prediction at the slot is the same for every label (`label_free_slot_logits`)."""
         return (self.builder.readout == "label_likelihood" and batch.label_positions.shape[1] == 1
                 and batch.label_article_positions is None)
+
+    def word_follows_one_stem(self, batch: PromptBatch) -> bool:
+        """example_likelihood where every prompt is the same up to its word and the word is one token (word lists: no
+        context): the word's log p is a column of the stem's next-token distribution, so one forward per label scores
+        every example (`_word_after_each_label`) instead of one per (label, example)."""
+        if self.builder.readout != "example_likelihood" or batch.word_starts is None:
+            return False
+        start = batch.word_starts[0]
+        return bool((batch.word_starts == start).all() and (batch.readout_positions == start).all()
+                    and (batch.input_ids[:, :start] == batch.input_ids[:1, :start]).all())
+
+    def _word_after_each_label(self, batch: PromptBatch, label_embeddings: torch.Tensor, rows: torch.Tensor,
+                               examples: torch.Tensor, an_weights: torch.Tensor | None, with_slot_logits: bool
+                               ) -> DiscriminatorOutput:
+        """The example_likelihood readout of every item from one forward of the shared stem per label row used
+        (see `word_follows_one_stem`): log p(word | stem with the label) - log p(word | the neutral prompt)."""
+        used, item_row = rows.unique(return_inverse=True)
+        n, start = len(used), int(batch.word_starts[0])
+        embed = self.lm.get_input_embeddings()
+        stem = batch.input_ids[:1, :start]
+        inputs = embed(stem).expand(n, -1, -1)
+        positions = batch.label_positions[0]
+        inputs = inputs.index_put((torch.arange(n, device=stem.device)[:, None].expand(n, len(positions)), positions.expand(n, -1)),
+                                  (label_embeddings[used] * self.input_scale).to(inputs.dtype))
+        if batch.label_article_positions is not None:
+            a_row, an_row = (embed.weight[ids[0]] for ids in (self.builder.label_article_ids["a"], self.builder.label_article_ids["an"]))
+            article = (a_row + an_weights[used, None].to(inputs.dtype) * (an_row - a_row)) * self.input_scale
+            inputs = inputs.index_put((torch.arange(n, device=stem.device), batch.label_article_positions[0].expand(n)), article)
+        template = self._template_prefix()
+        past = None if template is None else self._cache(template, n)
+        hidden = self.lm.base_model(inputs_embeds=inputs, use_cache=True, **{self._cache_argument: past}).last_hidden_state
+        log_p = torch.log_softmax(self._logits(hidden[:, -1]).float(), dim=-1)  # [n, V]: every word after each label
+        words = batch.input_ids[examples, start]
+        scores = log_p[item_row, words] - self._neutral_log_likelihood(batch)[examples]
+        if not with_slot_logits:
+            return DiscriminatorOutput(scores=scores, slot_logits=None)
+        before = (positions - 1).expand(n, -1)
+        slot_logits = self._logits(self._slot_hidden(hidden, None, before, torch.arange(n, device=stem.device), 0))
+        return DiscriminatorOutput(scores=scores, slot_logits=slot_logits, slot_rows=item_row)
 
     @torch.no_grad()
     def label_free_slot_logits(self, batch: PromptBatch) -> torch.Tensor:

@@ -27,8 +27,9 @@ from gradspace.labeling.oracle import OracleResult, is_accepted, oracle_check
 from gradspace.labeling.prompts import PromptBuilder, PromptSpec, resolve_prompt_spec
 from gradspace.labeling.sae import SparseAutoencoder, load_local_sae, load_saelens_sae
 from gradspace.labeling.records import record_features
-from gradspace.labeling.scan import ScanResult, beam_scan, vocabulary_scan
+from gradspace.labeling.scan import ScanResult, beam_scan, frequent_tokens, vocabulary_scan
 from gradspace.labeling.scorer import build_scorer
+from gradspace.labeling.seeding import predicted_categories
 from gradspace.labeling.soft_label import BalancedExamples, SoftLabel, allowed_label_tokens
 from gradspace.labeling.vocabulary import word_tokens
 from gradspace.models.hooks import resolve_hook
@@ -166,15 +167,20 @@ def train_soft_labels(cfg: DictConfig, config: LabelingConfig, discriminator: Di
     from torch.utils.data import DataLoader
 
     names = [f.name for f in features]
+    start = time.perf_counter()
+    seed_tokens = None
+    if config.label.seed_prompt is not None:
+        predicted = predicted_categories(discriminator.lm, discriminator.builder.tokenizer, features, config.label.seed_prompt,
+                                         config.label.seed_words, allowed, config.label.restarts, int(cfg.seed))
+        seed_tokens = [token for tokens in predicted for token in tokens]
     module = SoftLabel(discriminator, allowed, names, config.label, hydra.utils.instantiate(config.label.optimizer),
-                       total_steps=config.label.steps, seed=int(cfg.seed))
+                       total_steps=config.label.steps, seed=int(cfg.seed), seed_tokens=seed_tokens)
     # label.yaml sets the trainer's steps from label.steps and turns checkpoints off; every trainer.* override applies.
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False,
                                       callbacks=with_step_progress_bar([], cfg.trainer, "soft-label steps"))
     pad_id = discriminator.builder.tokenizer.pad_token_id
     loader = DataLoader(BalancedExamples(features, discriminator.builder, config.label.batch_size, pad_id, int(cfg.seed)),
                         batch_size=None, num_workers=0)
-    start = time.perf_counter()
     trainer.fit(module, loader)
     seconds = time.perf_counter() - start
     module.to(trainer.strategy.root_device)
@@ -204,7 +210,9 @@ def descent_label(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
     limit = config.discrete.max_examples
     selection = scorers.validation
     tie_scorer = scorers.training if config.discrete.tie_objective_words == "train_and_validation" else None
+    start = time.perf_counter()
     chosen = select_label(selection, p, config.discrete, visited, tie_scorer)
+    selection_seconds = time.perf_counter() - start  # the search's own time; what follows is scored for the record
     # The soft label's own result: the argmax of the restart whose argmax did best on validation, and its top 10.
     argmaxes = [tuple(int(t) for t in p[r].argmax(-1).tolist()) for r in range(p.shape[0])]
     unscored = [ids for ids in dict.fromkeys(argmaxes) if chosen.scores_of(ids) is None]
@@ -228,7 +236,7 @@ def descent_label(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
         "restart_argmax": [token_text(tokenizer, ids) for ids in argmaxes],
         "selection": {"accuracy": chosen.best.balanced_accuracy, "auroc": chosen.best.auroc, "loss": chosen.best.loss,
                       "naturalness": chosen.best.naturalness, "objective": chosen.best.objective,
-                      "n_candidates": len(chosen.scored), "found_by": chosen.found_by[best],
+                      "n_candidates": len(chosen.scored), "found_by": chosen.found_by[best], "seconds": round(selection_seconds, 3),
                       "top_ranked": token_text(tokenizer, chosen.scored[0].label_ids),
                       "tied": [token_text(tokenizer, ids) for ids in chosen.tied],
                       "tie_objectives": [round(chosen.tie_objectives[ids], 4) for ids in chosen.tied],
@@ -340,6 +348,15 @@ def label_feature(config: LabelingConfig, feature: FeatureData, found: tuple[tup
     if single is not None:  # a two-token scan: the best one-token label beside it
         entry["one_token"] = scored(single.label_ids, one_token)
     return entry
+
+
+def frequent_scan_baseline(scan: ScanResult, scorers: FeatureScorers, feature: FeatureData, tokenizer, n_words: int) -> dict:
+    """The frequent-word scan's label scored on the held-out examples, as the descent's label is."""
+    score = scorers.heldout_score(scan.label_ids)
+    label = token_text(tokenizer, scan.label_ids)
+    return {"label": label, "token_ids": list(scan.label_ids), "accepted": is_accepted(label, feature),
+            "heldout_accuracy": score.balanced_accuracy, "heldout_auroc": score.auroc, "objective": scan.objective,
+            "n_words": n_words, "seconds": round(scan.seconds, 3)}
 
 
 def scan_record(scan: ScanResult, tokenizer) -> dict:
@@ -481,6 +498,9 @@ def run(cfg: DictConfig) -> dict:
         one_token = Discriminator(loaded.model, PromptBuilder(spec, tokenizer, 1, add_bos=config.prompt.add_bos)).to(loaded.model.device)
     loggers = loggers_from_config(cfg, default_name=f"label-{cfg.model.name}-{'+'.join(names)[:60]}-s{cfg.seed}", tags=["label"])
     descends = method in ("descent", "both")
+    # Where the exact scan of every token is not run, a descent is compared with the same scan over frequent words.
+    frequent = (frequent_tokens(tokenizer, allowed, config.evaluation.frequent_scan_words)
+                if descends and not scans and config.label.length == 1 and config.evaluation.frequent_scan_words else None)
     module, train_seconds = (train_soft_labels(cfg, config, discriminator, allowed, trainable, loggers)
                              if trainable and descends else (None, 0.0))
     scorer = build_scorer(config, cache_dir, loaded) if config.evaluation.scorer_model else None
@@ -498,10 +518,16 @@ def run(cfg: DictConfig) -> dict:
                 p_final = module.distribution()[rows].detach()
             visited = [label for label, _ in sum(module.visited[rows], Counter()).most_common()]
             found = descent_label(config, feature, p_final, visited, scorers)
+            descent_seconds = train_seconds / len(trainable) + found[2]["selection"]["seconds"]
         else:
             found = (scan.label_ids, scorers.validation.score_labels([scan.label_ids])[0].threshold, scan_record(scan, tokenizer))
         entry = label_feature(config, feature, found, scan, single, "descent" if descends else "scan", scorers, one_token_scorers,
                               allowed, unembedding, oracles[feature.name])
+        if descends:  # its share of the soft labels' training and its discrete step's search
+            entry["descent_seconds"] = round(descent_seconds, 3)
+        if frequent is not None:
+            entry["baselines"]["frequent_scan"] = frequent_scan_baseline(vocabulary_scan(scorers.training, tokens=frequent),
+                                                                         scorers, feature, tokenizer, len(frequent))
         if word_alone.get(feature.name) is not None:
             entry["oracle_word_alone"] = oracle_summary(word_alone[feature.name])
         if feature.word_alone_auroc is not None:

@@ -8,6 +8,9 @@ with no optimisation and no candidate limit. Any other readout is scanned by sco
 label through the LM, one forward per (token, example): exact too, and affordable where the vocabulary is small
 (the synthetic world's 652 words).
 
+The frequent-word scan (`frequent_tokens`) is the same scan over the 2,000 allowed words most frequent in English:
+the baseline of a descent through a readout that reads the label, where scanning every token is not affordable.
+
 Two-token labels (`beam_scan`): q(t1 t2 | prompt) = q(t1 | prompt) q(t2 | prompt t1), so for each first token of a
 beam (the one-token scan's best) one forward per example gives the second token's whole column of the table; the
 best (t1, t2) of the beam is exact given its first token.
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gradspace.data.word_frequency import english_frequencies
 from gradspace.labeling.discrete import HardLabelScorer
 from gradspace.labeling.discriminator import Discriminator, slot_log_prior
 
@@ -88,17 +92,26 @@ def table_objectives(log_q: torch.Tensor, prior: torch.Tensor, targets: torch.Te
     return torch.cat(out)
 
 
-def vocabulary_scan(scorer: HardLabelScorer, keep: int = 16) -> ScanResult:
-    """The one-token label of lowest objective on the scorer's examples, over every allowed token."""
+def frequent_tokens(tokenizer, allowed: torch.Tensor, count: int) -> torch.Tensor:
+    """The `count` allowed tokens whose words are most frequent in English (wordfreq), most frequent first (ties by
+    token id; words wordfreq does not list are left out): the vocabulary of the frequent-word scan."""
+    ids = allowed.nonzero().flatten().tolist()
+    frequencies = english_frequencies([text.strip() for text in tokenizer.batch_decode([[t] for t in ids])])
+    order = sorted((i for i in range(len(ids)) if frequencies[i] > 0), key=lambda i: (-frequencies[i], ids[i]))
+    return torch.tensor([ids[i] for i in order[:count]], dtype=torch.long)
+
+
+def vocabulary_scan(scorer: HardLabelScorer, keep: int = 16, tokens: torch.Tensor | None = None) -> ScanResult:
+    """The one-token label of lowest objective on the scorer's examples, over every allowed token (or `tokens`)."""
     start = time.perf_counter()
-    allowed = scorer.allowed.nonzero().flatten()
+    allowed = scorer.allowed.nonzero().flatten() if tokens is None else tokens
     labels = [(int(t),) for t in allowed.tolist()]
     label_free = scorer.label_free_log_q()
     if label_free is not None:
         log_q, prior = label_free
         objective = table_objectives(log_q, prior, scorer.targets, allowed, scorer.kl_weight)
     else:
-        chunk = max(1, scorer.max_batch // max(1, len(scorer.targets)))
+        chunk = scorer.labels_per_forward
         objective = torch.cat([torch.tensor([s.objective for s in scorer.score_labels(labels[i : i + chunk])], dtype=torch.float64)
                                for i in range(0, len(labels), chunk)])
     ranking = _best(objective, labels, keep)

@@ -122,7 +122,8 @@ def naturalness_kl(p: torch.Tensor, log_p: torch.Tensor, out: DiscriminatorOutpu
 
 class SoftLabel(L.LightningModule):
     def __init__(self, discriminator: Discriminator, allowed: torch.Tensor, feature_names: Sequence[str],
-                 config: SoftLabelConfig, optimizer: Callable[..., torch.optim.Optimizer], total_steps: int, seed: int = 0):
+                 config: SoftLabelConfig, optimizer: Callable[..., torch.optim.Optimizer], total_steps: int, seed: int = 0,
+                 seed_tokens: Sequence[int] | None = None):
         super().__init__()
         self.discriminator = discriminator
         self.config = config
@@ -135,6 +136,8 @@ class SoftLabel(L.LightningModule):
         generator = torch.Generator().manual_seed(seed)
         vocabulary_size = discriminator.embedding.shape[0]
         init = torch.randn(self.n_features * config.restarts, config.length, vocabulary_size, generator=generator) * config.init_scale
+        if seed_tokens is not None:  # one token per row (restart) starts ahead at the first position (gradspace.labeling.seeding)
+            init[torch.arange(init.shape[0]), 0, torch.as_tensor(seed_tokens)] += config.seed_logit
         self.v = nn.Parameter(init)
         # Per row, the readout's learned log-scale and offset (the calibration the loss sees).
         self.calibration = nn.Parameter(torch.zeros(init.shape[0], 2))
