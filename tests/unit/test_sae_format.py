@@ -139,10 +139,11 @@ def test_latent_index_out_of_range_is_an_error():
         sae_latent_features([3, 10], sae=SAES["standard"](), train_codes=[], heldout_codes=[], threshold=0.0, max_examples=10, seed=0)
 
 
-def test_readme_sae_commands_compose():
-    """Every `python label.py ... sae=...` line of the README composes (it once said sae.sae_id where the key is sae.id)."""
-    lines = [line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-             if line.startswith("python label.py") and " sae=" in line]
+def test_documented_sae_commands_compose():
+    """Every `python label.py ... sae=...` line of the README and docs/labeling.md composes (the README once said
+    sae.sae_id where the key is sae.id)."""
+    text = "\n".join((ROOT / name).read_text(encoding="utf-8") for name in ("README.md", "docs/labeling.md"))
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("python label.py") and " sae=" in line]
     assert {re.search(r" sae=(\w+)", line).group(1) for line in lines} == {"builtin", "local", "saelens"}
     for line in lines:
         overrides = re.sub(r"<[^>]*>", "x", line.split("#")[0]).split()[2:]  # placeholders such as <id> filled in
