@@ -30,8 +30,6 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from harness import Goal, default_device, pin_threads, print_header
-
 from gradspace.labeling.config import SoftLabelConfig, prompt_config
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import category_features, word_list_features
@@ -40,6 +38,7 @@ from gradspace.labeling.soft_label import BalancedExamples, SoftLabel, allowed_l
 from gradspace.models.loading import default_cache_dir, load_model
 from gradspace.synth.grammar import CATEGORIES
 from gradspace.utils.run_config import config_from_section
+from harness import Goal, default_device, pin_threads, print_header
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -23,8 +23,6 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from harness import pin_threads, print_header
-
 from gradspace.labeling.config import LabelingConfig
 from gradspace.labeling.delphi_scoring import LABEL_KINDS, DelphiScorer
 from gradspace.labeling.discrete import HardLabelScorer
@@ -35,6 +33,7 @@ from gradspace.labeling.records import read_records
 from gradspace.labeling.run import load_sae, write_delphi_cache
 from gradspace.labeling.scorer import SecondModelScorer
 from gradspace.models.loading import load_model
+from harness import pin_threads, print_header
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

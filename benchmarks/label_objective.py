@@ -13,13 +13,12 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from harness import pin_threads, print_header
-
 from gradspace.labeling.config import LabelingConfig
 from gradspace.labeling.discrete import HardLabelScorer
 from gradspace.labeling.oracle import word_label_ids
 from gradspace.labeling.run import build_discriminator, build_features
 from gradspace.models.loading import load_model
+from harness import pin_threads, print_header
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -15,8 +15,6 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from harness import pin_threads, print_header
-
 from gradspace.labeling.config import LabelingConfig
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import word_list_features
@@ -24,6 +22,7 @@ from gradspace.labeling.oracle import oracle_check
 from gradspace.labeling.prompts import PromptBuilder, resolve_prompt_spec
 from gradspace.labeling.soft_label import allowed_label_tokens
 from gradspace.models.loading import load_model
+from harness import pin_threads, print_header
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from harness import Goal, pin_threads, print_header
-
 from gradspace.labeling.run import run
+from harness import Goal, pin_threads, print_header
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DOZEN = "animals,colours,numbers,countries,fruits,body_parts,emotions,professions,tools,months,sports,weather"

@@ -15,7 +15,6 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-
 # The goal's baseline, and beside it a word list's first word
 FREQUENT, FIRST_LISTED = "most_frequent_top_activating", "first_listed"
 

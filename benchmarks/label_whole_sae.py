@@ -18,13 +18,12 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from harness import Goal, pin_threads, print_header
-
 from gradspace.labeling.config import LabelingConfig
 from gradspace.labeling.features import load_corpus, sae_codes
 from gradspace.labeling.run import build_discriminator, load_sae
 from gradspace.labeling.whole_sae import label_all_latents
 from gradspace.models.loading import load_model
+from harness import Goal, pin_threads, print_header
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -78,10 +77,10 @@ def main() -> None:
           f"{timings['table_seconds']:.0f} s ({timings['table_rows']} training tokens), labels and held-out scores "
           f"{timings['label_seconds']:.0f} s ({timings['heldout_table_rows']} held-out tokens the training texts lack); "
           f"peak RSS {peak_bytes / 1e9:.2f} GB ({peak_bytes / 2**30:.2f} GiB)")
-    print(f"held-out AUROC median {statistics.median(l.heldout_auroc for l in scored):.3f} over {len(scored)} latents with held-out "
+    print(f"held-out AUROC median {statistics.median(latent.heldout_auroc for latent in scored):.3f} over {len(scored)} latents with held-out "
           f"firings; above the most frequent top-activating token on {beats('most_frequent_top_activating')}, above the "
           f"vocabulary projection on {beats('vocabulary_projection')}")
-    print(f"word-alone AUROC (the token's firing rate) median {statistics.median(l.word_alone_auroc for l in scored):.3f}")
+    print(f"word-alone AUROC (the token's firing rate) median {statistics.median(latent.word_alone_auroc for latent in scored):.3f}")
     print(Goal("the whole run (model, SAE codes, table, labels) / 1 h", seconds / 3600, 1.0, True).line())
     print(Goal("peak memory / 4 GB (4e9 bytes)", peak_bytes / 4e9, 1.0, True).line())
     print(f"wrote {args.out / 'whole_sae.tsv'} and whole_sae.json")

@@ -19,6 +19,7 @@ import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BLIMP_DIR = REPO_ROOT.parent / "shared" / "data" / "blimp"  # the real BLiMP files, where the checkout has them
@@ -100,3 +101,12 @@ def train_results(**values):
                    eval_before={}, eval_after={}, transfer={}, heldout_lm_loss={}, config={}, run={}, resumed_from=None,
                    fit_seconds=None)
     return TrainResults(**{**neutral, **values})
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    # Two threads on a shared CPU spin against each other; one is many times faster for models this small.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -9,11 +9,17 @@ import pytest
 import torch
 
 from conftest import build_tiny_lm, save_model
-from test_bad_input import ROOT, check_clean_failure, label_overrides
-
 from gradspace.errors import GradspaceError
-from gradspace.labeling.delphi_cache import (activating_windows, cache_config, fuzz_positions, latent_windows, pack_codes,
-                                             read_cache, write_cache)
+from gradspace.labeling.delphi_cache import (
+    activating_windows,
+    cache_config,
+    fuzz_positions,
+    latent_windows,
+    pack_codes,
+    read_cache,
+    write_cache,
+)
+from test_bad_input import ROOT, check_clean_failure, label_overrides
 
 pytestmark = pytest.mark.integration
 HOOK = "gpt_neox.layers.0"

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from test_hardening import assert_one_line_exit_2  # the one-line error check of every hardening test
 
 pytestmark = pytest.mark.integration

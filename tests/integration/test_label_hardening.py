@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from test_bad_input import check_clean_failure, label_overrides
-
 from gradspace.labeling.sae import SparseAutoencoder, save_sae
+from test_bad_input import check_clean_failure, label_overrides
 
 pytestmark = pytest.mark.integration
 

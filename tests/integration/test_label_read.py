@@ -6,14 +6,12 @@ import random
 
 import pytest
 import torch
-
 from transformers import AutoTokenizer
 
 from gradspace.labeling.run import run
 from gradspace.labeling.scan import frequent_tokens
 from gradspace.labeling.vocabulary import word_tokens
-
-from test_label_run import CATEGORIES, ROOT, SOFT_LABEL_ONLY, WORDS, label_cfg, one_thread, tiny_model  # noqa: F401
+from test_label_run import CATEGORIES, ROOT, SOFT_LABEL_ONLY, WORDS, label_cfg, tiny_model
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,6 @@ from hydra import compose, initialize_config_dir
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from gradspace.errors import GradspaceError
-from gradspace.utils.io import relative_to_run, split_timings
 from gradspace.labeling.config import DiscreteConfig, LabelingConfig
 from gradspace.labeling.discrete import SOFT_LABEL_STAGES, HardLabelScorer, select_label
 from gradspace.labeling.discriminator import Discriminator
@@ -23,6 +22,7 @@ from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
 from gradspace.labeling.run import run
 from gradspace.labeling.soft_label import allowed_label_tokens
 from gradspace.synth.tokenizer import build_word_tokenizer
+from gradspace.utils.io import relative_to_run, split_timings
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +37,6 @@ def discrete(**changes) -> DiscreteConfig:
     from omegaconf import OmegaConf
 
     return DiscreteConfig(**{**OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "label.yaml").discrete), **changes})
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    # Two threads on a shared CPU spin against each other; one is many times faster for models this small.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_model(tokenizer, hidden=32, layers=2, seed=0):

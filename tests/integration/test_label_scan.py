@@ -4,15 +4,18 @@ label, its minimum is the label, and two-token scans from cached prompt heads ma
 import pytest
 import torch
 
+from gradspace.data.word_frequency import english_frequencies
 from gradspace.labeling.discrete import HardLabelScorer
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
-from gradspace.data.word_frequency import english_frequencies
 from gradspace.labeling.scan import beam_scan, frequent_tokens, vocabulary_scan
 from gradspace.labeling.soft_label import allowed_label_tokens
 from gradspace.synth.tokenizer import build_word_tokenizer
-
-from test_label_run import CATEGORIES, WORDS, one_thread, tiny_model  # the tiny model and categories of the labeling tests
+from test_label_run import (  # the tiny model and categories of the labeling tests
+    CATEGORIES,
+    WORDS,
+    tiny_model,
+)
 
 pytestmark = pytest.mark.integration
 

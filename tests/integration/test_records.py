@@ -63,7 +63,6 @@ def test_records_label_through_the_context_with_the_word_alone_beside(tiny_model
     from hydra import compose, initialize_config_dir
 
     from gradspace.labeling.run import run
-
     from test_bad_input import ROOT
 
     path = write(tmp_path / "records.jsonl", lines(good_records()))

@@ -5,9 +5,9 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from gradspace.labeling.features import latent_columns, sae_codes, select_latents
-from gradspace.labeling.vocabulary import word_tokens
 from gradspace.labeling.sae import load_local_sae
 from gradspace.labeling.sae_training import BuiltinSAEConfig, collect_activations, ensure_builtin_sae
+from gradspace.labeling.vocabulary import word_tokens
 from gradspace.synth.tokenizer import build_word_tokenizer
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,15 @@ from omegaconf import OmegaConf
 
 from gradspace.errors import GradspaceError
 from gradspace.ftgd.masks import MaskConfig
-from gradspace.labeling.config import (DiscreteConfig, EvaluationConfig, LabelingConfig, SoftLabelConfig, feature_config,
-                                       prompt_config, sae_config)
+from gradspace.labeling.config import (
+    DiscreteConfig,
+    EvaluationConfig,
+    LabelingConfig,
+    SoftLabelConfig,
+    feature_config,
+    prompt_config,
+    sae_config,
+)
 from gradspace.labeling.sae_training import BuiltinSAEConfig
 from gradspace.synth.pretrain import PretrainConfig
 from gradspace.synth.world import WorldConfig

@@ -33,7 +33,13 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 
 from gradspace.labeling.baselines import most_frequent_token
-from gradspace.labeling.delphi_cache import (LatentWindows, Window, explanation_file, fuzz_positions, mean_activations_ceil)
+from gradspace.labeling.delphi_cache import (
+    LatentWindows,
+    Window,
+    explanation_file,
+    fuzz_positions,
+    mean_activations_ceil,
+)
 from gradspace.labeling.discrete import HardLabelScorer, balanced_mean
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.oracle import word_label_ids

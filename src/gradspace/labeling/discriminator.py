@@ -23,9 +23,8 @@ import torch
 from torch import nn
 
 from gradspace.errors import GradspaceError
-from gradspace.models.kv_cache import cache_argument_name
 from gradspace.labeling.prompts import PromptBatch, PromptBuilder
-
+from gradspace.models.kv_cache import cache_argument_name
 
 # Label-free slot logits kept by a discriminator: 1 GiB is 5,000 prompts of SmolLM2 (49k vocabulary) and 1,000 of
 # Gemma-3 (262k), more than a labeling run's training words for a few features.

@@ -6,10 +6,10 @@ W&B table)."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,16 +17,33 @@ from omegaconf import DictConfig
 
 from gradspace.errors import GradspaceError
 from gradspace.labeling.baselines import most_frequent_token, vocabulary_projection
-from gradspace.labeling.config import (BuiltinSAEConfig, DelphiFeatureConfig, LabelingConfig, LocalSAEConfig, RecordsFeatureConfig,
-                                       SAEFeatureConfig, SAELensConfig, WordsFeatureConfig)
+from gradspace.labeling.config import (
+    BuiltinSAEConfig,
+    DelphiFeatureConfig,
+    LabelingConfig,
+    LocalSAEConfig,
+    RecordsFeatureConfig,
+    SAEFeatureConfig,
+    SAELensConfig,
+    WordsFeatureConfig,
+)
 from gradspace.labeling.discrete import HardLabelScorer, LabelScore, select_label
 from gradspace.labeling.discriminator import Discriminator
-from gradspace.labeling.features import (Corpus, FeatureData, category_features, load_corpus, sae_codes, sae_latent_features,
-                                         select_latents, token_counts, word_list_features)
+from gradspace.labeling.features import (
+    Corpus,
+    FeatureData,
+    category_features,
+    load_corpus,
+    sae_codes,
+    sae_latent_features,
+    select_latents,
+    token_counts,
+    word_list_features,
+)
 from gradspace.labeling.oracle import OracleResult, is_accepted, oracle_check
 from gradspace.labeling.prompts import PromptBuilder, PromptSpec, resolve_prompt_spec
-from gradspace.labeling.sae import SparseAutoencoder, load_local_sae, load_saelens_sae
 from gradspace.labeling.records import record_features
+from gradspace.labeling.sae import SparseAutoencoder, load_local_sae, load_saelens_sae
 from gradspace.labeling.scan import ScanResult, beam_scan, frequent_tokens, vocabulary_scan
 from gradspace.labeling.scorer import build_scorer
 from gradspace.labeling.seeding import predicted_categories

@@ -11,8 +11,8 @@ from typing import Sequence
 import torch
 
 from gradspace.errors import GradspaceError
-from gradspace.labeling.sae import CFG_FILE, SparseAutoencoder, check_topk_k, load_local_sae, save_sae
 from gradspace.labeling.activations import token_activations
+from gradspace.labeling.sae import CFG_FILE, SparseAutoencoder, check_topk_k, load_local_sae, save_sae
 from gradspace.utils.cache import fingerprint
 
 TRAINABLE = ("topk", "standard")
