@@ -18,7 +18,7 @@ def selection_config(**changes) -> DiscreteConfig:
     """The soft label's top word as its only candidate, one round of swaps from it."""
     settings = dict(top=1, sweeps=1, prior_top=0, swap_rounds=1, swap_top=1, swap_beam=1, max_examples=256,
                     max_candidates=64, tie_share=0.16, resamples=400, tie_break="soft_label",
-                    tie_objective_words="train_and_validation", tie_measure="objective")
+                    tie_objective_words="train_and_validation")
     return DiscreteConfig(**{**settings, **changes})
 
 
@@ -104,26 +104,6 @@ def test_the_tie_break_objective_is_measured_on_the_words_it_is_given():
     assert on_more_words.tie_objectives[(other_word,)] < on_more_words.tie_objectives[(SOFT_WORD,)]
 
 
-def test_the_tie_break_can_rank_the_tied_by_auroc_on_its_words():
-    """Two soft-label words tied on 4 validation positives. On 40 words the first keeps a wide margin on the positives
-    it ranks right but misranks 4 (the lower objective), the second ranks them all right by a narrow margin (the
-    higher AUROC): tie_measure=objective keeps the first, tie_measure=auroc the second."""
-    other_word = 2
-    validation = table_of(n_positive=4, n_negative=60, soft_misranked=0)
-    validation[other_word] = readouts(4, 60, 0, 7)
-    wide = table_of(n_positive=40, n_negative=60, soft_misranked=0)
-    wide[SOFT_WORD] = torch.cat([torch.full((4,), 0.9), 50.0 + torch.rand(36), torch.rand(60)])
-    wide[other_word] = torch.cat([1.05 + torch.rand(40) * 0.01, torch.rand(60)])
-    p = soft_label_on(SOFT_WORD, other_word)
-    by = {measure: select_label(TableScorer(validation, 4), p, selection_config(top=2, swap_rounds=0, tie_measure=measure),
-                                tie_scorer=TableScorer(wide, 40)) for measure in ("objective", "auroc")}
-    assert set(by["objective"].tied) == set(by["auroc"].tied) == {(SOFT_WORD,), (other_word,)}
-    aurocs, objectives = by["auroc"].tie_aurocs, by["auroc"].tie_objectives
-    assert aurocs[(other_word,)] == pytest.approx(1.0) and aurocs[(SOFT_WORD,)] < 1.0
-    assert objectives[(SOFT_WORD,)] < objectives[(other_word,)]
-    assert by["objective"].best.label_ids == (SOFT_WORD,) and by["auroc"].best.label_ids == (other_word,)
-
-
 def test_ties_are_paired_bootstrap_resamples_of_each_class():
     """Against a perfect label, one misranked word of 8 is noise (a resample leaves it out with probability
     (7/8)^8 = 0.34), two are not ((6/8)^8 = 0.10 < 0.16); an identical readout always ties, a bad one never."""
@@ -138,8 +118,7 @@ def test_ties_are_paired_bootstrap_resamples_of_each_class():
 @pytest.mark.parametrize(("changes", "message"), [({"tie_share": 0.0}, "tie_share=0.0 must be in"),
                                                   ({"resamples": 0}, "resamples=0 must be at least 1"),
                                                   ({"tie_break": "votes"}, "tie_break='votes' is unknown"),
-                                                  ({"tie_objective_words": "heldout"}, "tie_objective_words='heldout' is unknown"),
-                                                  ({"tie_measure": "loss"}, "tie_measure='loss' is unknown")])
+                                                  ({"tie_objective_words": "heldout"}, "tie_objective_words='heldout' is unknown")])
 def test_selection_settings_are_checked(changes, message):
     with pytest.raises(GradspaceError, match=message):
         selection_config(**changes)

@@ -77,7 +77,6 @@ class SoftLabelConfig:
 
 TIE_BREAKS = ("soft_label", "objective")
 # What orders the tied candidates: the lowest objective, or the highest AUROC (then the lowest objective).
-TIE_MEASURES = ("objective", "auroc")
 # The words the tie-break's objective is measured on: every word the selection may see, or the validation words alone.
 TIE_OBJECTIVE_WORDS = ("train_and_validation", "validation")
 
@@ -98,7 +97,6 @@ class DiscreteConfig:
     resamples: int  # bootstrap resamples of the validation examples for tie_share
     tie_break: str  # among tied candidates: "soft_label" (the soft labels' own first) or "objective" (the lowest)
     tie_objective_words: str  # where the tie-break's objective is measured: "train_and_validation" or "validation"
-    tie_measure: str  # what orders the tied on those words: "objective" (lowest) or "auroc" (highest)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.tie_share <= 1.0:
@@ -108,8 +106,6 @@ class DiscreteConfig:
         if self.tie_objective_words not in TIE_OBJECTIVE_WORDS:
             raise GradspaceError(f"discrete.tie_objective_words='{self.tie_objective_words}' is unknown; "
                                  f"use one of {', '.join(TIE_OBJECTIVE_WORDS)}")
-        if self.tie_measure not in TIE_MEASURES:
-            raise GradspaceError(f"discrete.tie_measure='{self.tie_measure}' is unknown; use one of {', '.join(TIE_MEASURES)}")
         if self.resamples < 1:
             raise GradspaceError(f"discrete.resamples={self.resamples} must be at least 1")
 

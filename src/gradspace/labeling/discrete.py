@@ -12,8 +12,6 @@ among them the soft labels' own candidates come first, the lowest training objec
 one-standard-error rule, with the optimiser's candidates in place of the simplest model). That objective is
 measured on the training and the validation words together: on the validation words alone it is as noisy as their
 AUROC (a list may hold 4 validation positives), and on the training words it is what the soft labels minimised.
-`tie_measure=auroc` orders the tied by their AUROC on those words instead (then by the objective): the objective
-rewards a label the LM expects at the slot, which an adjective before the category noun can be ("serious" for crimes).
 
 Single-token labels: the union of every restart's top candidates (and of the argmax labels visited most often
 during training) is scored. Multi-token labels: from each restart's argmax sequence, coordinate ascent replaces one position at a
@@ -265,9 +263,9 @@ def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfi
     gradient-guided swaps from the `config.swap_beam` best labels so far (each round starts only from labels not
     yet expanded); `config.max_candidates` labels at most, in that order. Of the labels tied with the top-ranked one
     within the validation examples' noise (`ties_with_first` at `config.tie_share`), `config.tie_break` picks: the
-    soft labels' own candidates first and then by `config.tie_measure` (soft_label), or by that measure alone
-    (objective). The measure is the lowest objective, or the highest AUROC and then the lowest objective, taken by
-    `tie_scorer` (the training and validation words) where given, else on the validation examples."""
+    soft labels' own candidates first and then the lowest objective (soft_label), or the lowest objective alone
+    (objective), taken by `tie_scorer` (the training and validation words) where given, else on the validation
+    examples."""
     candidates_per_position = p.topk(min(config.top, p.shape[-1]), dim=-1).indices  # [R, L, top]
     scored: dict[tuple[int, ...], LabelScore] = {}
     found_by: dict[tuple[int, ...], str] = {}
@@ -311,12 +309,10 @@ def select_label(scorer: HardLabelScorer, p: torch.Tensor, config: DiscreteConfi
     measured = scored if tie_scorer is None or len(tied) == 1 else {s.label_ids: s for s in tie_scorer.score_labels(tied)}
     objectives = {label: measured[label].objective for label in tied}
     aurocs = {label: measured[label].auroc for label in tied}
-    merit = ((lambda label: (-aurocs[label], objectives[label])) if config.tie_measure == "auroc"
-             else (lambda label: (objectives[label],)))
     if config.tie_break == "soft_label":  # the soft labels' own candidates before those the validation gradient found
-        tied.sort(key=lambda label: (found_by[label] not in SOFT_LABEL_DERIVED, *merit(label)))
+        tied.sort(key=lambda label: (found_by[label] not in SOFT_LABEL_DERIVED, objectives[label]))
     else:
-        tied.sort(key=merit)
+        tied.sort(key=objectives.get)
     return DiscreteResult(best=scored[tied[0]], scored=ranked, found_by=found_by, tied=tied, tie_objectives=objectives,
                           tie_aurocs=aurocs)
 

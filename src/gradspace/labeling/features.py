@@ -21,8 +21,6 @@ from gradspace.labeling.prompts import Example, word_token_id
 from gradspace.labeling.sae import SparseAutoencoder
 from gradspace.labeling.vocabulary import word_tokens
 
-KINDS = ("words", "category", "sae")
-
 
 @dataclass
 class FeatureData:
