@@ -30,8 +30,8 @@ from gradspace.labeling.features import load_corpus, sae_codes
 from gradspace.labeling.oracle import word_label_ids
 from gradspace.labeling.prompts import Example
 from gradspace.labeling.records import read_records
-from gradspace.labeling.run import load_sae, write_delphi_cache
 from gradspace.labeling.scorer import SecondModelScorer
+from gradspace.labeling.setup import load_sae, write_delphi_cache
 from gradspace.models.loading import load_model
 from harness import pin_threads, print_header
 

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from gradspace.labeling.config import LabelingConfig
 from gradspace.labeling.discrete import HardLabelScorer
 from gradspace.labeling.oracle import word_label_ids
-from gradspace.labeling.run import build_discriminator, build_features
+from gradspace.labeling.setup import build_discriminator, build_features
 from gradspace.models.loading import load_model
 from harness import pin_threads, print_header
 

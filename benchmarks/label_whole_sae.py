@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 
 from gradspace.labeling.config import LabelingConfig
 from gradspace.labeling.features import load_corpus, sae_codes
-from gradspace.labeling.run import build_discriminator, load_sae
+from gradspace.labeling.setup import build_discriminator, load_sae
 from gradspace.labeling.whole_sae import label_all_latents
 from gradspace.models.loading import load_model
 from harness import Goal, pin_threads, print_header

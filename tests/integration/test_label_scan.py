@@ -11,11 +11,7 @@ from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
 from gradspace.labeling.scan import beam_scan, frequent_tokens, vocabulary_scan
 from gradspace.labeling.soft_label import allowed_label_tokens
 from gradspace.synth.tokenizer import build_word_tokenizer
-from test_label_run import (  # the tiny model and categories of the labeling tests
-    CATEGORIES,
-    WORDS,
-    tiny_model,
-)
+from test_label_run import CATEGORIES, WORDS, tiny_model  # the tiny model and categories of the labeling tests
 
 pytestmark = pytest.mark.integration
 

@@ -137,29 +137,13 @@ class Discriminator(nn.Module):
             raise ValueError("the prompt has a {label_article} slot: pass an_weights")
         embed = self.lm.get_input_embeddings()
         device = batch.input_ids.device
-        n_prompts = batch.input_ids.shape[0]
-        examples = torch.arange(n_prompts, device=device) if examples is None else examples
+        examples = torch.arange(batch.input_ids.shape[0], device=device) if examples is None else examples
         if self.label_is_only_predicted(batch):
             return self._single_label_likelihood(batch, examples, rows, label_probs, label_tokens, with_slot_logits)
         if self.word_follows_one_stem(batch):
             return self._word_after_each_label(batch, label_embeddings, rows, examples, an_weights, with_slot_logits)
         n_items = examples.shape[0]
-        first_dependent = batch.label_positions.min()
-        if batch.label_article_positions is not None:
-            first_dependent = torch.minimum(first_dependent, batch.label_article_positions.min())
-        split = int(first_dependent)  # every prompt's tokens before `split` are real tokens that no label changes
-
-        template = self._template_prefix()
-        head_hidden = None
-        if split > 0:
-            with torch.no_grad():
-                past = None if template is None else self._cache(template, n_prompts)
-                head = self.lm.base_model(input_ids=batch.input_ids[:, :split], use_cache=True, **{self._cache_argument: past})
-            head_hidden = head.last_hidden_state
-            past = self._cache([(layer.keys, layer.values) for layer in getattr(head, self._cache_argument).layers], n_items, examples)
-        else:
-            past = None if template is None else self._cache(template, n_items)
-
+        split, past, head_hidden = self._label_free_head(batch, examples)
         items = torch.arange(n_items, device=device)
         inputs = embed(batch.input_ids[examples, split:])
         label_positions = batch.label_positions[examples]
@@ -187,6 +171,23 @@ class Discriminator(nn.Module):
             else:
                 scores = (log_q * label_probs[rows].float()).sum((-2, -1))
         return DiscriminatorOutput(scores=scores, slot_logits=slot_logits if with_slot_logits else None)
+
+    def _label_free_head(self, batch: PromptBatch, examples: torch.Tensor):
+        """(split, the key/value cache each item starts from, the head's hidden states or None): every prompt's tokens
+        before `split` are real tokens that no label changes, run once per prompt without a gradient; each item's
+        cache is its prompt's rows of them (or the template's literal prefix where the label comes first)."""
+        first_dependent = batch.label_positions.min()
+        if batch.label_article_positions is not None:
+            first_dependent = torch.minimum(first_dependent, batch.label_article_positions.min())
+        split = int(first_dependent)
+        template = self._template_prefix()
+        if split == 0:
+            return split, None if template is None else self._cache(template, examples.shape[0]), None
+        with torch.no_grad():
+            past = None if template is None else self._cache(template, batch.input_ids.shape[0])
+            head = self.lm.base_model(input_ids=batch.input_ids[:, :split], use_cache=True, **{self._cache_argument: past})
+        layers = [(layer.keys, layer.values) for layer in getattr(head, self._cache_argument).layers]
+        return split, self._cache(layers, examples.shape[0], examples), head.last_hidden_state
 
     def label_is_only_predicted(self, batch: PromptBatch) -> bool:
         """A one-token label read by label_likelihood, with nothing label-dependent before it: the prompt never sees

@@ -48,3 +48,8 @@ def word_tokens(tokenizer, vocabulary_size: int, min_letters: int = 1, stop_word
     if not words.any():
         raise GradspaceError("no token of the vocabulary is a word by these rules; use label.vocabulary=all or lower label.min_letters")
     return words
+
+
+def token_text(tokenizer, token_ids) -> str:
+    """The label's text: its tokens decoded, without the space a word-initial token carries."""
+    return tokenizer.decode(list(token_ids)).strip()
