@@ -20,13 +20,11 @@ import argparse
 import dataclasses
 import logging
 import statistics
-import time
 import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
@@ -38,29 +36,9 @@ from gradspace.labeling.soft_label import BalancedExamples, SoftLabel, allowed_l
 from gradspace.models.loading import default_cache_dir, load_model
 from gradspace.synth.grammar import CATEGORIES
 from gradspace.utils.run_config import config_from_section
-from harness import Goal, default_device, pin_threads, print_header
+from harness import Goal, StepTimer, default_device, pin_threads, print_header
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-class StepTimer(L.Callback):
-    """The end of every step, i.e. whole steps including fetching the batch (on a GPU, once its queued work is done),
-    and the start of the training."""
-
-    def __init__(self) -> None:
-        self.start: float | None = None
-        self.ends: list[float] = []
-
-    def now(self, trainer) -> float:
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize(trainer.strategy.root_device)
-        return time.perf_counter()
-
-    def on_train_start(self, trainer, *args, **kwargs) -> None:
-        self.start = self.now(trainer)
-
-    def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
-        self.ends.append(self.now(trainer))
 
 
 def fit_seconds(loaded, builder, features, label_cfg: dict, steps: int, warmup: int, device: str) -> tuple[float, float]:
