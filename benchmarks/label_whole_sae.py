@@ -1,9 +1,14 @@
 """Every live latent of the built-in 2,048-latent SAE of SmolLM2 (conf/experiment/label_sae_smollm2.yaml) labelled by
-the exact scan of the word-alone readout (gradspace.labeling.whole_sae), with its time and peak memory: the SAE and
-its codes (cached after the first run), the token table, and the labels. Writes <out>/whole_sae.json and
-<out>/whole_sae.tsv (latent, density, top words, label, held-out AUROC, word-alone AUROC, baselines).
+the exact scan of the word-alone readout (gradspace.labeling.whole_sae), with its time and peak memory: the model, the
+SAE (trained and cached by the first run) and its codes over the corpus, the token table, and the labels. Writes
+<out>/whole_sae.json and <out>/whole_sae.tsv (latent, density, top words, label, held-out AUROC, word-alone AUROC,
+baselines).
 
-    OMP_NUM_THREADS=1 python benchmarks/label_whole_sae.py --out benchmarks/results/whole_sae
+    MALLOC_MMAP_THRESHOLD_=131072 OMP_NUM_THREADS=1 python benchmarks/label_whole_sae.py --out benchmarks/results/whole_sae
+
+MALLOC_MMAP_THRESHOLD_ fixes glibc's threshold for allocating with mmap: by default it rises after large frees, and
+the forwards' activations, whose shapes vary from batch to batch, then stay in the heap once freed (about a gigabyte
+of resident memory that holds no data by the end of the codes); fixed at 128 KiB, they go back to the system.
 """
 
 from __future__ import annotations
