@@ -69,6 +69,11 @@ def check_oracles(config: LabelingConfig, discriminator: Discriminator, allowed:
     return Oracles(checks, word_alone, time.perf_counter() - start)
 
 
+def descends(method: str) -> bool:
+    """The method trains soft labels (the scan may run beside it)."""
+    return method in ("descent", "both")
+
+
 @dataclass
 class LabelPlan:
     """How this run's trainable features get their labels, and what was trained for them."""
@@ -82,7 +87,7 @@ class LabelPlan:
 
     @property
     def descends(self) -> bool:
-        return self.method in ("descent", "both")
+        return descends(self.method)
 
 
 def plan_labels(cfg: DictConfig, config: LabelingConfig, loaded: LoadedModel, spec: PromptSpec, discriminator: Discriminator,
@@ -93,12 +98,11 @@ def plan_labels(cfg: DictConfig, config: LabelingConfig, loaded: LoadedModel, sp
     one_token = None
     if config.label.length > 1 and scans:
         one_token = Discriminator(loaded.model, PromptBuilder(spec, tokenizer, 1, add_bos=config.prompt.add_bos)).to(loaded.model.device)
-    descends = method in ("descent", "both")
     # Where the exact scan of every token is not run, a descent is compared with the same scan over frequent words.
     frequent = (frequent_tokens(tokenizer, allowed, config.evaluation.frequent_scan_words)
-                if descends and not scans and config.label.length == 1 and config.evaluation.frequent_scan_words else None)
+                if descends(method) and not scans and config.label.length == 1 and config.evaluation.frequent_scan_words else None)
     module, train_seconds = (train_soft_labels(cfg, config, discriminator, allowed, trainable, loggers)
-                             if trainable and descends else (None, 0.0))
+                             if trainable and descends(method) else (None, 0.0))
     return LabelPlan(method, scans, one_token, frequent, module, train_seconds)
 
 
