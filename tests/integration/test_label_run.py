@@ -18,6 +18,7 @@ from gradspace.labeling.config import DiscreteConfig, LabelingConfig
 from gradspace.labeling.discrete import SOFT_LABEL_STAGES, HardLabelScorer, select_label
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import singular_category_words
+from gradspace.labeling.objective import slot_log_prior
 from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
 from gradspace.labeling.run import run
 from gradspace.labeling.soft_label import allowed_label_tokens
@@ -181,8 +182,6 @@ def prompt_forwards(model, builder: PromptBuilder, monkeypatch) -> list[int]:
 def test_a_label_the_prompt_never_sees_is_scored_from_one_forward_per_example_set(one_thread, monkeypatch):
     """label_likelihood with a one-token label: the prompt is the same for every label, so the scorer runs it once
     and reads any number of labels (and their naturalness, and the swap gradient) from that one log q."""
-    from gradspace.labeling.discriminator import slot_log_prior
-
     tokenizer = build_word_tokenizer(["is", "a", "?", "yes", "no", "the", *CATEGORIES, *WORDS])
     model = tiny_model(tokenizer, hidden=32).eval()
     builder = PromptBuilder(PromptSpec("plain", "is a {word} a {label} ?", None, readout="label_likelihood"), tokenizer, label_length=1)

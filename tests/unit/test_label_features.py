@@ -11,7 +11,7 @@ from gradspace.labeling.baselines import most_frequent_token, vocabulary_project
 from gradspace.labeling.discrete import classification_metrics
 from gradspace.labeling.features import LatentFirings, category_features, word_list_features, word_set_features
 from gradspace.labeling.prompts import PromptBuilder, PromptSpec
-from gradspace.labeling.soft_label import allowed_label_tokens, balanced_bce
+from gradspace.labeling.soft_label import allowed_label_tokens
 from gradspace.synth.grammar import CATEGORIES
 from gradspace.synth.tokenizer import build_word_tokenizer
 
@@ -114,16 +114,6 @@ def test_category_examples_are_singular_nouns_and_numerals():
     assert {"owl", "seven", "7"} <= negatives and not negatives & {"owls", "people", "men"}
     numerals = {tokenizer.decode([e.token]) for e in number.train_positive + number.validation_positive + number.heldout_positive}
     assert {"seven", "7"} <= numerals and len(numerals) == 40
-
-
-def test_balanced_bce_weighs_classes_equally():
-    scores = torch.tensor([2.0, 2.0, 2.0, -1.0, 0.5, 0.0])
-    targets = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 1.0])
-    groups = torch.tensor([0, 0, 0, 0, 1, 1])
-    losses = torch.nn.functional.binary_cross_entropy_with_logits(scores, targets, reduction="none")
-    group0 = 0.5 * (losses[:3].mean() + losses[3])
-    group1 = 0.5 * (losses[4] + losses[5])
-    assert torch.isclose(balanced_bce(scores, targets, groups, 2), (group0 + group1) / 2)
 
 
 def test_classification_metrics_calibrate_the_boundary_per_label():

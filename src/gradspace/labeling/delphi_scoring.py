@@ -40,8 +40,9 @@ from gradspace.labeling.delphi_cache import (
     fuzz_positions,
     mean_activations_ceil,
 )
-from gradspace.labeling.discrete import HardLabelScorer, balanced_mean
+from gradspace.labeling.discrete import HardLabelScorer
 from gradspace.labeling.discriminator import Discriminator
+from gradspace.labeling.objective import balanced_mean
 from gradspace.labeling.oracle import word_label_ids
 from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
 from gradspace.labeling.scorer import SecondModelScorer, respell

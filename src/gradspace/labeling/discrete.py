@@ -35,9 +35,15 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 
 from gradspace.labeling.config import DiscreteConfig
-from gradspace.labeling.discriminator import Discriminator, slot_log_prior
+from gradspace.labeling.discriminator import Discriminator
+from gradspace.labeling.objective import (
+    balanced_mean,
+    hard_label_naturalness,
+    midpoint_calibration,
+    readout_loss,
+    slot_log_prior,
+)
 from gradspace.labeling.prompts import Example
-from gradspace.labeling.soft_label import balanced_bce
 
 
 @dataclass
@@ -81,29 +87,10 @@ class DiscreteResult:
         return next((score for score in self.scored if score.label_ids == label), None)
 
 
-def balanced_mean(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over examples (dim 0) in which both classes weigh half, whatever their sizes."""
-    positive = targets.bool()
-    return 0.5 * (values[positive].mean(0) + values[~positive].mean(0))
-
-
-def readout_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The training loss of one label: the soft label's balanced cross-entropy with a single group."""
-    return balanced_bce(scores, targets.float(), torch.zeros_like(targets, dtype=torch.long), 1)
-
-
-def calibrate(scores: torch.Tensor, targets: torch.Tensor, threshold: float | None = None) -> tuple[torch.Tensor, float]:
-    """A label's readout per label: (scores - threshold) / their spread, and the threshold, by default the midpoint of
-    the two classes' means (a label can shift every score, as "Yes" to everything does; the ranking is what counts)."""
-    if threshold is None:
-        threshold = float(balanced_mean(scores.detach(), targets))
-    return (scores - threshold) / scores.std().clamp(min=1e-6), threshold
-
-
 def classification_metrics(scores: torch.Tensor, targets: torch.Tensor, threshold: float | None = None
                            ) -> tuple[float, float, float, float]:
     """(balanced accuracy at the threshold, AUROC, balanced cross-entropy of the calibrated scores, threshold)."""
-    calibrated, threshold = calibrate(scores, targets, threshold)
+    calibrated, threshold = midpoint_calibration(scores, targets, threshold)
     predictions = calibrated > 0
     positive, negative = targets.bool(), ~targets.bool()
     tpr = (predictions & positive).sum() / positive.sum().clamp(min=1)
@@ -114,8 +101,9 @@ def classification_metrics(scores: torch.Tensor, targets: torch.Tensor, threshol
 
 
 class HardLabelScorer:
-    """Scores hard labels on a fixed set of examples, many labels per forward, by the same objective the soft
-    label trains on: at a one-hot p the entropy is 0 and KL(p || q) is -log q(label)."""
+    """Scores hard labels on a fixed set of examples, many labels per forward, by the objective the soft label trains
+    on (gradspace.labeling.objective), calibrated at the classes' midpoint where training learns its calibration: at
+    a one-hot p the entropy is 0 and KL(p || q) is -log q(label)."""
 
     def __init__(self, discriminator: Discriminator, positives: Sequence[Example], negatives: Sequence[Example],
                  pad_id: int, allowed: torch.Tensor, kl_weight: float = 0.0, max_floats: int = 2**27):
@@ -187,7 +175,7 @@ class HardLabelScorer:
         results = []
         for index, (label, s, nll) in enumerate(zip(labels, all_scores, surprisal)):
             accuracy, auroc, loss, threshold = classification_metrics(s, self.targets, None if thresholds is None else thresholds[index])
-            naturalness = float(balanced_mean(nll, self.targets))
+            naturalness = float(hard_label_naturalness(nll, self.targets))
             results.append(LabelScore(tuple(int(t) for t in label), accuracy, auroc, loss, naturalness,
                                       loss + self.kl_weight * naturalness, threshold, s))
         return results
@@ -242,7 +230,7 @@ class HardLabelScorer:
                                          an_weights=self.takes_an.to(device)[label_ids[:, 0]].float(), label_probs=one_hot)
                 scores = out.scores
                 log_q = None if out.slot_logits is None else slot_log_prior(out.item_slot_logits(), allowed)
-            loss = readout_loss(calibrate(scores, targets)[0], targets)
+            loss = readout_loss(midpoint_calibration(scores, targets)[0], targets)
             (gradient,) = torch.autograd.grad(loss, one_hot)
         # The current token's term is the same constant for every token of a position, so it drops out.
         change = gradient[0]  # [L, V]

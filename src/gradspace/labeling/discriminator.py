@@ -31,12 +31,6 @@ from gradspace.models.kv_cache import cache_argument_name
 SLOT_CACHE_BYTES = 2**30
 
 
-def slot_log_prior(slot_logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """log q over the tokens a label may use (-inf elsewhere), from the slot logits: the naturalness prior,
-    never a training target, so detached."""
-    return torch.log_softmax(slot_logits.detach().float().masked_fill(~allowed, float("-inf")), dim=-1)
-
-
 @dataclass
 class DiscriminatorOutput:
     scores: torch.Tensor  # [N] the readout: larger where the label fits the example better

@@ -1,5 +1,5 @@
-"""The exact scan: every allowed token scored as the label by the objective the soft label trains on (the calibrated
-readout's balanced cross-entropy + `kl_weight` × naturalness), its minimum taken.
+"""The exact scan: every allowed token scored as the label by the discrete step's objective (gradspace.labeling.objective:
+the midpoint-calibrated readout's balanced cross-entropy + `kl_weight` × naturalness), its minimum taken.
 
 Where a one-token label is only predicted (`Discriminator.label_is_only_predicted`: the label_likelihood readout),
 the readout of label t on example n is log q(t | prompt n), a column of the [examples × vocabulary] table of the
@@ -22,11 +22,11 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from gradspace.data.word_frequency import english_frequencies
 from gradspace.labeling.discrete import HardLabelScorer
-from gradspace.labeling.discriminator import Discriminator, slot_log_prior
+from gradspace.labeling.discriminator import Discriminator
+from gradspace.labeling.objective import column_objectives, slot_log_prior
 
 # Columns of the table reduced at once: [examples × columns] floats a few times over.
 COLUMNS_PER_CHUNK = 8192
@@ -40,32 +40,6 @@ class ScanResult:
     ranking: list[tuple[tuple[int, ...], float]]
     n_scored: int  # labels scored
     seconds: float = 0.0
-
-
-def column_objectives(scores: torch.Tensor, surprisal: torch.Tensor | None, targets: torch.Tensor, kl_weight: float,
-                      weights: torch.Tensor | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """[C] the objective of C labels from their readout `scores` [N, C] on N examples (and -log q(label) `surprisal`
-    [N, C] for naturalness): per column exactly what `HardLabelScorer.score_labels` computes for one label
-    (`discrete.calibrate` at the classes' midpoint, the balanced cross-entropy, the balanced mean surprisal).
-    `weights` [N] count each row as that many examples (rows of a word-alone readout stand for every occurrence
-    of their word): the same result as the rows repeated. `dtype`: float32 halves the time of a whole SAE's scans."""
-    positive = targets.bool().to(scores.device)
-    scores = scores.to(dtype)
-    w = torch.ones(len(targets), dtype=dtype, device=scores.device) if weights is None else weights.to(dtype=dtype, device=scores.device)
-    w_pos, w_neg = w * positive, w * ~positive
-
-    def class_mean(values: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
-        return (class_weights @ values) / class_weights.sum()
-
-    threshold = 0.5 * (class_mean(scores, w_pos) + class_mean(scores, w_neg))
-    mean = (w @ scores) / w.sum()
-    std = ((w @ (scores - mean) ** 2) / (w.sum() - 1)).sqrt()  # unbiased, as torch.std
-    calibrated = (scores - threshold) / std.clamp(min=1e-6)
-    loss = 0.5 * (class_mean(F.softplus(-calibrated), w_pos) + class_mean(F.softplus(calibrated), w_neg))
-    if surprisal is None or kl_weight == 0:
-        return loss
-    surprisal = surprisal.to(dtype)
-    return loss + kl_weight * 0.5 * (class_mean(surprisal, w_pos) + class_mean(surprisal, w_neg))
 
 
 def _best(objective: torch.Tensor, labels: list[tuple[int, ...]], keep: int) -> list[tuple[tuple[int, ...], float]]:

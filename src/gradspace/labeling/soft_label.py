@@ -5,7 +5,9 @@ v [K·R, L, V], so every step is one batched forward of the frozen discriminator
 Loss = balanced cross-entropy of the calibrated readout against the feature's activity
      + λ_H · entropy(p) + λ_KL · KL(p ‖ q), q the LM's own next-token distribution at the label slot.
 The readout is calibrated per soft label: relative to its mean over the batch's words (half active, half not:
-a label can raise every score, as "Yes" to everything does), times a learned scale plus a learned offset.
+a label can raise every score, as "Yes" to everything does), times a learned scale plus a learned offset
+(gradspace.labeling.objective holds the loss's terms, shared with the discrete step, and says how their
+calibrations differ).
 Temperature annealing and, late in the run, straight-through (the forward sees the argmax token, the gradient
 flows to p) keep p from settling on an off-vocabulary mixture that no single word matches.
 """
@@ -18,13 +20,13 @@ from typing import Callable, Iterator, Sequence
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import IterableDataset
 
 from gradspace.labeling.config import SoftLabelConfig
-from gradspace.labeling.discriminator import Discriminator, DiscriminatorOutput, slot_log_prior
+from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import FeatureData
+from gradspace.labeling.objective import balanced_bce, learned_calibration, naturalness_kl
 from gradspace.labeling.prompts import PromptBatch, PromptBuilder
 from gradspace.labeling.vocabulary import word_tokens
 
@@ -90,36 +92,6 @@ class BalancedExamples(IterableDataset):
             }
 
 
-def balanced_bce(scores: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """Per group, the mean of the positive-class and negative-class mean losses; averaged over groups."""
-    losses = F.binary_cross_entropy_with_logits(scores, targets, reduction="none")
-    total = torch.zeros(n_groups, 2, device=scores.device, dtype=losses.dtype)
-    count = torch.zeros(n_groups, 2, device=scores.device, dtype=losses.dtype)
-    cls = targets.long()
-    total.index_put_((groups, cls), losses, accumulate=True)
-    count.index_put_((groups, cls), torch.ones_like(losses), accumulate=True)
-    present = count > 0
-    per_class = torch.where(present, total / count.clamp(min=1), torch.zeros_like(total))
-    return (per_class.sum(1) / present.sum(1).clamp(min=1)).mean()
-
-
-def naturalness_kl(p: torch.Tensor, log_p: torch.Tensor, out: DiscriminatorOutput, rows: torch.Tensor,
-                   allowed: torch.Tensor) -> torch.Tensor:
-    """KL(p_row ‖ q_item) averaged over items and label positions: p [R, L, V] per row, q from the items' slot
-    logits. Each row's log q is summed over its items first (a [R, M] count matrix times the M slot-logit rows), so
-    nothing of size items × vocabulary is built where items share a prompt's slot logits (`slot_rows`): K features
-    × R restarts reading the same prompts cost one vocabulary-sized row per prompt, not per item."""
-    log_q = slot_log_prior(out.slot_logits, allowed).masked_fill(~allowed, 0.0)  # [M, L, V]
-    n_items = rows.shape[0]
-    slots = torch.arange(n_items, device=rows.device) if out.slot_rows is None else out.slot_rows
-    counts = torch.zeros(p.shape[0], log_q.shape[0], device=p.device, dtype=log_q.dtype)
-    counts.index_put_((rows, slots), torch.ones_like(rows, dtype=log_q.dtype), accumulate=True)  # [R, M]
-    summed_log_q = (counts @ log_q.flatten(1)).view(p.shape)  # [R, L, V]: each row's log q summed over its items
-    items_per_row = counts.sum(1)  # [R]
-    negative_entropy = (items_per_row[:, None, None] * p * log_p).sum()  # Σ over items of Σ p log p
-    return (negative_entropy - (p * summed_log_q).sum()) / (n_items * p.shape[1])
-
-
 class SoftLabel(L.LightningModule):
     def __init__(self, discriminator: Discriminator, allowed: torch.Tensor, feature_names: Sequence[str],
                  config: SoftLabelConfig, optimizer: Callable[..., torch.optim.Optimizer], total_steps: int, seed: int = 0,
@@ -173,15 +145,6 @@ class SoftLabel(L.LightningModule):
         hard = torch.nn.functional.one_hot(p.argmax(-1), p.shape[-1]).to(p.dtype)
         return hard + p - p.detach()
 
-    def calibrated(self, scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Each item's readout relative to its row's mean over the batch, times the row's scale, plus its offset."""
-        n_rows = self.calibration.shape[0]
-        total = torch.zeros(n_rows, device=scores.device, dtype=scores.dtype).index_add(0, rows, scores)
-        count = torch.zeros(n_rows, device=scores.device, dtype=scores.dtype).index_add(0, rows, torch.ones_like(scores))
-        centred = scores - (total / count.clamp(min=1))[rows]
-        log_scale, offset = self.calibration[rows].unbind(-1)
-        return centred * log_scale.exp() + offset
-
     def an_weights(self, p: torch.Tensor) -> torch.Tensor:
         """[R] each label's weight on the article "an": the probability of its first token taking "an"
         (straight-through like the label itself)."""
@@ -203,7 +166,7 @@ class SoftLabel(L.LightningModule):
         want_prior = self.config.kl_weight > 0
         out = self.discriminator(prompts, self.label_embeddings(p), rows, with_slot_logits=want_prior, an_weights=self.an_weights(p),
                                  examples=batch["example_index"].repeat(restarts), label_probs=self.label_probs(p))
-        scores = self.calibrated(out.scores, rows)
+        scores = learned_calibration(out.scores, rows, self.calibration)
         prediction = balanced_bce(scores, targets, rows, p.shape[0])
         log_p = torch.log(p.clamp_min(1e-12))
         entropy = -(p * log_p).sum(-1).mean()

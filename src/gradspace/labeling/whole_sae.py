@@ -2,7 +2,7 @@
 
 The readout sees a token alone ("<word> is a kind of <label>"), so its log q table has one row per distinct token
 of the training texts, computed once for all latents. A latent's examples are token occurrences; those of one token
-share its row, so each latent's objective over every allowed label is the weighted scan (`scan.column_objectives`
+share its row, so each latent's objective over every allowed label is the weighted scan (`objective.column_objectives`
 with each row weighted by its occurrences): a few vectorised reductions per latent, no forward. Held-out tokens the
 training texts lack get a second table afterwards, over only the labels the latents chose (their label and
 baselines): the full table of every held-out token would add a third to the memory for a few columns of it. What a
@@ -22,8 +22,8 @@ from torchmetrics.functional.classification import binary_auroc
 
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import TextCodes
+from gradspace.labeling.objective import column_objectives
 from gradspace.labeling.prompts import Example
-from gradspace.labeling.scan import column_objectives
 
 log = logging.getLogger(__name__)
 # Columns of a latent's table slice reduced at once: its rows (thousands of distinct tokens for a dense latent) ×
