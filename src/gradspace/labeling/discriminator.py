@@ -174,14 +174,36 @@ class Discriminator(nn.Module):
         if batch.label_article_positions is not None:
             first_dependent = torch.minimum(first_dependent, batch.label_article_positions.min())
         split = int(first_dependent)
-        template = self._template_prefix()
         if split == 0:
+            template = self._template_prefix()
             return split, None if template is None else self._cache(template, examples.shape[0]), None
         with torch.no_grad():
-            past = None if template is None else self._cache(template, batch.input_ids.shape[0])
-            head = self.lm.base_model(input_ids=batch.input_ids[:, :split], use_cache=True, **{self._cache_argument: past})
-        layers = [(layer.keys, layer.values) for layer in getattr(head, self._cache_argument).layers]
-        return split, self._cache(layers, examples.shape[0], examples), head.last_hidden_state
+            layers, hidden = self._run_prompts(batch.input_ids[:, :split])
+        return split, self._cache(layers, examples.shape[0], examples), hidden
+
+    def _run_prompts(self, input_ids: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """(key/value layers, last hidden states [n, T, d]) of the prompts `input_ids` [n, T] after the template's
+        literal prefix."""
+        template = self._template_prefix()
+        past = None if template is None else self._cache(template, input_ids.shape[0])
+        out = self.lm.base_model(input_ids=input_ids, use_cache=True, **{self._cache_argument: past})
+        return [(layer.keys, layer.values) for layer in getattr(out, self._cache_argument).layers], out.last_hidden_state
+
+    @torch.no_grad()
+    def prompt_cache(self, input_ids: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """(key/value layers, next-token logits [n, V] after the last token) of the prompts `input_ids` [n, T]: the
+        layers continue them one token at a time (`continued_logits`)."""
+        layers, hidden = self._run_prompts(input_ids)
+        return layers, self._logits(hidden[:, -1])
+
+    @torch.no_grad()
+    def continued_logits(self, layers: list[tuple[torch.Tensor, torch.Tensor]], token: int) -> torch.Tensor:
+        """[n, V] the next-token logits after each prompt of `layers` (`prompt_cache`) continued by `token`."""
+        n = layers[0][0].shape[0]
+        inputs = (self.embedding[token] * self.input_scale).expand(n, 1, -1)
+        past = self._cache(layers, n, torch.arange(n, device=inputs.device))
+        hidden = self.lm.base_model(inputs_embeds=inputs, use_cache=True, **{self._cache_argument: past}).last_hidden_state
+        return self._logits(hidden[:, -1])
 
     def label_is_only_predicted(self, batch: PromptBatch) -> bool:
         """A one-token label read by label_likelihood, with nothing label-dependent before it: the prompt never sees
@@ -243,22 +265,20 @@ class Discriminator(nn.Module):
         missing = [key for key in dict.fromkeys(keys) if key not in found]
         if missing:
             rows = torch.tensor([keys.index(key) for key in missing], device=before.device)
-            computed = self._slot_logits(batch.input_ids[rows], before[rows])
+            computed = self.next_token_logits(batch.input_ids[rows], before[rows])
             for key, logits in zip(missing, computed):
                 found[key] = self._slot_cache[key] = logits.clone()  # its own storage, so dropping it frees it
             while self._slot_cache and len(self._slot_cache) * computed[0].nbytes > self.slot_cache_bytes:
                 self._slot_cache.popitem(last=False)
         return torch.stack([found[key] for key in keys])
 
-    def _slot_logits(self, input_ids: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
-        """[n, V] the next-token logits after position `before` [n] of each row, one forward for all rows."""
-        n_prompts = input_ids.shape[0]
-        template = self._template_prefix()
-        past = None if template is None else self._cache(template, n_prompts)
+    def next_token_logits(self, input_ids: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        """[n, V] the next-token logits after position `before` [n] of each row, one forward for all rows, nothing
+        kept (`label_free_slot_logits` keeps them)."""
         # Causal attention: what comes at and after each prompt's label slot cannot change the states before it.
         end = max(int(before.max()) + 1, 1)
-        hidden = self.lm.base_model(input_ids=input_ids[:, :end], use_cache=True, **{self._cache_argument: past}).last_hidden_state
-        return self._logits(self._slot_hidden(hidden, None, before[:, None], torch.arange(n_prompts, device=before.device), 0))[:, 0]
+        _, hidden = self._run_prompts(input_ids[:, :end])
+        return self._logits(self._slot_hidden(hidden, None, before[:, None], torch.arange(input_ids.shape[0], device=before.device), 0))[:, 0]
 
     def _single_label_likelihood(self, batch: PromptBatch, examples: torch.Tensor, rows: torch.Tensor,
                                  label_probs: torch.Tensor | None, label_tokens: torch.Tensor | None,

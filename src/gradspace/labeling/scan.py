@@ -103,26 +103,20 @@ def two_token_tables(discriminator: Discriminator, scorer: HardLabelScorer, firs
     allowed = scorer.allowed.to(device)
     starts = prompts.label_positions[:, 0]
     n, vocabulary = len(starts), discriminator.embedding.shape[0]
-    template = discriminator._template_prefix()
-    argument = discriminator._cache_argument
     tokens = torch.tensor(first_tokens, dtype=torch.long, device=device)
     firsts, first_priors = torch.zeros(len(first_tokens), n), torch.zeros(len(first_tokens), n)
     heads = []  # (example rows, key/value layers of their prompts up to the label)
     for start in starts.unique().tolist():
         for chunk in (starts == start).nonzero().flatten().split(max(1, max_floats // vocabulary)):
-            past = None if template is None else discriminator._cache(template, len(chunk))
-            head = discriminator.lm.base_model(input_ids=prompts.input_ids[chunk, :start], use_cache=True, **{argument: past})
-            heads.append((chunk, [(layer.keys, layer.values) for layer in getattr(head, argument).layers]))
-            logits = discriminator._logits(head.last_hidden_state[:, -1]).float()  # [c, V]
+            layers, logits = discriminator.prompt_cache(prompts.input_ids[chunk, :start])
+            heads.append((chunk, layers))
+            logits = logits.float()  # [c, V]
             firsts[:, chunk.cpu()] = torch.log_softmax(logits, -1)[:, tokens].T.cpu()
             first_priors[:, chunk.cpu()] = slot_log_prior(logits, allowed)[:, tokens].T.cpu()
     for index, token in enumerate(first_tokens):
         second, second_prior = torch.zeros(n, vocabulary), torch.zeros(n, vocabulary)
         for chunk, layers in heads:
-            inputs = (discriminator.embedding[token] * discriminator.input_scale).expand(len(chunk), 1, -1)
-            past = discriminator._cache(layers, len(chunk), torch.arange(len(chunk), device=device))
-            hidden = discriminator.lm.base_model(inputs_embeds=inputs, use_cache=True, **{argument: past}).last_hidden_state
-            logits = discriminator._logits(hidden[:, -1]).float()
+            logits = discriminator.continued_logits(layers, token).float()
             second[chunk.cpu()] = torch.log_softmax(logits, -1).cpu()
             second_prior[chunk.cpu()] = slot_log_prior(logits, allowed).cpu()
         yield token, firsts[index], first_priors[index], second, second_prior

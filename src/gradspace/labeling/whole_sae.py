@@ -64,7 +64,7 @@ class TokenTable:
         for start in range(0, len(tokens), batch):
             examples = [Example(int(t)) for t in tokens[start : start + batch]]
             prompts = builder.batch(examples, builder.tokenizer.pad_token_id).to(device)
-            logits = discriminator._slot_logits(prompts.input_ids, prompts.label_positions[:, 0] - 1).float()
+            logits = discriminator.next_token_logits(prompts.input_ids, prompts.label_positions[:, 0] - 1).float()
             log_q = torch.log_softmax(logits, dim=-1)[:, labels.to(device)]
             self.log_q[start : start + len(examples)] = log_q.cpu()
             self.normaliser[start : start + len(examples)] = torch.logsumexp(log_q, dim=-1).cpu()
