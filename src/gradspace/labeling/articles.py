@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Callable
 
+from gradspace.synth.grammar import DIGITS, NUMBER_WORDS, realize
+
 
 def synthetic_article(word: str) -> str:
     """The article the synthetic corpus writes before `word` in a category question: none before a numeral
     ("is seven a number ?"), "an" where its grammar writes it ("is an eagle a bird ?"), "a" otherwise."""
-    from gradspace.synth.grammar import DIGITS, NUMBER_WORDS, realize
-
     if word in NUMBER_WORDS or word in DIGITS:
         return ""
     return realize(["a", word]).split()[0]

@@ -26,8 +26,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
 
 from gradspace.errors import GradspaceError
+from gradspace.labeling.features import FeatureData
+from gradspace.labeling.prompts import Example
 
 CONFIG_FILE = "config.json"
 # delphi stores only activations whose magnitude exceeds this (cache.py: `latents.abs() > 1e-5`).
@@ -118,9 +122,6 @@ def read_config(directory: Path) -> dict:
 
 
 def _load(path: Path) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
     try:
         return load_file(str(path))
     except (OSError, SafetensorError, ValueError) as err:
@@ -221,8 +222,6 @@ def write_cache(directory: str | Path, hookpoint: str, tokens: torch.Tensor, loc
     the latent range [0, width) cut by `linspace`, float16 activations, locations as uint16 where every value fits
     (else uint32), the whole token array in each file; config.json last, so a folder with a config is complete.
     `locations` [n, 3] are (sequence, position, latent); `directory` is the latents folder."""
-    from safetensors.numpy import save_file
-
     out = Path(str(directory)).expanduser() / hookpoint
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).unlink(missing_ok=True)
@@ -447,8 +446,6 @@ def explanation_file(directory: str | Path, hookpoint: str, latent: int, label: 
 
 def window_example(window: Window, position: int):
     """The token at `position` as an example: the window's tokens before it are its context (what delphi shows)."""
-    from gradspace.labeling.prompts import Example
-
     return Example(window.tokens[position], tuple(window.tokens[:position]))
 
 
@@ -458,8 +455,6 @@ def delphi_features(feature, tokenizer, vocabulary: int, model_name: str, words:
     rule), its examples from delphi's windows (`latent_windows`): each activating window's strongest token with the
     window before it as its context, and one token at random of each non-activating window likewise (the same token
     for every latent). `decoder` [d_sae, d] (an SAE given beside the cache) adds the vocabulary projection."""
-    from gradspace.labeling.features import FeatureData
-
     counts = {"train": feature.n_train, "validation": feature.n_validation, "test": feature.n_test}
     for part, n in counts.items():
         if n < feature.n_quantiles:

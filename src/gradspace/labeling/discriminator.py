@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from gradspace.errors import GradspaceError
 from gradspace.labeling.prompts import PromptBatch, PromptBuilder
@@ -98,8 +99,6 @@ class Discriminator(nn.Module):
     def _cache(self, layers: list[tuple[torch.Tensor, torch.Tensor]], size: int, rows: torch.Tensor | None = None):
         """A fresh cache (the forward appends to it): batch-1 `layers` expanded to `size` rows (views, no copy),
         or the rows `rows` of batched `layers`."""
-        from transformers import DynamicCache
-
         def pick(t: torch.Tensor) -> torch.Tensor:
             return t.expand(size, *t.shape[1:]) if rows is None else t.index_select(0, rows)
 

@@ -10,16 +10,22 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
+from torchmetrics.functional.classification import binary_auroc
 
+from gradspace.data.english_text import english_sentences
+from gradspace.data.word_frequency import english_frequencies
 from gradspace.errors import GradspaceError
 from gradspace.labeling.activations import token_activations
 from gradspace.labeling.config import FeatureConfig, SAEFeatureConfig
 from gradspace.labeling.prompts import Example, word_token_id
 from gradspace.labeling.sae import SparseAutoencoder
 from gradspace.labeling.vocabulary import word_tokens
+from gradspace.synth.grammar import CATEGORIES, NOUNS
+from gradspace.synth.world import WorldConfig, load_or_build_world
 
 
 @dataclass
@@ -70,8 +76,6 @@ def load_corpus(feature: FeatureConfig, model_cfg: Mapping, cache_dir) -> Corpus
     Wikipedia sample of `gradspace.data.english_text`). In a text file the last `heldout_fraction` of lines are held
     out (whole articles of the Wikipedia sample)."""
     if feature.corpus_path:
-        from pathlib import Path
-
         file = Path(str(feature.corpus_path)).expanduser()
         if not file.is_file():
             raise GradspaceError(f"feature.corpus_path={file} does not exist; point it at a text file with one text per line")
@@ -82,13 +86,9 @@ def load_corpus(feature: FeatureConfig, model_cfg: Mapping, cache_dir) -> Corpus
                                  f"save it as UTF-8") from None
         return _held_out_tail([line.strip() for line in text.splitlines() if line.strip()], feature)
     if model_cfg.get("source") == "synth":
-        from gradspace.synth.world import WorldConfig, load_or_build_world
-
         world = load_or_build_world(WorldConfig(**dict(model_cfg.get("world") or {})), cache_dir)
         return Corpus(world.train_corpus[: feature.max_texts], world.heldout_corpus[: feature.max_texts])
     if isinstance(feature, SAEFeatureConfig):
-        from gradspace.data.english_text import english_sentences
-
         return _held_out_tail(english_sentences(cache_dir), feature)
     return None
 
@@ -174,8 +174,6 @@ def singular_category_words() -> dict[str, tuple[str, ...]]:
     """Each category's singular nouns and numerals: the words a question with a singular category label can ask
     about ("is a robin a bird ?"); "is a robins a bird ?" is no sentence, and "are robins birds ?" needs a
     plural label."""
-    from gradspace.synth.grammar import CATEGORIES, NOUNS
-
     plurals = {noun.plural for noun in NOUNS} - {noun.singular for noun in NOUNS}
     return {name: tuple(w for w in words if w not in plurals) for name, words in CATEGORIES.items()}
 
@@ -218,8 +216,6 @@ def word_list_features(sets: Mapping[str, Sequence[str]], labels: Mapping[str, S
 
 def english_token_frequencies(tokenizer, words: Sequence[str]) -> dict[int, float]:
     """{token: frequency in English} of the words that are single tokens (words sharing a token: the larger)."""
-    from gradspace.data.word_frequency import english_frequencies
-
     frequency: dict[int, float] = {}
     for word, share in zip(words, english_frequencies(words)):
         token = word_token_id(tokenizer, word)
@@ -315,8 +311,6 @@ def word_alone_auroc(fired_on: Counter, seen: Counter, positive: Sequence[Exampl
     texts (a token never seen there: the overall rate)."""
     if not positive or not negative:
         return None
-    from torchmetrics.functional.classification import binary_auroc
-
     overall = sum(fired_on.values()) / max(1, sum(seen.values()))
     rate = lambda token: fired_on[token] / seen[token] if seen[token] else overall  # noqa: E731
     scores = torch.tensor([rate(e.token) for e in [*positive, *negative]], dtype=torch.float64)

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gradspace.errors import GradspaceError
+from gradspace.utils.io import atomic_write_json
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -154,10 +157,6 @@ class SparseAutoencoder(nn.Module):
 
 def save_sae(sae: SparseAutoencoder, directory: str | Path) -> Path:
     """Write `cfg.json` and `sae_weights.safetensors`; the config is written last, so a directory with a config is complete."""
-    from safetensors.torch import save_file
-
-    from gradspace.utils.io import atomic_write_json
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: getattr(sae, name).detach().contiguous().cpu() for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
@@ -236,9 +235,6 @@ def _read_cfg(path: Path) -> Mapping:
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path))
     except (OSError, SafetensorError) as err:
@@ -258,7 +254,7 @@ def load_local_sae(directory: str | Path) -> SparseAutoencoder:
 def load_saelens_sae(release: str, sae_id: str) -> SparseAutoencoder:
     """A pretrained SAE through `sae_lens.SAE.from_pretrained` (needs the `sae` extra and, the first time, the hub)."""
     try:
-        from sae_lens import SAE
+        from sae_lens import SAE  # the optional `sae` extra: imported only for sae.source=saelens
     except ImportError:
         raise GradspaceError("sae.source=saelens needs SAELens; pip install 'gradspace[sae]' (or use sae.source=local)") from None
     try:
