@@ -50,11 +50,11 @@ def test_balanced_mean_weighs_classes_equally():
 
 
 def test_midpoint_calibration_centres_on_the_classes_midpoint_and_divides_by_the_spread():
-    scores = torch.tensor([4.0, 2.0, 0.0, -2.0])
-    targets = torch.tensor([1, 1, 0, 0])
+    scores = torch.tensor([4.0, 2.0, 0.0, -2.0, -4.0])
+    targets = torch.tensor([1, 1, 0, 0, 0])
     calibrated, threshold = midpoint_calibration(scores, targets)
-    assert threshold == pytest.approx(1.0)  # the midpoint of the classes' means 3 and -1
-    assert torch.allclose(calibrated, (scores - 1.0) / scores.std())
+    assert threshold == pytest.approx(0.5)  # the midpoint of the classes' means 3 and -2, not the mean of all scores
+    assert torch.allclose(calibrated, (scores - 0.5) / scores.std())
     # Held-out examples reuse a threshold fitted elsewhere.
     assert midpoint_calibration(scores, targets, threshold=2.0)[1] == 2.0
     # Shifting every score leaves the calibrated readout as it was.
