@@ -258,6 +258,10 @@ def test_many_features_in_one_batch_with_multi_token_labels(question_model, tmp_
     assert [f["feature"] for f in results["features"]] == ["mammal", "bird"]
     assert all(len(f["label_token_ids"]) == 2 and len(f["label"].split()) == 2 for f in results["features"])
     assert len(results["trajectory"][0]["top_token"]) == 2  # one row of restarts per feature
+    for point in results["trajectory"]:  # the per-feature trace: the objective's prediction term per restart
+        losses = [loss for restarts in point["prediction_loss"] for loss in restarts]
+        assert len(point["prediction_loss"]) == 2 and len(losses) == 2 * len(point["top_token"][0])
+        assert 0 < sum(losses) / len(losses) <= point["loss"] + 1e-6  # the loss adds entropy and naturalness to it
 
 
 def test_user_errors(question_model, tmp_path):

@@ -33,6 +33,12 @@ def balanced_mean(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def balanced_bce(scores: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
     """Per group, the mean of the positive-class and negative-class mean losses; averaged over groups."""
+    return balanced_bce_per_group(scores, targets, groups, n_groups).mean()
+
+
+def balanced_bce_per_group(scores: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor, n_groups: int
+                           ) -> torch.Tensor:
+    """[n_groups]: per group, the mean of the positive-class and negative-class mean losses."""
     losses = F.binary_cross_entropy_with_logits(scores, targets, reduction="none")
     total = torch.zeros(n_groups, 2, device=scores.device, dtype=losses.dtype)
     count = torch.zeros(n_groups, 2, device=scores.device, dtype=losses.dtype)
@@ -41,7 +47,7 @@ def balanced_bce(scores: torch.Tensor, targets: torch.Tensor, groups: torch.Tens
     count.index_put_((groups, cls), torch.ones_like(losses), accumulate=True)
     present = count > 0
     per_class = torch.where(present, total / count.clamp(min=1), torch.zeros_like(total))
-    return (per_class.sum(1) / present.sum(1).clamp(min=1)).mean()
+    return per_class.sum(1) / present.sum(1).clamp(min=1)
 
 
 def readout_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

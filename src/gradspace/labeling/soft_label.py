@@ -26,7 +26,7 @@ from torch.utils.data import IterableDataset
 from gradspace.labeling.config import SoftLabelConfig
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import FeatureData
-from gradspace.labeling.objective import balanced_bce, learned_calibration, naturalness_kl
+from gradspace.labeling.objective import balanced_bce_per_group, learned_calibration, naturalness_kl
 from gradspace.labeling.prompts import PromptBatch, PromptBuilder
 from gradspace.labeling.vocabulary import word_tokens
 
@@ -167,7 +167,8 @@ class SoftLabel(L.LightningModule):
         out = self.discriminator(prompts, self.label_embeddings(p), rows, with_slot_logits=want_prior, an_weights=self.an_weights(p),
                                  examples=batch["example_index"].repeat(restarts), label_probs=self.label_probs(p))
         scores = learned_calibration(out.scores, rows, self.calibration)
-        prediction = balanced_bce(scores, targets, rows, p.shape[0])
+        prediction_per_row = balanced_bce_per_group(scores, targets, rows, p.shape[0])
+        prediction = prediction_per_row.mean()
         log_p = torch.log(p.clamp_min(1e-12))
         entropy = -(p * log_p).sum(-1).mean()
         kl = naturalness_kl(p, log_p, out, rows, self.allowed) if want_prior else torch.zeros((), device=self.device)
@@ -189,6 +190,8 @@ class SoftLabel(L.LightningModule):
             "step": int(self.global_step), "loss": float(loss.detach()), "temperature": self.temperature(),
             "top_token": top_token.view(self.n_features, restarts).tolist(),
             "top_probability": top_prob.view(self.n_features, restarts).tolist(),
+            # per feature and restart: the readout's balanced cross-entropy, the objective's prediction term
+            "prediction_loss": prediction_per_row.detach().view(self.n_features, restarts).tolist(),
         })
         return loss
 
