@@ -46,9 +46,11 @@ def test_shipped_section_round_trips(yaml_file, section, config_class):
     assert set(shipped) == {field.name for field in fields(config_class)}, "a field is missing from the YAML"
 
 
-def test_synth_1m_yaml_is_the_pretrain_default():
-    shipped = plain_section(OmegaConf.load(CONF / "model" / "synth-1m.yaml").pretrain)
-    assert PretrainConfig(**shipped) == PretrainConfig()
+def test_synth_1m_yaml_is_the_code_default():
+    """The code's defaults are the built-in world (what non-synthetic models are evaluated on) and synth-1m."""
+    shipped = OmegaConf.load(CONF / "model" / "synth-1m.yaml")
+    assert PretrainConfig(**plain_section(shipped.pretrain)) == PretrainConfig()
+    assert WorldConfig(**plain_section(shipped.world)) == WorldConfig()
 
 
 def compose_label(*overrides: str):
