@@ -226,7 +226,7 @@ def label_delphi(model_dir: Path, cache: Path, out: Path) -> dict:
                                            "prompt=contextual", "label.method=scan", "label.vocabulary=all", "label.min_letters=1",
                                            "model@evaluation.scorer_model=local", f"evaluation.scorer_model.path={model_dir}",
                                            "delphi.score=true", f"paths.output_dir={out}"])
-    return run(cfg)
+    return run(cfg).to_json()
 
 
 def test_label_a_delphi_cache_and_score_it_as_delphi_does_twice_alike(tmp_path):
@@ -276,7 +276,7 @@ def test_an_sae_run_writes_its_codes_as_a_delphi_cache_and_its_labels_as_explana
                                            "label.method=scan", "label.vocabulary=all", "label.min_letters=1",
                                            f"delphi.write_cache={tmp_path / 'latents'}", "delphi.cache_ctx_len=32",
                                            "delphi.n_splits=2", f"paths.output_dir={tmp_path / 'out'}"])
-    results = run(cfg)
+    results = run(cfg).to_json()
     hook = results["sae"]["hook_name"]
     cache = read_cache(tmp_path / "latents", hook)
     sae = load_local_sae(next((tmp_path / "cache" / "saes").iterdir()))

@@ -44,7 +44,7 @@ def test_the_descent_finds_the_label_the_lm_reads_and_the_frequent_scan_stands_b
     # The soft label alone must find it (no LM-prior words, no swaps); the scan of every token is ruled out
     # (scan_max_items=1), so the frequent-word scan of the same readout is the baseline.
     results = run(label_cfg(example_model, tmp_path, *READ_PROMPT, *SOFT_LABEL_ONLY, "label.kl_weight=0", "label.steps=40",
-                            "evaluation.scan_max_items=1", "evaluation.frequent_scan_words=4"))
+                            "evaluation.scan_max_items=1", "evaluation.frequent_scan_words=4")).to_json()
     (feature,) = results["features"]
     assert results["readout"] == "example_likelihood" and results["method"] == "descent"
     assert feature["label"] == "mammal" and feature["heldout_auroc"] == 1.0
