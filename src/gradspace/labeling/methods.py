@@ -85,8 +85,9 @@ def run_scan(config: LabelingConfig, scorers: FeatureScorers, one_token: Feature
     return beam_scan(scorers.training.discriminator, scorers.training, [ids[0] for ids, _ in single.ranking]), single
 
 def train_soft_labels(cfg: DictConfig, config: LabelingConfig, discriminator: Discriminator, allowed: torch.Tensor,
-                      features: list[FeatureData], loggers: list) -> tuple[SoftLabel, float]:
-    """All features' soft labels trained side by side by the configured Lightning trainer; (module, seconds)."""
+                      features: list[FeatureData], loggers: list, callbacks: tuple = ()) -> tuple[SoftLabel, float]:
+    """All features' soft labels trained side by side by the configured Lightning trainer, with `callbacks` beside its
+    own (a benchmark's step timer); (module, seconds)."""
     names = [f.name for f in features]
     start = time.perf_counter()
     seed_tokens = None
@@ -98,7 +99,7 @@ def train_soft_labels(cfg: DictConfig, config: LabelingConfig, discriminator: Di
                        total_steps=config.label.steps, seed=int(cfg.seed), seed_tokens=seed_tokens)
     # label.yaml sets the trainer's steps from label.steps and turns checkpoints off; every trainer.* override applies.
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False,
-                                      callbacks=with_step_progress_bar([], cfg.trainer, "soft-label steps"))
+                                      callbacks=with_step_progress_bar(list(callbacks), cfg.trainer, "soft-label steps"))
     pad_id = discriminator.builder.tokenizer.pad_token_id
     loader = DataLoader(BalancedExamples(features, discriminator.builder, config.label.batch_size, pad_id, int(cfg.seed)),
                         batch_size=None, num_workers=0)
