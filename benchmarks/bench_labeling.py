@@ -4,10 +4,10 @@
     python benchmarks/bench_labeling.py --model smollm2-135m --features 8 --goal 3   # a real LM, the word lists
     python benchmarks/bench_labeling.py --device cuda      # on a GPU machine (the default there)
 
-The `label.py` path: `SoftLabel` (K features x R restarts as rows of one parameter) trained by a Lightning
-Trainer on `BalancedExamples` with the `label.yaml` settings and the model's default prompt (for a real LM the
-readout the oracle check chose, `prompt.style_by_model`). On `synth-1m` the features are its 8 categories, on a
-real LM the 12 word lists of conf/feature/word_lists.yaml; K features cycle through them under distinct names
+The `label.py` path, by its own stages: `SoftLabel` (K features x R restarts as rows of one parameter) trained by
+`train_soft_labels` on `BalancedExamples` with the `label.yaml` settings and the model's default prompt (for a real
+LM the readout the oracle check chose, `prompt.style_by_model`). On `synth-1m` the features are its categories, on a
+real LM the word lists of conf/feature/word_lists.yaml; K features cycle through them under distinct names
 (the same work as K distinct features). The goal is on the cost of the training: a whole fit of `label.steps`
 steps with a fresh discriminator (nothing computed before it is kept), from its start to its last step's end.
 The median step after `--warmup` steps is printed beside it (a step includes fetching its batch, the forward,
@@ -49,7 +49,8 @@ def label_config(args, output_dir: str) -> DictConfig:
         features = ["feature=word_lists", f"feature.ids=[{','.join(names)}]", "feature.validation_fraction=0.25"]
     overrides = [f"model={args.model}", *features, "logger=none", f"paths.output_dir={output_dir}",
                  f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", "+trainer.enable_progress_bar=false",
-                 *([f"label.restarts={args.restarts}"] if args.restarts else []), *([f"label.steps={args.steps}"] if args.steps else [])]
+                 *([f"label.restarts={args.restarts}"] if args.restarts else []), *([f"label.steps={args.steps}"] if args.steps else []),
+                 *args.overrides]
     with initialize_config_dir(str(CONF), version_base="1.3"):
         return compose("label", overrides=overrides)
 
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default=default_device(), choices=("cpu", "cuda"))
+    parser.add_argument("overrides", nargs="*", help="label.py overrides, e.g. paths.cache_dir=<dir>")
     args = parser.parse_args()
 
     pin_threads(args.threads)

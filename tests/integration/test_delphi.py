@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import build_tiny_lm, save_model
+from conftest import build_tiny_lm, run_benchmark, save_model
 from gradspace.errors import GradspaceError
 from gradspace.labeling.delphi_cache import (
     activating_windows,
@@ -252,6 +252,8 @@ def test_label_a_delphi_cache_and_score_it_as_delphi_does_twice_alike(tmp_path):
     rows = json.loads((tmp_path / "one" / "delphi" / "scores" / "detection" / f"{HOOK}_latent0.txt").read_text())
     assert len(rows) == 12 and {"str_tokens", "activations", "distance", "activating", "prediction", "probability", "correct"} <= set(rows[0])
     assert sum(r["activating"] for r in rows) == 6
+    table = run_benchmark("label_delphi.py", "table", str(tmp_path / "one" / "results.json"), str(tmp_path / "two" / "results.json"))
+    assert table.count(f"| 0 | 0 | {entry['label']} |") == 4 and "label above every baseline on" in table
 
 
 def test_an_sae_run_writes_its_codes_as_a_delphi_cache_and_its_labels_as_explanations(tiny_model_dir, tmp_path):
