@@ -4,13 +4,12 @@ import hydra
 from omegaconf import DictConfig
 
 from gradspace.errors import exit_on_user_error
+from gradspace.labeling.run import run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="label")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    from gradspace.labeling.run import run
-
     run(cfg)
 
 

@@ -30,6 +30,7 @@ from gradspace.labeling.features import load_corpus, sae_codes
 from gradspace.labeling.oracle import word_label_ids
 from gradspace.labeling.prompts import Example
 from gradspace.labeling.records import read_records
+from gradspace.labeling.results import FeatureLabel, LabelResults
 from gradspace.labeling.scorer import SecondModelScorer
 from gradspace.labeling.setup import load_sae, write_delphi_cache
 from gradspace.models.loading import load_model
@@ -98,7 +99,7 @@ def cache(args) -> None:
 def table(args) -> None:
     """The per-latent table of one or more runs' results.json (one per seed): label, top-activating words, detection
     and fuzzing balanced accuracy of the label and of each baseline, and the summary per seed."""
-    runs = [json.loads(Path(p).read_text()) for p in args.results]
+    runs = [LabelResults.read(Path(p)) for p in args.results]
     short = {"label": "label", "random_other_latent": "random", "most_frequent_top_activating": "frequent",
              "vocabulary_projection": "projection"}
     for kind in ("detection", "fuzz"):
@@ -106,21 +107,22 @@ def table(args) -> None:
         print("| seed | latent | label | top-activating | " + " | ".join(short[k] for k in LABEL_KINDS) + " | label AUROC | F1 | precision | recall |")
         print("|---" * (8 + len(LABEL_KINDS)) + "|")
         for run in runs:
-            for f in run["features"]:
-                d = f.get("delphi")
+            for f in run.features:
+                d = isinstance(f, FeatureLabel) and f.delphi
                 if not d:
                     continue
-                cells = [d[kind].get(k) for k in LABEL_KINDS]
+                scores = getattr(d, kind)  # {label kind: metrics}, delphi's own
+                cells = [scores.get(k) for k in LABEL_KINDS]
                 fmt = lambda c: "—" if not c or c["balanced_accuracy"] is None else f"{c['balanced_accuracy']:.2f} ({c['label']})"  # noqa: E731
-                own = d[kind]["label"]
-                print(f"| {run['config']['seed']} | {d['latent']} | {f['label']} | {' '.join(list(dict.fromkeys(f['top_activating']))[:4])} | "
+                own = scores["label"]
+                print(f"| {run.config['seed']} | {d.latent} | {f.label} | {' '.join(list(dict.fromkeys(f.top_activating))[:4])} | "
                       + " | ".join(fmt(c) for c in cells)
                       + f" | {own['auroc']:.2f} | {own['f1']:.2f} | {own['precision']:.2f} | {own['recall']:.2f} |")
         for run in runs:
-            s = run["delphi"][kind]
-            print(f"seed {run['config']['seed']}: mean balanced accuracy {json.dumps({k: None if v is None else round(v, 3) for k, v in s['mean_balanced_accuracy'].items()})}, "
-                  f"mean AUROC {s['mean_auroc']:.3f}, label above every baseline on {s['label_above_every_baseline']} of {run['delphi']['latents']}, "
-                  f"above each: {s['label_above_baseline']}")
+            s = getattr(run.delphi, kind)
+            print(f"seed {run.config['seed']}: mean balanced accuracy {json.dumps({k: None if v is None else round(v, 3) for k, v in s.mean_balanced_accuracy.items()})}, "
+                  f"mean AUROC {s.mean_auroc:.3f}, label above every baseline on {s.label_above_every_baseline} of {run.delphi.latents}, "
+                  f"above each: {s.label_above_baseline}")
 
 
 def main() -> None:

@@ -14,17 +14,23 @@ import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
 from gradspace.labeling.config import LabelingConfig
-from gradspace.labeling.discriminator import Discriminator
-from gradspace.labeling.features import word_list_features
-from gradspace.labeling.oracle import oracle_check
-from gradspace.labeling.prompts import PromptBuilder, resolve_prompt_spec
-from gradspace.labeling.soft_label import allowed_label_tokens
+from gradspace.labeling.oracle_gate import check_oracles
+from gradspace.labeling.setup import build_discriminator, build_features
 from gradspace.models.loading import load_model
 from harness import pin_threads, print_header
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def label_config(model: str, *overrides: str) -> DictConfig:
+    """label.py's config for every word list of conf/feature/word_lists.yaml on `model`."""
+    names = list(OmegaConf.load(CONF / "feature" / "word_lists.yaml").sets)
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("label", overrides=[f"model={model}", "logger=none", "feature=word_lists",
+                                           f"feature.ids=[{','.join(names)}]", *overrides])
 
 
 def main() -> None:
@@ -38,46 +44,32 @@ def main() -> None:
     print_header("oracle check: held-out AUROC with the category word as the label")
     summary = {}
     for model in args.models:
-        with initialize_config_dir(str(CONF), version_base="1.3"):
-            cfg = compose("label", overrides=[f"model={model}", "logger=none", "feature=word_lists",
-                                              f"feature.ids=[{','.join(compose_ids())}]"])
+        cfg = label_config(model)
         config = LabelingConfig.from_config(cfg)
         start = time.perf_counter()
-        loaded = load_model(cfg.model, Path(str(cfg.paths.cache_dir)).expanduser(), progress=False)
+        cache_dir = Path(str(cfg.paths.cache_dir)).expanduser()
+        loaded = load_model(cfg.model, cache_dir, progress=False)
         print(f"\n{model}: loaded in {time.perf_counter() - start:.1f} s")
-        feature = config.feature
-        features = word_list_features(feature.sets, feature.labels, [str(i) for i in feature.ids], None, loaded.tokenizer,
-                                      feature.heldout_fraction, feature.validation_fraction, feature.split_seed, None)
+        features, _ = build_features(config, cfg.model, loaded, cache_dir)
+        for f in features:
+            f.heldout_negative = f.heldout_negative[: args.negatives]
         for family in args.families:
             if family == "chat" and not getattr(loaded.tokenizer, "chat_template", None):
                 continue
-            prompt = config.prompt.__class__(style=family, style_by_model={}, add_bos=config.prompt.add_bos,
-                                             families=config.prompt.families)
-            spec = resolve_prompt_spec(prompt, loaded.tokenizer, "gguf", model)
-            builder = PromptBuilder(spec, loaded.tokenizer, 1, add_bos=prompt.add_bos)
-            discriminator = Discriminator(loaded.model, builder)
-            allowed = allowed_label_tokens(loaded.tokenizer, builder, discriminator.embedding.shape[0], "all")
-            start = time.perf_counter()
-            row = {}
-            for f in features:
-                f.heldout_negative = f.heldout_negative[: args.negatives]
-                result = oracle_check(discriminator, f, allowed, config.evaluation.max_examples)
-                row[f.name] = result.score.auroc
-            seconds = time.perf_counter() - start
+            # The family's readout of one-token labels; any token may be the category word.
+            family_config = LabelingConfig.from_config(label_config(model, f"prompt.style={family}", "label.length=1",
+                                                                    "label.vocabulary=all"))
+            _, discriminator, allowed = build_discriminator(family_config, cfg.model, loaded)
+            oracles = check_oracles(family_config, discriminator, allowed, features)
+            row = {name: result.score.auroc for name, result in oracles.checks.items()}
             summary[(model, family)] = row
             cells = " ".join(f"{name[:8]}={auroc:.2f}" for name, auroc in row.items())
             print(f"{model:13s} {family:19s} median {statistics.median(row.values()):.3f} "
-                  f">=0.9: {sum(a >= 0.9 for a in row.values()):2d}/{len(row)} ({seconds:.0f} s) | {cells}")
+                  f">=0.9: {sum(a >= 0.9 for a in row.values()):2d}/{len(row)} ({oracles.seconds:.0f} s) | {cells}")
     for model in args.models:
         rows = {family: row for (m, family), row in summary.items() if m == model}
         best = max(rows, key=lambda family: (statistics.median(rows[family].values()), min(rows[family].values())))
         print(f"best readout for {model}: {best} (median held-out oracle AUROC {statistics.median(rows[best].values()):.3f})")
-
-
-def compose_ids() -> list[str]:
-    from omegaconf import OmegaConf
-
-    return list(OmegaConf.load(CONF / "feature" / "word_lists.yaml").sets)
 
 
 if __name__ == "__main__":

@@ -13,58 +13,71 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
+from gradspace.labeling.results import FeatureLabel, LabelResults, ScoredLabel
 
-def load(path: Path) -> tuple[str, list[dict]]:
-    """The run's model name and each labelled feature's result with its timings merged in (`frequent`: its frequent-word
-    scan, None where the run had evaluation.frequent_scan_words=0)."""
-    results = json.loads(path.read_text())
+
+@dataclass
+class Timed:
+    """A labelled feature's result with its descent's time, and the frequent-word scan compared with it (its time
+    merged in)."""
+
+    result: FeatureLabel
+    descent_seconds: float
+    frequent: ScoredLabel | None
+
+
+def load(path: Path) -> tuple[LabelResults, list[Timed]]:
+    """The run's results and each labelled feature's result with its timings (`frequent`: its frequent-word scan, None
+    where the run had evaluation.frequent_scan_words=0)."""
+    results = LabelResults.read(path)
     timings = json.loads((path.parent / "timings.json").read_text())
     features = []
-    for result, timed in zip(results["features"], timings["features"]):
-        if result["label"] is None:
+    for result, timed in zip(results.features, timings["features"]):
+        if result.label is None:
             continue
-        frequent = result["baselines"].get("frequent_scan")
+        frequent = result.baselines.frequent_scan
         if frequent is not None:
-            frequent = {**frequent, **timed["baselines"]["frequent_scan"]}
-        features.append({**result, "descent_seconds": timed["descent_seconds"], "frequent": frequent})
-    return results["model"]["name"], features
+            frequent.seconds = timed["baselines"]["frequent_scan"]["seconds"]
+        features.append(Timed(result, timed["descent_seconds"], frequent))
+    return results, features
 
 
-def table(features: list[dict]) -> list[str]:
+def table(features: list[Timed]) -> list[str]:
     lines = ["| feature | descent label (accepted) | AUROC | frequent-scan label (accepted) | AUROC | descent s | scan s |",
              "|---|---|---|---|---|---|---|"]
     for f in features:
-        scan = f["frequent"]
-        lines.append(f"| {f['feature']} | {f['label']} ({f['accepted']}) | {f['heldout_auroc']:.3f} | {scan['label']} "
-                     f"({scan['accepted']}) | {scan['heldout_auroc']:.3f} | {f['descent_seconds']:.1f} | {scan['seconds']:.1f} |")
+        scan, result = f.frequent, f.result
+        lines.append(f"| {result.feature} | {result.label} ({result.accepted}) | {result.heldout_auroc:.3f} | {scan.label} "
+                     f"({scan.accepted}) | {scan.heldout_auroc:.3f} | {f.descent_seconds:.1f} | {scan.seconds:.1f} |")
     return lines
 
 
-def across_runs(runs: list[list[dict]]) -> list[str]:
+def across_runs(runs: list[list[Timed]]) -> list[str]:
     """One row per feature over several runs of one model (seeds): each run's descent label and AUROC, then the scan's."""
     lines = ["| feature | descent label, AUROC per run | frequent-scan label, AUROC | descent AUROC >= scan's |", "|---|---|---|---|"]
-    by_feature: dict[str, list[dict]] = {}
+    by_feature: dict[str, list[Timed]] = {}
     for features in runs:
         for f in features:
-            by_feature.setdefault(f["feature"], []).append(f)
-    for name, results in by_feature.items():
-        scan = results[0]["frequent"]
-        labels = " / ".join(f"{f['label']} {f['heldout_auroc']:.3f}" for f in results)
-        wins = sum(f["heldout_auroc"] >= scan["heldout_auroc"] for f in results)
-        lines.append(f"| {name} | {labels} | {scan['label']} {scan['heldout_auroc']:.3f} | {wins} of {len(results)} |")
+            by_feature.setdefault(f.result.feature, []).append(f)
+    for name, timed in by_feature.items():
+        scan = timed[0].frequent
+        labels = " / ".join(f"{f.result.label} {f.result.heldout_auroc:.3f}" for f in timed)
+        wins = sum(f.result.heldout_auroc >= scan.heldout_auroc for f in timed)
+        lines.append(f"| {name} | {labels} | {scan.label} {scan.heldout_auroc:.3f} | {wins} of {len(timed)} |")
     return lines
 
 
-def summary(name: str, features: list[dict]) -> str:
-    wins = sum(f["heldout_auroc"] >= f["frequent"]["heldout_auroc"] for f in features)
-    descent = sum(f["descent_seconds"] for f in features)
-    scan = sum(f["frequent"]["seconds"] for f in features)
+def summary(name: str, features: list[Timed]) -> str:
+    wins = sum(f.result.heldout_auroc >= f.frequent.heldout_auroc for f in features)
+    descent = sum(f.descent_seconds for f in features)
+    scan = sum(f.frequent.seconds for f in features)
     return (f"{name}: descent AUROC >= frequent scan's on {wins} of {len(features)}; mean AUROC descent "
-            f"{statistics.mean(f['heldout_auroc'] for f in features):.3f} / scan "
-            f"{statistics.mean(f['frequent']['heldout_auroc'] for f in features):.3f}; accepted words descent "
-            f"{sum(bool(f['accepted']) for f in features)} / scan {sum(bool(f['frequent']['accepted']) for f in features)}; "
+            f"{statistics.mean(f.result.heldout_auroc for f in features):.3f} / scan "
+            f"{statistics.mean(f.frequent.heldout_auroc for f in features):.3f}; accepted words descent "
+            f"{sum(bool(f.result.accepted) for f in features)} / scan {sum(bool(f.frequent.accepted) for f in features)}; "
             f"time descent {descent:.0f} s / scan {scan:.0f} s = {descent / scan:.2f}x (goal <= 0.2x)")
 
 
@@ -77,26 +90,31 @@ def main() -> None:
     groups = [(name, set(members.split(","))) for name, members in (g.split("=", 1) for g in args.group)] or [("all", None)]
     runs = {path: load(path) for path in args.results}
     # The scan depends on the splits only, not on the seed: a run without it takes it from another run of the model.
-    scans = {(model, f["feature"]): f["frequent"] for model, features in runs.values() for f in features if f["frequent"]}
+    scans = {(results.model.name, f.result.feature): f.frequent for results, features in runs.values() for f in features
+             if f.frequent}
+
+    def with_scans(results: LabelResults, features: list[Timed]) -> list[Timed]:
+        return [Timed(f.result, f.descent_seconds, scans[results.model.name, f.result.feature]) for f in features
+                if (results.model.name, f.result.feature) in scans]
+
     summaries = []
-    for path, (model, features) in runs.items():
-        results = json.loads(path.read_text())
-        features = [{**f, "frequent": scans[model, f["feature"]]} for f in features if (model, f["feature"]) in scans]
-        name = f"{results['model']['name']} seed {results['config'].get('seed')}"
-        print(f"\n{path}: {name}, prompt {results['prompt']['template']!r}\n")
+    for path, (results, features) in runs.items():
+        features = with_scans(results, features)
+        name = f"{results.model.name} seed {results.config.get('seed')}"
+        print(f"\n{path}: {name}, prompt {results.prompt.template!r}\n")
         print("\n".join(table(features)))
         for group, members in groups:
-            chosen = [f for f in features if members is None or f["feature"] in members]
+            chosen = [f for f in features if members is None or f.result.feature in members]
             if not chosen:
                 continue
-            unlabelled = [f["feature"] for f in results["features"] if f["label"] is None and (members is None or f["feature"] in members)]
+            unlabelled = [f.feature for f in results.features if f.label is None and (members is None or f.feature in members)]
             summaries.append(summary(f"{name}, {group}", chosen) + (f"; no label (oracle below the minimum): {', '.join(unlabelled)}"
                                                                      if unlabelled else ""))
-    models = dict.fromkeys(model for model, _ in runs.values())
+    models = dict.fromkeys(results.model.name for results, _ in runs.values())
     for model in models:
         print(f"\n{model}, every run given:\n")
-        print("\n".join(across_runs([[{**f, "frequent": scans[model, f["feature"]]} for f in features if (model, f["feature"]) in scans]
-                                      for run_model, features in runs.values() if run_model == model])))
+        print("\n".join(across_runs([with_scans(results, features) for results, features in runs.values()
+                                      if results.model.name == model])))
     print()
     print("\n".join(summaries))
 

@@ -36,11 +36,11 @@ def main() -> None:
         start = time.perf_counter()
         results = run(cfg)
         total = time.perf_counter() - start
-    features = [f for f in results["features"] if f["label"] is not None]
-    per_feature = max(f["wall_seconds"] for f in features) + results["oracle_seconds"] / len(results["features"])
+    features = [f for f in results.features if f.label is not None]
+    per_feature = max(f.wall_seconds for f in features) + results.oracle_seconds / len(results.features)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"run {total:.1f} s for {len(results['features'])} features (model load included); oracle check "
-          f"{results['oracle_seconds']:.1f} s; slowest feature's scan and scoring {max(f['wall_seconds'] for f in features):.1f} s")
+    print(f"run {total:.1f} s for {len(results.features)} features (model load included); oracle check "
+          f"{results.oracle_seconds:.1f} s; slowest feature's scan and scoring {max(f.wall_seconds for f in features):.1f} s")
     print(Goal("slowest feature (its scan, scoring and share of the oracle check) / 60 s", per_feature / 60, 1.0, True).line())
     print(Goal("peak memory / 4 GB", peak_gb / 4, 1.0, True).line())
 

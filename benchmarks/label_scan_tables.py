@@ -10,53 +10,51 @@ often its label lies above the scan's objective (its own objective's minimum).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
+
+from gradspace.labeling.results import FeatureLabel, LabelResults
 
 
 def fmt(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def table(results: dict) -> list[str]:
+def table(results: LabelResults) -> list[str]:
     lines = ["| feature | method | label (accepted) | held-out AUROC | scan label (accepted) | scan AUROC | oracle | word-alone oracle "
              "| one-token label, AUROC | scorer: label AUROC / oracle |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for f in results["features"]:
-        oracle = f["oracle"]
-        if f["label"] is None:
-            lines.append(f"| {f['feature']} | – | no label: oracle {fmt(oracle['heldout_auroc'])} | | | | | "
-                         f"{fmt((f.get('oracle_word_alone') or {}).get('heldout_auroc'))} | | |")
+    for f in results.features:
+        word_alone = f.oracle_word_alone and f.oracle_word_alone.heldout_auroc
+        if f.label is None:
+            lines.append(f"| {f.feature} | – | no label: oracle {fmt(f.oracle.heldout_auroc)} | | | | | {fmt(word_alone)} | | |")
             continue
-        scan = f["baselines"].get("vocabulary_scan") or {}
-        one = f.get("one_token")
-        scorer = f.get("scorer")
+        scan, one, scorer = f.baselines.vocabulary_scan, f.one_token, f.scorer
         lines.append(
-            f"| {f['feature']} | {f['method']} | {f['label']} ({f['accepted']}) | {fmt(f['heldout_auroc'])} | "
-            f"{scan.get('label', '–')} ({scan.get('accepted')}) | {fmt(scan.get('heldout_auroc'))} | "
-            f"{fmt(oracle and oracle['heldout_auroc'])} | {fmt((f.get('oracle_word_alone') or {}).get('heldout_auroc'))} | "
-            f"{'–' if not one else one['label'] + ', ' + fmt(one['heldout_auroc'])} | "
-            f"{'–' if not scorer else scorer['model'] + ': ' + fmt(scorer['heldout_auroc']) + ' / ' + fmt(scorer['oracle_auroc'])} |")
+            f"| {f.feature} | {f.method} | {f.label} ({f.accepted}) | {fmt(f.heldout_auroc)} | "
+            f"{'–' if scan is None else scan.label} ({scan and scan.accepted}) | {fmt(scan and scan.heldout_auroc)} | "
+            f"{fmt(f.oracle and f.oracle.heldout_auroc)} | {fmt(word_alone)} | "
+            f"{'–' if not one else one.label + ', ' + fmt(one.heldout_auroc)} | "
+            f"{'–' if not scorer else scorer.model + ': ' + fmt(scorer.heldout_auroc) + ' / ' + fmt(scorer.oracle_auroc)} |")
     return lines
 
 
-def summary(results: dict) -> str:
-    labelled = [f for f in results["features"] if f["label"] is not None]
-    scanned = [f for f in labelled if f["baselines"].get("vocabulary_scan")]
-    line = (f"{results['model']['name']} seed {results['config'].get('seed')} ({results['method']}): {len(labelled)} labelled; "
-            f"mean held-out AUROC label {statistics.mean(f['heldout_auroc'] for f in labelled):.3f}")
+def summary(results: LabelResults) -> str:
+    labelled = [f for f in results.features if isinstance(f, FeatureLabel)]
+    scanned = [f for f in labelled if f.baselines.vocabulary_scan]
+    line = (f"{results.model.name} seed {results.config.get('seed')} ({results.method}): {len(labelled)} labelled; "
+            f"mean held-out AUROC label {statistics.mean(f.heldout_auroc for f in labelled):.3f}")
     if scanned:
-        line += (f" / scan {statistics.mean(f['baselines']['vocabulary_scan']['heldout_auroc'] for f in scanned):.3f}; accepted "
-                 f"words label {sum(bool(f['accepted']) for f in labelled)} / scan "
-                 f"{sum(bool(f['baselines']['vocabulary_scan']['accepted']) for f in scanned)}")
-        if results["method"] != "scan":
-            above = sum(f["objective"] > f["baselines"]["vocabulary_scan"]["objective"] + 1e-9 for f in scanned)
+        line += (f" / scan {statistics.mean(f.baselines.vocabulary_scan.heldout_auroc for f in scanned):.3f}; accepted "
+                 f"words label {sum(bool(f.accepted) for f in labelled)} / scan "
+                 f"{sum(bool(f.baselines.vocabulary_scan.accepted) for f in scanned)}")
+        if results.method != "scan":
+            above = sum(f.objective > f.baselines.vocabulary_scan.objective + 1e-9 for f in scanned)
             line += f"; the descent's label above its objective's minimum on {above} of {len(scanned)}"
-    scored = [f["scorer"] for f in labelled if f.get("scorer") and f["scorer"]["heldout_auroc"] is not None]
+    scored = [f.scorer for f in labelled if f.scorer and f.scorer.heldout_auroc is not None]
     if scored:
-        line += (f"; scored by {scored[0]['model']}: mean AUROC {statistics.mean(s['heldout_auroc'] for s in scored):.3f} "
-                 f"(its oracle {statistics.mean(s['oracle_auroc'] for s in scored if s['oracle_auroc'] is not None):.3f})")
+        line += (f"; scored by {scored[0].model}: mean AUROC {statistics.mean(s.heldout_auroc for s in scored):.3f} "
+                 f"(its oracle {statistics.mean(s.oracle_auroc for s in scored if s.oracle_auroc is not None):.3f})")
     return line
 
 
@@ -66,8 +64,8 @@ def main() -> None:
     args = parser.parse_args()
     summaries = []
     for path in args.results:
-        results = json.loads(path.read_text())
-        print(f"\n{path}: {results['model']['name']}, prompt {results['prompt']['template']!r}\n")
+        results = LabelResults.read(path)
+        print(f"\n{path}: {results.model.name}, prompt {results.prompt.template!r}\n")
         print("\n".join(table(results)))
         summaries.append(summary(results))
     print()

@@ -16,6 +16,8 @@ atexit.register(shutil.rmtree, os.environ["GRADSPACE_CACHE"], ignore_errors=True
 
 import itertools  # noqa: E402
 import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -28,6 +30,17 @@ TINY_VOCABULARY = (
     "the a dog dogs cat cats bird birds runs run sees see near that . ? yes no is mammal bird fish himself herself"
 ).split()
 TINY_SUITE_TASKS = ("anaphor", "npi", "sva")
+
+
+def run_benchmark(script: str, *args: str, **env_vars: str) -> str:
+    """benchmarks/<script> run as a user runs it (its own process, one thread); its stdout, or the test fails with its
+    stderr."""
+    env = {**os.environ, **env_vars, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / script), *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def build_tiny_lm(vocabulary=TINY_VOCABULARY, hidden_size: int = 64, seed: int = 0):

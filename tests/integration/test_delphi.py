@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import build_tiny_lm, save_model
+from conftest import build_tiny_lm, run_benchmark, save_model
 from gradspace.errors import GradspaceError
 from gradspace.labeling.delphi_cache import (
     activating_windows,
@@ -226,7 +226,7 @@ def label_delphi(model_dir: Path, cache: Path, out: Path) -> dict:
                                            "prompt=contextual", "label.method=scan", "label.vocabulary=all", "label.min_letters=1",
                                            "model@evaluation.scorer_model=local", f"evaluation.scorer_model.path={model_dir}",
                                            "delphi.score=true", f"paths.output_dir={out}"])
-    return run(cfg)
+    return run(cfg).to_json()
 
 
 def test_label_a_delphi_cache_and_score_it_as_delphi_does_twice_alike(tmp_path):
@@ -252,6 +252,8 @@ def test_label_a_delphi_cache_and_score_it_as_delphi_does_twice_alike(tmp_path):
     rows = json.loads((tmp_path / "one" / "delphi" / "scores" / "detection" / f"{HOOK}_latent0.txt").read_text())
     assert len(rows) == 12 and {"str_tokens", "activations", "distance", "activating", "prediction", "probability", "correct"} <= set(rows[0])
     assert sum(r["activating"] for r in rows) == 6
+    table = run_benchmark("label_delphi.py", "table", str(tmp_path / "one" / "results.json"), str(tmp_path / "two" / "results.json"))
+    assert table.count(f"| 0 | 0 | {entry['label']} |") == 4 and "label above every baseline on" in table
 
 
 def test_an_sae_run_writes_its_codes_as_a_delphi_cache_and_its_labels_as_explanations(tiny_model_dir, tmp_path):
@@ -276,7 +278,7 @@ def test_an_sae_run_writes_its_codes_as_a_delphi_cache_and_its_labels_as_explana
                                            "label.method=scan", "label.vocabulary=all", "label.min_letters=1",
                                            f"delphi.write_cache={tmp_path / 'latents'}", "delphi.cache_ctx_len=32",
                                            "delphi.n_splits=2", f"paths.output_dir={tmp_path / 'out'}"])
-    results = run(cfg)
+    results = run(cfg).to_json()
     hook = results["sae"]["hook_name"]
     cache = read_cache(tmp_path / "latents", hook)
     sae = load_local_sae(next((tmp_path / "cache" / "saes").iterdir()))

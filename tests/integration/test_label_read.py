@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from conftest import run_benchmark
 from gradspace.labeling.run import run
 from gradspace.labeling.scan import frequent_tokens
 from gradspace.labeling.vocabulary import word_tokens
@@ -44,7 +45,7 @@ def test_the_descent_finds_the_label_the_lm_reads_and_the_frequent_scan_stands_b
     # The soft label alone must find it (no LM-prior words, no swaps); the scan of every token is ruled out
     # (scan_max_items=1), so the frequent-word scan of the same readout is the baseline.
     results = run(label_cfg(example_model, tmp_path, *READ_PROMPT, *SOFT_LABEL_ONLY, "label.kl_weight=0", "label.steps=40",
-                            "evaluation.scan_max_items=1", "evaluation.frequent_scan_words=4"))
+                            "evaluation.scan_max_items=1", "evaluation.frequent_scan_words=4")).to_json()
     (feature,) = results["features"]
     assert results["readout"] == "example_likelihood" and results["method"] == "descent"
     assert feature["label"] == "mammal" and feature["heldout_auroc"] == 1.0
@@ -56,6 +57,11 @@ def test_the_descent_finds_the_label_the_lm_reads_and_the_frequent_scan_stands_b
     most_frequent = tokenizer.batch_decode([[t] for t in frequent_tokens(tokenizer, word_tokens(tokenizer, len(tokenizer), 3, False), 4)])
     assert frequent["label"] in most_frequent and "mammal" not in most_frequent
     assert feature["descent_seconds"] > 0 and frequent["seconds"] > 0
+    # The benchmarks' tables read these results (and their timings) as RESULTS.md's come from them.
+    path = str(tmp_path / "results.json")
+    assert "descent AUROC >= frequent scan's on 1 of 1" in run_benchmark("label_read_tables.py", path)
+    assert "accepted word: 1/1" in run_benchmark("label_tables.py", path)
+    assert "(descent): 1 labelled; mean held-out AUROC label 1.000" in run_benchmark("label_scan_tables.py", path)
 
 
 def test_restarts_start_at_the_lms_own_prediction_of_the_category(example_model, one_thread):

@@ -20,6 +20,7 @@ from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import singular_category_words
 from gradspace.labeling.objective import slot_log_prior
 from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
+from gradspace.labeling.results import LabelResults
 from gradspace.labeling.run import run
 from gradspace.labeling.soft_label import allowed_label_tokens
 from gradspace.synth.tokenizer import build_word_tokenizer
@@ -107,7 +108,12 @@ def test_soft_label_recovers_the_planted_label(question_model, tmp_path):
     # The model was trained on the answers only: its prediction at the label slot, the naturalness prior, is noise.
     summary = run(label_cfg(question_model, tmp_path, "label.kl_weight=0", "label.steps=60", *SOFT_LABEL_ONLY))
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results == split_timings(relative_to_run(json.loads(json.dumps(summary)), tmp_path))[0]
+    assert results == split_timings(relative_to_run(summary.to_json(), tmp_path))[0]
+    # Read back through the schema: the same results, timings aside (they went to timings.json).
+    read = LabelResults.read(tmp_path / "results.json")
+    (feature_read,), (feature_run,) = read.features, summary.features
+    assert feature_read.wall_seconds is None and feature_read.baselines.vocabulary_scan.seconds is None
+    assert feature_read.soft_label == feature_run.soft_label and feature_read.baselines.first_listed == feature_run.baselines.first_listed
     (feature,) = results["features"]
     assert feature["label"] == "mammal"
     assert feature["heldout_accuracy"] == 1.0 and feature["heldout_auroc"] == 1.0
@@ -127,7 +133,7 @@ def test_soft_label_recovers_the_planted_label(question_model, tmp_path):
 
 def test_a_feature_its_own_name_cannot_tell_apart_gets_no_label(question_model, tmp_path):
     """With "fish" written down as the mammals' category word, the oracle is below chance: no label, the reason said."""
-    results = run(label_cfg(question_model, tmp_path, "feature.labels.mammal=[fish]"))
+    results = run(label_cfg(question_model, tmp_path, "feature.labels.mammal=[fish]")).to_json()
     (feature,) = results["features"]
     assert feature["label"] is None and feature["oracle"]["heldout_auroc"] < 0.6 and "near chance" in feature["note"]
     assert results["steps"] == 0  # nothing optimised for it
@@ -254,7 +260,7 @@ def test_lm_prior_proposes_the_word_the_model_expects_at_the_label_slot(one_thre
 
 def test_many_features_in_one_batch_with_multi_token_labels(question_model, tmp_path):
     results = run(label_cfg(question_model, tmp_path, "feature.ids=[mammal,bird]", "label.length=2", "label.steps=3",
-                            "discrete.top=3", "discrete.sweeps=1"))
+                            "discrete.top=3", "discrete.sweeps=1")).to_json()
     assert [f["feature"] for f in results["features"]] == ["mammal", "bird"]
     assert all(len(f["label_token_ids"]) == 2 and len(f["label"].split()) == 2 for f in results["features"])
     assert len(results["trajectory"][0]["top_token"]) == 2  # one row of restarts per feature
@@ -296,7 +302,7 @@ def test_sae_latent_is_labelled_end_to_end(question_model, tmp_path, caplog):
 
     caplog.set_level("INFO", logger="gradspace")
     results = run(label_cfg(question_model, tmp_path, "feature=sae_latent", *sae_overrides, f"feature.ids=[{','.join(map(str, firing))}]",
-                            "label.steps=2", "label.restarts=1", word_lists=False))
+                            "label.steps=2", "label.restarts=1", word_lists=False)).to_json()
     assert results["sae"]["hook_name"] == "blocks.1.hook_resid_post" and results["sae"]["d_sae"] == 16
     assert [f["feature"] for f in results["features"]] == [f"latent{i}" for i in firing]
     # A latent has no category word: its line says what it fires on, not "oracle AUROC n/a".
@@ -345,7 +351,7 @@ def test_sae_latents_picked_by_the_rule_from_one_pass_over_each_split(question_m
                     "feature.select_count=2", "feature.select_density=[0.01,0.5]", "feature.select_min_words=2",
                     "label.steps=2", "label.restarts=1", word_lists=False)
     corpus = features.load_corpus(LabelingConfig.from_config(cfg).feature, cfg.model, tmp_path / "cache")
-    results = run(cfg)
+    results = run(cfg).to_json()
     selection = results["sae"]["selection"]
     assert len(selection["ids"]) == 2 and selection["eligible"] >= 2
     assert [f["feature"] for f in results["features"]] == [f"latent{i}" for i in selection["ids"]]
@@ -502,7 +508,7 @@ def test_label_py_writes_results(question_model, tmp_path):
 def test_labels_go_to_an_offline_wandb_run_as_a_table(question_model, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    results = run(label_cfg(question_model, tmp_path, "logger=wandb", "label.steps=2", "label.restarts=1"))
+    results = run(label_cfg(question_model, tmp_path, "logger=wandb", "label.steps=2", "label.restarts=1")).to_json()
     (table_file,) = tmp_path.rglob("labels_*.table.json")
     table = json.loads(table_file.read_text())
     (row,) = table["data"]
@@ -545,7 +551,7 @@ def test_a_second_model_scores_labels_on_examples_spelled_by_its_own_tokenizer(q
 def test_auto_descends_where_the_label_is_read_and_reports_the_scan_beside_it(question_model, tmp_path):
     """The yes/no question reads the label, so auto descends; its small vocabulary still affords the exact scan, which
     every result reports as a baseline with its objective (the descent's label can be no lower)."""
-    results = run(label_cfg(question_model, tmp_path, "label.method=auto", "label.steps=2", "label.restarts=1"))
+    results = run(label_cfg(question_model, tmp_path, "label.method=auto", "label.steps=2", "label.restarts=1")).to_json()
     (feature,) = results["features"]
     scan = feature["baselines"]["vocabulary_scan"]
     assert results["method"] == "descent" and feature["method"] == "descent"

@@ -69,7 +69,7 @@ def test_records_label_through_the_context_with_the_word_alone_beside(tiny_model
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("label", overrides=[*label_overrides(tiny_model_dir), "feature=records", f"feature.path={path}",
                                            "prompt=contextual", "label.method=scan", "+feature.labels.near_sense=[mammal]", f"paths.output_dir={tmp_path / 'out'}"])
-    results = run(cfg)
+    results = run(cfg).to_json()
     (feature,) = results["features"]
     assert results["method"] == "scan" and feature["selection"]["found_by"] == "vocabulary_scan"
     assert feature["oracle"]["label"] == "mammal" and "oracle_word_alone" in feature

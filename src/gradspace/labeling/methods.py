@@ -7,8 +7,10 @@ import logging
 import time
 from dataclasses import dataclass
 
+import hydra
 import torch
 from omegaconf import DictConfig
+from torch.utils.data import DataLoader
 
 from gradspace.errors import GradspaceError
 from gradspace.labeling.config import LabelingConfig
@@ -17,6 +19,7 @@ from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import FeatureData
 from gradspace.labeling.oracle import is_accepted
 from gradspace.labeling.prompts import PromptBuilder
+from gradspace.labeling.results import ExampleCounts, Selection, SoftLabelResult, TopToken
 from gradspace.labeling.scan import ScanResult, beam_scan, vocabulary_scan
 from gradspace.labeling.seeding import predicted_categories
 from gradspace.labeling.soft_label import BalancedExamples, SoftLabel
@@ -82,11 +85,9 @@ def run_scan(config: LabelingConfig, scorers: FeatureScorers, one_token: Feature
     return beam_scan(scorers.training.discriminator, scorers.training, [ids[0] for ids, _ in single.ranking]), single
 
 def train_soft_labels(cfg: DictConfig, config: LabelingConfig, discriminator: Discriminator, allowed: torch.Tensor,
-                      features: list[FeatureData], loggers: list) -> tuple[SoftLabel, float]:
-    """All features' soft labels trained side by side by the configured Lightning trainer; (module, seconds)."""
-    import hydra
-    from torch.utils.data import DataLoader
-
+                      features: list[FeatureData], loggers: list, callbacks: tuple = ()) -> tuple[SoftLabel, float]:
+    """All features' soft labels trained side by side by the configured Lightning trainer, with `callbacks` beside its
+    own (a benchmark's step timer); (module, seconds)."""
     names = [f.name for f in features]
     start = time.perf_counter()
     seed_tokens = None
@@ -98,7 +99,7 @@ def train_soft_labels(cfg: DictConfig, config: LabelingConfig, discriminator: Di
                        total_steps=config.label.steps, seed=int(cfg.seed), seed_tokens=seed_tokens)
     # label.yaml sets the trainer's steps from label.steps and turns checkpoints off; every trainer.* override applies.
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False,
-                                      callbacks=with_step_progress_bar([], cfg.trainer, "soft-label steps"))
+                                      callbacks=with_step_progress_bar(list(callbacks), cfg.trainer, "soft-label steps"))
     pad_id = discriminator.builder.tokenizer.pad_token_id
     loader = DataLoader(BalancedExamples(features, discriminator.builder, config.label.batch_size, pad_id, int(cfg.seed)),
                         batch_size=None, num_workers=0)
@@ -133,22 +134,20 @@ def descent_label(config: LabelingConfig, feature: FeatureData, p: torch.Tensor,
     soft_argmax = token_text(tokenizer, argmaxes[restart])
     record = {
         "probability": float(token_probs.max()),
-        "soft_label": {
-            "restart": restart, "argmax": soft_argmax, "accepted": is_accepted(soft_argmax, feature),
-            "heldout_auroc": held[argmaxes[restart]].auroc, "heldout_accuracy": held[argmaxes[restart]].balanced_accuracy,
-        },
-        "top10": [{"token": token_text(tokenizer, [int(t)]), "probability": float(pr), "heldout_auroc": held[ids].auroc}
+        "soft_label": SoftLabelResult(restart, soft_argmax, is_accepted(soft_argmax, feature), held[argmaxes[restart]].auroc,
+                                      held[argmaxes[restart]].balanced_accuracy),
+        "top10": [TopToken(token_text(tokenizer, [int(t)]), float(pr), held[ids].auroc)
                   for pr, t, ids in zip(top10.values, top10.indices, top10_labels)],
         "restart_argmax": [token_text(tokenizer, ids) for ids in argmaxes],
-        "selection": {"accuracy": chosen.best.balanced_accuracy, "auroc": chosen.best.auroc, "loss": chosen.best.loss,
-                      "naturalness": chosen.best.naturalness, "objective": chosen.best.objective,
-                      "n_candidates": len(chosen.scored), "found_by": chosen.found_by[best], "seconds": round(selection_seconds, 3),
-                      "top_ranked": token_text(tokenizer, chosen.scored[0].label_ids),
-                      "tied": [token_text(tokenizer, ids) for ids in chosen.tied],
-                      "tie_objectives": [round(chosen.tie_objectives[ids], 4) for ids in chosen.tied],
-                      "tie_aurocs": [round(chosen.tie_aurocs[ids], 4) for ids in chosen.tied],
-                      "examples": {"positive": len(feature.validation_positive[:limit]), "negative": len(feature.validation_negative[:limit])},
-                      "ranking": [[token_text(tokenizer, s.label_ids), round(s.auroc, 4), round(s.balanced_accuracy, 4)]
-                                  for s in chosen.scored[:10]]},
+        "selection": Selection(
+            accuracy=chosen.best.balanced_accuracy, auroc=chosen.best.auroc, loss=chosen.best.loss,
+            naturalness=chosen.best.naturalness, objective=chosen.best.objective, n_candidates=len(chosen.scored),
+            found_by=chosen.found_by[best], seconds=round(selection_seconds, 3),
+            top_ranked=token_text(tokenizer, chosen.scored[0].label_ids), tied=[token_text(tokenizer, ids) for ids in chosen.tied],
+            tie_objectives=[round(chosen.tie_objectives[ids], 4) for ids in chosen.tied],
+            tie_aurocs=[round(chosen.tie_aurocs[ids], 4) for ids in chosen.tied],
+            examples=ExampleCounts(len(feature.validation_positive[:limit]), len(feature.validation_negative[:limit])),
+            ranking=[[token_text(tokenizer, s.label_ids), round(s.auroc, 4), round(s.balanced_accuracy, 4)]
+                     for s in chosen.scored[:10]]),
     }
     return best, chosen.best.threshold, record

@@ -1,48 +1,87 @@
-"""What a run shows: a log line per feature, the W&B table, and delphi's explanation and score files."""
+"""What a run shows: a log line per feature, the results it writes, the W&B table, and delphi's explanation and
+score files."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from omegaconf import DictConfig
+
+from gradspace.labeling import delphi_scoring
 from gradspace.labeling.config import LabelingConfig
 from gradspace.labeling.features import FeatureData
-from gradspace.labeling.outcome import BASELINE_KINDS
-from gradspace.utils.wandb_setup import wandb_logger_of
+from gradspace.labeling.oracle_gate import Oracles
+from gradspace.labeling.plan import LabelPlan
+from gradspace.labeling.prompts import PromptSpec
+from gradspace.labeling.results import (
+    DelphiScores,
+    DelphiSummary,
+    FeatureLabel,
+    LabelResults,
+    ModelSummary,
+    PromptSummary,
+    ScorerSummary,
+    UnlabelledFeature,
+)
+from gradspace.labeling.sae import SparseAutoencoder
+from gradspace.labeling.scorer import SecondModelScorer
+from gradspace.labeling.vocabulary import token_text
+from gradspace.models.loading import LoadedModel
+from gradspace.utils.run_config import loggable_config
+from gradspace.utils.wandb_setup import finish_wandb, wandb_logger_of
 
 log = logging.getLogger(__name__)
+# The baselines of the W&B table's columns, in their order.
+BASELINE_KINDS = ("most_frequent_top_activating", "first_listed", "vocabulary_projection", "vocabulary_scan")
+FeatureResult = FeatureLabel | UnlabelledFeature
 
 
-def log_feature(feature: FeatureData, entry: dict) -> None:
+def log_feature(feature: FeatureData, entry: FeatureLabel) -> None:
     # Without a category word (SAE latents) what the feature fires on is what its label is to be read against.
-    soft = entry.get("soft_label")
+    soft = entry.soft_label
     log.info("%s: %s | label %r (%s, accepted %s) held-out accuracy %.3f AUROC %.3f%s | baseline %s%s", feature.name,
-             f"fires most on {', '.join(dict.fromkeys(entry['top_activating']))!r}" if entry["oracle"] is None
-             else f"oracle AUROC {entry['oracle']['heldout_auroc']:.3f} ({entry['oracle']['label']!r})",
-             entry["label"], entry["selection"]["found_by"], entry["accepted"], entry["heldout_accuracy"], entry["heldout_auroc"],
-             "" if soft is None else f" | soft-label argmax {soft['argmax']!r} held-out AUROC {soft['heldout_auroc']:.3f}",
-             {k: (b["label"], None if b["heldout_auroc"] is None else round(b["heldout_auroc"], 3)) for k, b in entry["baselines"].items()},
-             "" if not entry.get("scorer") else f" | scored by {entry['scorer']['model']}: AUROC {entry['scorer']['heldout_auroc']:.3f}")
+             f"fires most on {', '.join(dict.fromkeys(entry.top_activating))!r}" if entry.oracle is None
+             else f"oracle AUROC {entry.oracle.heldout_auroc:.3f} ({entry.oracle.label!r})",
+             entry.label, entry.selection.found_by, entry.accepted, entry.heldout_accuracy, entry.heldout_auroc,
+             "" if soft is None else f" | soft-label argmax {soft.argmax!r} held-out AUROC {soft.heldout_auroc:.3f}",
+             {k: (b.label, None if b.heldout_auroc is None else round(b.heldout_auroc, 3)) for k, b in entry.baselines.present().items()},
+             "" if entry.scorer is None else f" | scored by {entry.scorer.model}: AUROC {entry.scorer.heldout_auroc:.3f}")
 
-def log_results(loggers: list, results: list[dict]) -> None:
+
+def collect_results(cfg: DictConfig, loaded: LoadedModel, spec: PromptSpec, sae: SparseAutoencoder | None, plan: LabelPlan,
+                    scorer: SecondModelScorer | None, oracles: Oracles, features: list[FeatureResult],
+                    delphi: DelphiSummary | None) -> LabelResults:
+    """The run's results: its model, prompt and SAE, each feature's result, and the soft labels' trajectory."""
+    tokenizer = loaded.tokenizer
+    trajectory = [] if plan.module is None else [
+        {**point, "top_token": [[token_text(tokenizer, [t]) for t in row] for row in point["top_token"]]}
+        for point in plan.module.trajectory[:: max(1, len(plan.module.trajectory) // 50)]]
+    return LabelResults(
+        model=ModelSummary(loaded.name, loaded.revision, loaded.path),
+        prompt=PromptSummary(spec.style, spec.template, None if spec.answers is None else list(spec.answers), spec.neutral),
+        sae=None if sae is None else {"hook_name": sae.hook_name, "architecture": sae.architecture, "d_sae": sae.d_sae, **sae.extra_cfg},
+        readout=spec.readout, method=plan.method, scorer=None if scorer is None else ScorerSummary(**scorer.summary()),
+        delphi=delphi, oracle_seconds=oracles.seconds, train_seconds=plan.train_seconds,
+        steps=0 if plan.module is None else int(plan.module.global_step), features=features, trajectory=trajectory,
+        config=loggable_config(cfg))
+
+
+def log_results(loggers: list, results: list[FeatureResult]) -> None:
     """The held-out metrics as scalars into every tracker, and the labels as a W&B table."""
-    from gradspace.utils.wandb_setup import finish_wandb
-
-    labelled = [r for r in results if r["label"] is not None]
+    labelled = [r for r in results if isinstance(r, FeatureLabel)]
     rounded = lambda value: None if value is None else round(value, 4)  # noqa: E731
-    table = [[r["feature"], rounded(r["oracle"] and r["oracle"]["heldout_auroc"]), r["method"], r["label"],
-              rounded(r.get("probability")), round(r["heldout_accuracy"], 4), round(r["heldout_auroc"], 4),
-              r["soft_label"]["argmax"] if "soft_label" in r else None,
-              rounded(r["soft_label"]["heldout_auroc"]) if "soft_label" in r else None,
-              " ".join(t["token"] for t in r["top10"]) if "top10" in r else None,
-              *[r["baselines"].get(k, {}).get("label") for k in BASELINE_KINDS],
-              rounded(r["baselines"].get("vocabulary_scan", {}).get("heldout_auroc")),
-              r["scorer"]["model"] if r.get("scorer") else None, rounded(r["scorer"]["heldout_auroc"]) if r.get("scorer") else None]
+    table = [[r.feature, rounded(r.oracle and r.oracle.heldout_auroc), r.method, r.label, rounded(r.probability),
+              round(r.heldout_accuracy, 4), round(r.heldout_auroc, 4), r.soft_label and r.soft_label.argmax,
+              rounded(r.soft_label and r.soft_label.heldout_auroc), None if r.top10 is None else " ".join(t.token for t in r.top10),
+              *[getattr(r.baselines, k) and getattr(r.baselines, k).label for k in BASELINE_KINDS],
+              rounded(r.baselines.vocabulary_scan and r.baselines.vocabulary_scan.heldout_auroc),
+              r.scorer and r.scorer.model, rounded(r.scorer and r.scorer.heldout_auroc)]
              for r in labelled]
-    metrics = ({f"heldout/accuracy/{r['feature']}": r["heldout_accuracy"] for r in labelled}
-               | {f"heldout/auroc/{r['feature']}": r["heldout_auroc"] for r in labelled}
-               | {f"scorer/auroc/{r['feature']}": r["scorer"]["heldout_auroc"] for r in labelled if r.get("scorer")}
-               | {f"oracle/auroc/{r['feature']}": r["oracle"]["heldout_auroc"] for r in results if r["oracle"]})
+    metrics = ({f"heldout/accuracy/{r.feature}": r.heldout_accuracy for r in labelled}
+               | {f"heldout/auroc/{r.feature}": r.heldout_auroc for r in labelled}
+               | {f"scorer/auroc/{r.feature}": r.scorer.heldout_auroc for r in labelled if r.scorer}
+               | {f"oracle/auroc/{r.feature}": r.oracle.heldout_auroc for r in results if r.oracle})
     for logger in loggers:
         logger.log_metrics(metrics)
         logger.save()
@@ -54,23 +93,25 @@ def log_results(loggers: list, results: list[dict]) -> None:
                                                   "baseline_first_listed", "baseline_projection", "baseline_vocabulary_scan",
                                                   "baseline_vocabulary_scan_auroc", "scorer_model", "scorer_auroc"],
                            data=table)
-    if any(r.get("delphi") for r in results):
-        from gradspace.labeling.delphi_scoring import table as delphi_table
-
-        columns, rows = delphi_table(results)
+    if any(isinstance(r, FeatureLabel) and r.delphi for r in results):
+        columns, rows = delphi_scoring.table([r.to_json() for r in results])
         wandb_logger.log_table(key="delphi", columns=columns, data=rows)
     finish_wandb()
 
-def finish_delphi(config: LabelingConfig, features: list[FeatureData], results: list[dict], scorer, sae, tokenizer, seed: int,
-                  output_dir: Path) -> dict | None:
+
+def finish_delphi(config: LabelingConfig, features: list[FeatureData], results: list[FeatureResult], scorer, sae, tokenizer,
+                  seed: int, output_dir: Path) -> DelphiSummary | None:
     """delphi's detection and fuzzing scores (delphi.score) into each result, and delphi's files beside results.json;
     the summary of the scores."""
-    from gradspace.labeling import delphi_scoring
-
+    # delphi_scoring reads and fills the results as they are written: each is handed over as JSON and its scores taken back.
+    written = [r.to_json() for r in results]
     if config.delphi.score:
         delphi_scorer = delphi_scoring.DelphiScorer(scorer, config.delphi.detection_template, config.delphi.fuzz_threshold,
                                                     config.prompt.add_bos)
-        delphi_scoring.score_latents(delphi_scorer, features, results, tokenizer, seed)
+        delphi_scoring.score_latents(delphi_scorer, features, written, tokenizer, seed)
+    for result, entry in zip(results, written):
+        if entry.get("delphi"):
+            result.delphi = DelphiScores.from_json(entry["delphi"], "delphi scoring", f"{result.feature}.delphi")
 
     def hookpoint_of(feature: FeatureData):
         if feature.windows is not None:
@@ -79,5 +120,6 @@ def finish_delphi(config: LabelingConfig, features: list[FeatureData], results: 
             return sae.hook_name, int(feature.name[len("latent"):])
         return None
 
-    delphi_scoring.write_files(output_dir, features, results, hookpoint_of, config.delphi.explanations)
-    return delphi_scoring.summary(results)
+    delphi_scoring.write_files(output_dir, features, written, hookpoint_of, config.delphi.explanations)
+    summary = delphi_scoring.summary(written)
+    return None if summary is None else DelphiSummary.from_json(summary, "delphi scoring", "delphi")

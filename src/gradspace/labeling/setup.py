@@ -20,6 +20,7 @@ from gradspace.labeling.config import (
     SAELensConfig,
     WordsFeatureConfig,
 )
+from gradspace.labeling.delphi_cache import cache_config, delphi_features, pack_codes, write_cache
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import (
     Corpus,
@@ -35,10 +36,12 @@ from gradspace.labeling.features import (
 from gradspace.labeling.prompts import PromptBuilder, PromptSpec, resolve_prompt_spec
 from gradspace.labeling.records import record_features
 from gradspace.labeling.sae import SparseAutoencoder, load_local_sae, load_saelens_sae
+from gradspace.labeling.sae_training import ensure_builtin_sae
 from gradspace.labeling.soft_label import allowed_label_tokens
 from gradspace.labeling.vocabulary import word_tokens
 from gradspace.models.hooks import resolve_hook
 from gradspace.models.loading import LoadedModel
+from gradspace.models.prefix_token import prefix_token_id
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +49,6 @@ log = logging.getLogger(__name__)
 def load_sae(config: BuiltinSAEConfig | LocalSAEConfig | SAELensConfig, loaded: LoadedModel, corpus: Corpus,
              cache_dir: Path) -> SparseAutoencoder:
     if isinstance(config, BuiltinSAEConfig):
-        from gradspace.labeling.sae_training import ensure_builtin_sae
-
         if config.hook_name is None:  # the middle layer's residual stream
             config = dataclasses.replace(config, hook_name=f"blocks.{loaded.model.config.num_hidden_layers // 2}.hook_resid_post")
         sae = ensure_builtin_sae(config, loaded.model, loaded.tokenizer, corpus.train, f"{loaded.path}@{loaded.revision}", cache_dir)
@@ -118,8 +119,6 @@ def build_features(config: LabelingConfig, model_cfg, loaded: LoadedModel, cache
 def delphi_cache_features(config: LabelingConfig, loaded: LoadedModel) -> tuple[list[FeatureData], SparseAutoencoder | None]:
     """`feature=delphi`: the latents of a delphi cache; an SAE beside it (local or SAELens) brings the decoder rows of
     the vocabulary-projection baseline."""
-    from gradspace.labeling.delphi_cache import delphi_features
-
     sae = None
     if isinstance(config.sae, BuiltinSAEConfig):
         raise GradspaceError("feature=delphi reads the SAE beside the cache from its folder: use sae=local sae.path=<folder> "
@@ -133,9 +132,6 @@ def delphi_cache_features(config: LabelingConfig, loaded: LoadedModel) -> tuple[
 
 def write_delphi_cache(config: LabelingConfig, loaded: LoadedModel, sae: SparseAutoencoder, codes) -> None:
     """`delphi.write_cache`: the SAE's codes over the corpus (training texts, then held-out texts) as a delphi cache."""
-    from gradspace.evaluation.logprobs import prefix_token_id
-    from gradspace.labeling.delphi_cache import cache_config, pack_codes, write_cache
-
     settings = config.delphi
     tokens, locations, activations = pack_codes(codes, settings.cache_ctx_len, prefix_token_id(loaded.tokenizer))
     where = write_cache(settings.write_cache, sae.hook_name, tokens, locations, activations, sae.d_sae, settings.n_splits,

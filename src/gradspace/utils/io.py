@@ -45,6 +45,11 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def is_timing(key: str) -> bool:
+    """Whether a results entry is a wall-clock time (it goes to timings.json, not results.json)."""
+    return key.endswith(("seconds", "per_second"))
+
+
 def split_timings(value: Any) -> tuple[Any, Any]:
     """(value without its timing entries — keys ending in `seconds` or `per_second` —, those entries at the same paths).
 
@@ -54,7 +59,7 @@ def split_timings(value: Any) -> tuple[Any, Any]:
     if isinstance(value, dict):
         kept, timed = {}, {}
         for key, item in value.items():
-            if str(key).endswith(("seconds", "per_second")):
+            if is_timing(str(key)):
                 timed[key] = item
                 continue
             kept[key], sub_timed = split_timings(item)
