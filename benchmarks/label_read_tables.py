@@ -3,7 +3,8 @@ timings.json beside it): per run, each feature's descent label and held-out AURO
 (baselines.frequent_scan: the same readout scanned over the 2,000 allowed words most frequent in English) and both
 times; then one line per run: on how many features the descent's AUROC is at least the scan's, how many labels are
 accepted words, and the descent's time over the scan's (goal: at most 1/5). The scan depends on the splits, not the
-seed: runs with evaluation.frequent_scan_words=0 (seeds 1, 2) are compared with the scan of another run given.
+seed: a run with evaluation.frequent_scan_words=0 is compared with the scan of another run given. `--traces` adds, per
+feature, its restarts' objective trace and whether the descent's label reaches the scan's objective.
 
     python benchmarks/label_read_tables.py <run dir>/results.json [...]
 """
@@ -81,11 +82,36 @@ def summary(name: str, features: list[Timed]) -> str:
             f"time descent {descent:.0f} s / scan {scan:.0f} s = {descent / scan:.2f}x (goal <= 0.2x)")
 
 
+def traces(results: LabelResults, features: list[Timed], steps: int = 4) -> list[str]:
+    """Per labelled feature, its objective trace: at a few steps of the soft labels' training, each restart's top
+    token and the readout's balanced cross-entropy (the objective's prediction term); then the objective the
+    selected label and the frequent-word scan's label reach on the training and validation words. A descent label
+    of higher objective than the scan's missed the scan's optimum; one of lower objective but lower held-out AUROC
+    found a better optimum the held-out words disagree with."""
+    points = results.trajectory
+    shown = sorted({round(i * (len(points) - 1) / (steps - 1)) for i in range(steps)})
+    row_of = {f.feature: k for k, f in enumerate(f for f in results.features if f.label is not None)}  # the trained ones
+    header = " | ".join(f"step {points[i]['step']}" for i in shown)
+    lines = [f"| feature | {header} | descent label, objective | scan label, objective | descent missed the scan's optimum |",
+             "|---|" + "---|" * len(shown) + "---|---|---|"]
+    for f in features:
+        k = row_of[f.result.feature]
+        cells = " | ".join(", ".join(f"{token} {loss:.2f}" for token, loss in zip(points[i]["top_token"][k], points[i]["prediction_loss"][k]))
+                           for i in shown)
+        gap = f.result.objective - f.frequent.objective
+        missed = "tie" if abs(gap) < 1e-4 else "yes" if gap > 0 else "no"
+        lines.append(f"| {f.result.feature} | {cells} | {f.result.label}, {f.result.objective:.3f} | {f.frequent.label}, "
+                     f"{f.frequent.objective:.3f} | {missed} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", type=Path)
     parser.add_argument("--group", action="append", default=[], metavar="NAME=FEATURE,FEATURE,...",
                         help="a summary line per run for these features (the first dozen, the fresh lists); default: all")
+    parser.add_argument("--traces", action="store_true", help="per feature, its restarts' trace and the objective the "
+                        "descent's label and the scan's label reach")
     args = parser.parse_args()
     groups = [(name, set(members.split(","))) for name, members in (g.split("=", 1) for g in args.group)] or [("all", None)]
     runs = {path: load(path) for path in args.results}
@@ -94,8 +120,8 @@ def main() -> None:
              if f.frequent}
 
     def with_scans(results: LabelResults, features: list[Timed]) -> list[Timed]:
-        return [Timed(f.result, f.descent_seconds, scans[results.model.name, f.result.feature]) for f in features
-                if (results.model.name, f.result.feature) in scans]
+        return [Timed(f.result, f.descent_seconds, f.frequent or scans[results.model.name, f.result.feature])
+                for f in features if f.frequent or (results.model.name, f.result.feature) in scans]
 
     summaries = []
     for path, (results, features) in runs.items():
@@ -103,6 +129,9 @@ def main() -> None:
         name = f"{results.model.name} seed {results.config.get('seed')}"
         print(f"\n{path}: {name}, prompt {results.prompt.template!r}\n")
         print("\n".join(table(features)))
+        if args.traces and results.trajectory and "prediction_loss" in results.trajectory[0]:
+            print(f"\n{name}: the objective's trace per restart (top token, prediction loss)\n")
+            print("\n".join(traces(results, features)))
         for group, members in groups:
             chosen = [f for f in features if members is None or f.result.feature in members]
             if not chosen:

@@ -59,7 +59,11 @@ def test_the_descent_finds_the_label_the_lm_reads_and_the_frequent_scan_stands_b
     assert feature["descent_seconds"] > 0 and frequent["seconds"] > 0
     # The benchmarks' tables read these results (and their timings) as RESULTS.md's come from them.
     path = str(tmp_path / "results.json")
-    assert "descent AUROC >= frequent scan's on 1 of 1" in run_benchmark("label_read_tables.py", path)
+    read_tables = run_benchmark("label_read_tables.py", "--traces", path)
+    assert "descent AUROC >= frequent scan's on 1 of 1" in read_tables
+    # the objective's trace: the descent's label's objective against the scan's
+    assert any(line.startswith("| mammal |") and line.endswith(("| no |", "| tie |", "| yes |"))
+               for line in read_tables.splitlines())
     assert "accepted word: 1/1" in run_benchmark("label_tables.py", path)
     assert "(descent): 1 labelled; mean held-out AUROC label 1.000" in run_benchmark("label_scan_tables.py", path)
 
