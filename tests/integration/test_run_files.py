@@ -173,3 +173,9 @@ def test_a_wandb_run_starts_without_the_anonymous_setting_warning(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "anonymous" not in proc.stdout + proc.stderr
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_debug_fdr_runs_one_training_step_and_writes_no_checkpoint(tiny_suite_dir, tmp_path):
+    results = run_in_process(tiny_suite_dir, tmp_path / "run", "debug=fdr", "ftgd.max_steps=5")
+    assert results.steps == 1 and not (tmp_path / "run" / "checkpoints").exists()
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["transfer"]
