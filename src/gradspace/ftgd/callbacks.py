@@ -75,31 +75,52 @@ def base_key(model_cfg: Any, eval_pairs: Sequence[MinimalPair], heldout_sentence
     return fingerprint(model_cfg, pairs_fingerprint(eval_pairs), list(heldout_sentences), transfer.batch_size, heldout.batch_size)
 
 
-class TransferEvaluation(L.Callback):
-    """Accuracy and margin on the eval pairs of every task before and after training: the transfer row."""
+class BeforeAndAfter(L.Callback):
+    """A measurement of the model before training and after it. The before is saved in checkpoints, so a resumed run
+    (or a probe's copy, from its checkpoint) keeps the measurement of the model it started from."""
 
     def __init__(self, batch_size: int = 64) -> None:
         self.batch_size = int(batch_size)
-        self.before: dict[str, dict[str, float]] | None = None
-        self.after: dict[str, dict[str, float]] | None = None
+        self.before: Any = None
+        self.after: Any = None
 
-    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str) -> dict[str, dict[str, float]]:
-        datamodule = trainer.datamodule
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule, when: str) -> Any:
+        """The measurement at `when` ("before" or "after"), logged."""
+        raise NotImplementedError
+
+    def log_change(self, trainer: L.Trainer) -> None:
+        """Log after − before."""
+        raise NotImplementedError
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.before is None:
+            self.before = self.measure(trainer, pl_module, "before")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        release_training_state(trainer, pl_module)
+        self.after = self.measure(trainer, pl_module, "after")
+        self.log_change(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"before": self.before}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = state_dict["before"]
+
+
+class TransferEvaluation(BeforeAndAfter):
+    """Accuracy and margin on the eval pairs of every task before and after training: the transfer row."""
+
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule, when: str) -> dict[str, dict[str, float]]:
+        datamodule, prefix = trainer.datamodule, f"eval_{when}"
         result = evaluate_pairs(pl_module.model, datamodule.tokenizer, datamodule.eval_pairs, self.batch_size,
-                                desc=f"{prefix.replace('_', ' ')} ({len(datamodule.eval_pairs)} pairs)")
+                                desc=f"eval {when} ({len(datamodule.eval_pairs)} pairs)")
         metrics = result.as_metrics(prefix)
         _require_finite(metrics, f"{prefix} scores")
         _log(trainer, metrics)
         return task_scores(result)
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # a resumed run keeps the measurement of the model it started from, a probe's copy its checkpoint's
-        if self.before is None:
-            self.before = self._evaluate(trainer, pl_module, "eval_before")
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        release_training_state(trainer, pl_module)
-        self.after = self._evaluate(trainer, pl_module, "eval_after")
+    def log_change(self, trainer: L.Trainer) -> None:
         metrics = {}
         for task, delta in self.transfer().items():
             metrics[f"transfer/{task}"] = delta["accuracy"]
@@ -114,12 +135,6 @@ class TransferEvaluation(L.Callback):
             for task in self.after
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"before": self.before}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.before = state_dict["before"]
-
 
 def heldout_lm_loss(model, tokenizer, sentences: list[str], batch_size: int = 64, desc: str | None = None) -> float:
     """Token-mean negative log-likelihood (nats) of the sentences, each scored after the document-start token."""
@@ -133,15 +148,10 @@ def heldout_lm_loss(model, tokenizer, sentences: list[str], batch_size: int = 64
     return total / max(tokens, 1)
 
 
-class HeldoutLoss(L.Callback):
+class HeldoutLoss(BeforeAndAfter):
     """LM loss on general held-out text before and after training: the side effect of fine-tuning."""
 
-    def __init__(self, batch_size: int = 64) -> None:
-        self.batch_size = int(batch_size)
-        self.before: float | None = None
-        self.after: float | None = None
-
-    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule, when: str) -> float:
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule, when: str) -> float:
         datamodule = trainer.datamodule
         loss = heldout_lm_loss(pl_module.model, datamodule.tokenizer, datamodule.heldout_sentences, self.batch_size,
                                desc=f"held-out loss {when}")
@@ -149,22 +159,10 @@ class HeldoutLoss(L.Callback):
         _log(trainer, {f"heldout/lm_loss_{when}": loss, f"heldout/perplexity_{when}": math.exp(min(loss, 700.0))})
         return loss
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.before is None:
-            self.before = self._measure(trainer, pl_module, "before")
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        release_training_state(trainer, pl_module)
-        self.after = self._measure(trainer, pl_module, "after")
+    def log_change(self, trainer: L.Trainer) -> None:
         _log(trainer, {"heldout/lm_loss_delta": self.after - self.before})
 
     def summary(self) -> dict[str, float]:
         if self.before is None or self.after is None:
             raise RuntimeError("summary() needs both the before and the after measurement")
         return {"before": self.before, "after": self.after, "delta": self.after - self.before}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"before": self.before}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.before = state_dict["before"]

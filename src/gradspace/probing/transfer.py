@@ -166,18 +166,25 @@ def read_multirun_dir(path: str | Path) -> SweepRecords:
             failure = job_failure(job_dir)
             problems.append(f"{_job_description(job_dir)}: " + (f"failed ({failure})" if failure else f"no {RESULTS_FILE} (failed or unfinished)"))
             continue
-        try:
-            record = TrainResults.read(results_path, _job_description(job_dir))
-        except GradspaceError as err:
-            problems.append(str(err))
-            continue
-        if record.status != "ok":
-            problems.append(f"{_job_description(job_dir)}: status={record.status!r}")
-            continue
-        records.append(record.with_source(f"job {job_dir.name}"))
+        record = finished_record(results_path, _job_description(job_dir), problems)
+        if record is not None:
+            records.append(record.with_source(f"job {job_dir.name}"))
     if not records:
         raise GradspaceError(f"{sweep_dir}: none of its {len(job_dirs)} jobs finished ({problems[0]}); rerun the sweep")
     return SweepRecords(records, problems)
+
+
+def finished_record(path: Path, description: str, problems: list[str]) -> TrainResults | None:
+    """The results of a finished job, or None with the reason added to `problems` (unreadable, or not status ok)."""
+    try:
+        record = TrainResults.read(path, description)
+    except GradspaceError as err:
+        problems.append(str(err))
+        return None
+    if record.status != "ok":
+        problems.append(f"{description}: status={record.status!r}")
+        return None
+    return record
 
 
 def read_wandb_group(group: str, project: str, entity: str | None = None, mode: str = "auto") -> SweepRecords:
@@ -209,15 +216,9 @@ def read_wandb_group(group: str, project: str, entity: str | None = None, mode: 
             except Exception as err:  # the public API raises several error types for a missing file
                 problems.append(f"{description}: no {RESULTS_FILE} uploaded ({type(err).__name__})")
                 continue
-            try:
-                record = TrainResults.read(Path(downloaded.name), description)
-            except GradspaceError as err:
-                problems.append(str(err))
-                continue
-            if record.status != "ok":
-                problems.append(f"{description}: status={record.status!r}")
-                continue
-            records.append(record)
+            record = finished_record(Path(downloaded.name), description, problems)
+            if record is not None:
+                records.append(record)
     if not records:
         raise GradspaceError(f"no run of W&B group '{group}' has a finished results.json ({problems[0]})")
     return SweepRecords(records, problems)
