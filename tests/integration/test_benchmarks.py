@@ -6,7 +6,7 @@ import importlib.metadata
 
 import pytest
 
-from conftest import BLIMP_DIR, run_benchmark
+from conftest import BLIMP_DIR, REPO_ROOT, run_benchmark
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +60,45 @@ def test_oracle_benchmark_on_smollm2():
 def test_scan_budget_benchmark_on_smollm2_with_one_word_list():
     out = run_benchmark("label_scan_budget.py", "--features", "animals")
     assert "run " in out and "for 1 features" in out and out.strip().splitlines()[-1].startswith("ratio peak memory / 4 GB")
+
+
+def test_context_features_script_writes_the_committed_records(tmp_path):
+    out = run_benchmark("context_features.py", "--out", str(tmp_path / "records.jsonl"))
+    committed = REPO_ROOT / "benchmarks" / "data" / "context_features.jsonl"
+    assert f"wrote {tmp_path / 'records.jsonl'} (" in out and "records, 5 features)" in out
+    assert (tmp_path / "records.jsonl").read_text() == committed.read_text()
+
+
+def test_precision_check_on_a_tiny_local_model(tiny_suite_dir, tmp_path):
+    out = run_benchmark("check_precision.py", "--steps", "2", "--pairs-per-step", "4", "--model-dir",
+                        str(tiny_suite_dir / "model"), "--pairs-dir", str(tiny_suite_dir / "suite"))
+    assert "bf16-mixed on cpu: PASS" in out
+    assert out.strip().splitlines()[-1] == "summary: same code path under every precision PASS"
+
+
+def tiny_sae_overrides(model_dir, tmp_path) -> list[str]:
+    """label.py overrides for a built-in SAE of 16 latents over a corpus of the tiny model's words."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"the {a} {v} near a {b} .\n" for a in ("dog", "cat", "bird") for v in ("runs", "sees")
+                              for b in ("dog", "cat", "bird")) * 4)
+    return ["model=local", f"model.path={model_dir}", "prompt.style=synth", f"paths.cache_dir={tmp_path / 'cache'}",
+            "sae.d_sae=16", "sae.k=2", "sae.steps=30", "sae.batch_size=64", f"feature.corpus_path={corpus}"]
+
+
+def test_whole_sae_benchmark_on_a_tiny_sae(tiny_model_dir, tmp_path):
+    out = run_benchmark("label_whole_sae.py", "--out", str(tmp_path / "out"), *tiny_sae_overrides(tiny_model_dir, tmp_path))
+    assert "live latents of 16 labelled" in out and "held-out AUROC median" in out
+    assert out.strip().splitlines()[-1] == f"wrote {tmp_path / 'out' / 'whole_sae.tsv'} and whole_sae.json"
+    rows = (tmp_path / "out" / "whole_sae.tsv").read_text().splitlines()
+    assert rows[0].startswith("latent\tdensity\ttop_words\tlabel") and len(rows) > 1
+
+
+def test_delphi_cache_benchmark_on_a_tiny_sae(tiny_model_dir, tmp_path):
+    # --count 0: no latent of so small a corpus fires in the windows feature=delphi needs to pick it.
+    out = run_benchmark("label_delphi.py", "cache", "--out", str(tmp_path / "latents"), "--count", "0",
+                        *tiny_sae_overrides(tiny_model_dir, tmp_path), "delphi.cache_ctx_len=32", "delphi.n_splits=2")
+    assert f"x 32 tokens of blocks.1.hook_resid_post to {tmp_path / 'latents'}" in out and "the rule picks latents []" in out
+    # delphi's layout: <out>/<hook>/<first latent>_<last latent>.safetensors per split, beside its config.json
+    hook_dir = tmp_path / "latents" / "blocks.1.hook_resid_post"
+    assert sorted(path.name for path in hook_dir.glob("*.safetensors")) == ["0_7.safetensors", "8_15.safetensors"]
+    assert (hook_dir / "config.json").is_file()
