@@ -1,6 +1,7 @@
 """Mixed precision: the FTGD training step under each `trainer.precision`, on this machine's device.
 
     python benchmarks/check_precision.py
+    python benchmarks/check_precision.py --model-dir <model dir> --pairs-dir <folder of BLiMP-format jsonl files>
 
 Precision is a Lightning Trainer setting (`trainer.precision`: 32-true | bf16-mixed | 16-mixed), so the module's
 code is the same for all of them: Lightning wraps `training_step` in `torch.autocast` for the device. This script
@@ -26,6 +27,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from gradspace.data.suite import read_pairs_dir
 from gradspace.ftgd import objectives
 from gradspace.ftgd.masks import MaskConfig
 from gradspace.ftgd.module import FTGDModule
@@ -94,19 +96,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--pairs-per-step", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model-dir", default=None,
+                        help="a local model directory and, with --pairs-dir, its BLiMP-format pairs instead of synth-1m")
+    parser.add_argument("--pairs-dir", default=None, help="a folder of BLiMP-format jsonl files (with --model-dir)")
     args = parser.parse_args()
+    if (args.model_dir is None) != (args.pairs_dir is None):
+        parser.error("--model-dir and --pairs-dir go together")
 
     pin_threads(args.threads)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*is not supported on CPU.*")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     print_header("precision: FTGD steps under 32-true, bf16-mixed, 16-mixed")
-    from gradspace.synth.pretrain import PretrainConfig, ensure_synth_model
-    from gradspace.synth.world import WorldConfig, load_or_build_world
+    if args.model_dir:
+        model_dir, pairs = args.model_dir, read_pairs_dir(args.pairs_dir)
+    else:
+        from gradspace.synth.pretrain import PretrainConfig, ensure_synth_model
+        from gradspace.synth.world import WorldConfig, load_or_build_world
 
-    cache = default_cache_dir()
-    model_dir = str(ensure_synth_model("synth-1m", WorldConfig(), PretrainConfig(), cache) / "main")
-    pairs = load_or_build_world(WorldConfig(), cache).pairs
+        cache = default_cache_dir()
+        model_dir = str(ensure_synth_model("synth-1m", WorldConfig(), PretrainConfig(), cache) / "main")
+        pairs = load_or_build_world(WorldConfig(), cache).pairs
     tokenizer = load_model({"name": "bench", "source": "local", "path": model_dir}, progress=False).tokenizer
     batches = [collate_pairs(tokenizer, pairs[i * args.pairs_per_step : (i + 1) * args.pairs_per_step], "bounded")
                for i in range(args.steps)]

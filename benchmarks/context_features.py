@@ -6,10 +6,12 @@ word cannot tell them apart (its AUROC is near chance by construction) and only 
 each sentence is in [brackets]; activation is 1.0 for the active sense, 0.0 for the other.
 
     python benchmarks/context_features.py
+    python benchmarks/context_features.py --out /tmp/context_features.jsonl   # elsewhere, e.g. to compare
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -475,6 +477,9 @@ def records() -> list[dict]:
 
 
 if __name__ == "__main__":
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("".join(json.dumps(r) + "\n" for r in records()), encoding="utf-8")
-    print(f"wrote {OUT} ({len(records())} records, {len(FEATURES)} features)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=OUT, help="the jsonl file to write")
+    out = parser.parse_args().out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r) + "\n" for r in records()), encoding="utf-8")
+    print(f"wrote {out} ({len(records())} records, {len(FEATURES)} features)")
