@@ -8,7 +8,8 @@ import hydra
 from omegaconf import DictConfig
 
 from gradspace.errors import exit_on_user_error
-from gradspace.ftgd.run import print_summary, run
+from gradspace.ftgd.report import print_summary
+from gradspace.ftgd.run import run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

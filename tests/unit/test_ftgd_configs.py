@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from gradspace.ftgd.masks import MaskConfig
 from gradspace.ftgd.objectives import OBJECTIVES
-from gradspace.ftgd.run import run_label
+from gradspace.ftgd.report import run_label
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import hydra
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
 
 from gradspace.errors import GradspaceError
 from gradspace.evaluation.logprobs import scored_batches
@@ -166,3 +169,17 @@ class HeldoutLoss(BeforeAndAfter):
         if self.before is None or self.after is None:
             raise RuntimeError("summary() needs both the before and the after measurement")
         return {"before": self.before, "after": self.after, "delta": self.after - self.before}
+
+
+def build_callbacks(cfg: DictConfig) -> tuple[list[L.Callback], TransferEvaluation, HeldoutLoss]:
+    callbacks = [hydra.utils.instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node and "_target_" in node]
+    if not cfg.trainer.get("enable_checkpointing", True):  # probe's copies: checkpointing off wins over the callbacks
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ModelCheckpoint)]
+    transfer = [cb for cb in callbacks if isinstance(cb, TransferEvaluation)]
+    heldout = [cb for cb in callbacks if isinstance(cb, HeldoutLoss)]
+    if len(transfer) != 1 or len(heldout) != 1:
+        raise GradspaceError(
+            "an FTGD run needs exactly one TransferEvaluation and one HeldoutLoss callback (the results are built "
+            "from them); use callbacks=default or add them to your callbacks config"
+        )
+    return callbacks, transfer[0], heldout[0]

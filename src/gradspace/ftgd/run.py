@@ -9,14 +9,12 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import SingleDeviceStrategy
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gradspace.data.suite import prepare_task_data, without_identical_tokenizations
 from gradspace.errors import GradspaceError
-from gradspace.ftgd.callbacks import BaseMeasurement, HeldoutLoss, TransferEvaluation, base_key
+from gradspace.ftgd.callbacks import BaseMeasurement, HeldoutLoss, TransferEvaluation, base_key, build_callbacks
 from gradspace.ftgd.checks import (
     check_batch_size,
     check_pass_memory,
@@ -29,37 +27,16 @@ from gradspace.ftgd.config import TrainSettings, check_train_config
 from gradspace.ftgd.datamodule import FTGDDataModule, heldout_sentences
 from gradspace.ftgd.module import FTGDModule
 from gradspace.ftgd.objectives import check_objective
+from gradspace.ftgd.report import run_label
 from gradspace.ftgd.results import TrainResults
 from gradspace.ftgd.stopping import fit_or_stop, last_checkpoint
 from gradspace.models.loading import load_model
-from gradspace.utils.io import RESULTS_FILE, check_output_dir, write_results
+from gradspace.utils.io import check_output_dir, write_results
 from gradspace.utils.memory import return_freed_memory, sparse_tied_embedding_gradient
 from gradspace.utils.progress import with_step_progress_bar
-from gradspace.utils.run_config import loggable_config, redact_environment_secrets
+from gradspace.utils.run_config import loggable_config
 from gradspace.utils.seeding import seed_everything, set_torch_threads
 from gradspace.utils.wandb_setup import finish_wandb, loggers_from_config, wandb_logger_of
-
-
-def run_label(cfg: DictConfig) -> str:
-    mask = cfg.ftgd.mask
-    parts = [f"{cfg.model.name}@{cfg.model.revision}", cfg.task.name, cfg.objective.name]
-    if mask.kind != "none":
-        parts.append(f"{mask.kind}{mask.density:g}-{mask.scope}-{mask.schedule}")
-    return "-".join(str(part) for part in parts)
-
-
-def build_callbacks(cfg: DictConfig) -> tuple[list[L.Callback], TransferEvaluation, HeldoutLoss]:
-    callbacks = [hydra.utils.instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node and "_target_" in node]
-    if not cfg.trainer.get("enable_checkpointing", True):  # probe's copies: checkpointing off wins over the callbacks
-        callbacks = [cb for cb in callbacks if not isinstance(cb, ModelCheckpoint)]
-    transfer = [cb for cb in callbacks if isinstance(cb, TransferEvaluation)]
-    heldout = [cb for cb in callbacks if isinstance(cb, HeldoutLoss)]
-    if len(transfer) != 1 or len(heldout) != 1:
-        raise GradspaceError(
-            "an FTGD run needs exactly one TransferEvaluation and one HeldoutLoss callback (the results are built "
-            "from them); use callbacks=default or add them to your callbacks config"
-        )
-    return callbacks, transfer[0], heldout[0]
 
 
 def run(cfg: DictConfig, base: BaseMeasurement | None = None) -> TrainResults:
@@ -169,22 +146,3 @@ def _fit_and_measure(cfg: DictConfig, settings: TrainSettings, objective: str,
             # Uploaded with the run so that `probe.py source.wandb_group=...` can rebuild the transfer matrix.
             wandb_logger.experiment.save(str(path), base_path=str(output_dir), policy="now")
     return results
-
-
-@rank_zero_only
-def print_summary(results: TrainResults, output_dir: str | Path) -> None:
-    """Once per run, also under DDP, where every process returns the results."""
-    print(redact_environment_secrets(summary(results, output_dir)))
-
-
-def summary(results: TrainResults, output_dir: str | Path) -> str:
-    """A few lines for the terminal: what was trained, the transfer row and the side effect."""
-    heldout = results.heldout_lm_loss
-    row = "  ".join(f"{task} {delta['accuracy']:+.3f}" for task, delta in results.transfer.items())
-    return (
-        f"{results.model['name']}@{results.model['revision']} {results.task} objective={results.objective} "
-        f"steps={results.steps} ({results.fit_seconds:.1f}s)\n"
-        f"transfer (accuracy after - before): {row}\n"
-        f"held-out LM loss {heldout['before']:.4f} -> {heldout['after']:.4f} ({heldout['delta']:+.4f})\n"
-        f"results: {Path(output_dir) / RESULTS_FILE}"
-    )
