@@ -21,7 +21,8 @@ from gradspace.errors import GradspaceError
 from gradspace.ftgd import callbacks as ftgd_callbacks
 from gradspace.ftgd import module as ftgd_module
 from gradspace.ftgd.callbacks import BaseMeasurement
-from gradspace.ftgd.run import RESULTS_FILE, run
+from gradspace.ftgd.run import run
+from gradspace.utils.io import RESULTS_FILE
 
 pytestmark = pytest.mark.integration
 
