@@ -1,13 +1,16 @@
 """delphi on both ends, on the real models (gradspace.labeling.delphi_cache, delphi_scoring).
 
     # 1. the oracle check of the detection readout: with each context feature's category word as the label, does the
-    #    label's likelihood after a window tell the feature's sentences from the same words in another sense?
+    #    per-token readout at a sentence's most label-like token tell the feature's sentences from the same words in
+    #    another sense?
     OMP_NUM_THREADS=1 python benchmarks/label_delphi.py oracle
     # 2. the built-in SmolLM2 SAE's codes over the Wikipedia sample written as a delphi latent cache, and 12 latents
     #    picked by the rule of conf/feature/sae_latent.yaml on it
     OMP_NUM_THREADS=1 python benchmarks/label_delphi.py cache --out benchmarks/results/delphi/latents
     # 3. label them from the cache and score as delphi does (the command it prints), once per seed; then the table
     OMP_NUM_THREADS=1 python benchmarks/label_delphi.py table logs/label/multiruns/<time>/*/results.json
+    # 4. the labels and baselines of such runs scored again by this version's readouts, on the windows each run drew
+    OMP_NUM_THREADS=1 python benchmarks/label_delphi.py rescore logs/label/multiruns/<time>/*/results.json
 """
 
 from __future__ import annotations
@@ -22,17 +25,15 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from gradspace.labeling.config import LabelingConfig
-from gradspace.labeling.delphi_scoring import LABEL_KINDS, DelphiScorer
-from gradspace.labeling.discrete import HardLabelScorer
+from gradspace.labeling.delphi_scoring import LABEL_KINDS, DelphiScorer, summary
 from gradspace.labeling.features import load_corpus, sae_codes
-from gradspace.labeling.oracle import word_label_ids
-from gradspace.labeling.prompts import Example
 from gradspace.labeling.records import read_records
 from gradspace.labeling.results import FeatureLabel, LabelResults
 from gradspace.labeling.scorer import SecondModelScorer
-from gradspace.labeling.setup import load_sae, write_delphi_cache
+from gradspace.labeling.setup import build_features, load_sae, write_delphi_cache
 from gradspace.models.loading import load_model
 from harness import pin_threads, print_header
 
@@ -57,19 +58,14 @@ def oracle(args) -> None:
         cfg = compose_label(f"model={model}", "prompt=contextual", f"model@evaluation.scorer_model={model}")
         config = LabelingConfig.from_config(cfg)
         loaded = load_model(cfg.evaluation.scorer_model, Path(str(cfg.paths.cache_dir)).expanduser(), progress=False)
-        delphi = DelphiScorer(SecondModelScorer(config, loaded), args.template or config.delphi.detection_template, 0.3, True)
+        delphi = DelphiScorer(SecondModelScorer(config, loaded), 0.3)
         aurocs = {}
         for name, words in labels.items():
             mine = [r for r in records if r.feature == name]
-            examples = [Example(0, (), r.text) for r in mine]
-            targets = torch.tensor([int(r.activation > 0) for r in mine])
-            ids = word_label_ids(delphi.detection_discriminator(1).builder, words[0])
-            scorer = HardLabelScorer(delphi.detection_discriminator(len(ids)), examples, [], loaded.tokenizer.pad_token_id,
-                                     delphi.scorer.allowed)
-            scores, _ = scorer.per_example_outputs([ids])
-            aurocs[name] = round(float(binary_auroc(scores[0], targets)), 3)
-        print(f"{model}: detection readout {delphi.detection_spec.template!r}: oracle AUROC {aurocs}, "
-              f"median {statistics.median(aurocs.values()):.3f}", flush=True)
+            scores = delphi.window_token_readouts([r.text for r in mine], [words[0]])[words[0]]
+            aurocs[name] = round(float(binary_auroc(scores, torch.tensor([int(r.activation > 0) for r in mine]))), 3)
+        print(f"{model}: detection readout (the per-token readout {delphi.scorer.spec.template!r} at the text's most "
+              f"label-like token): oracle AUROC {aurocs}, median {statistics.median(aurocs.values()):.3f}", flush=True)
 
 
 def cache(args) -> None:
@@ -111,18 +107,52 @@ def table(args) -> None:
                 d = isinstance(f, FeatureLabel) and f.delphi
                 if not d:
                     continue
-                scores = getattr(d, kind)  # {label kind: metrics}, delphi's own
-                cells = [scores.get(k) for k in LABEL_KINDS]
-                fmt = lambda c: "—" if not c or c["balanced_accuracy"] is None else f"{c['balanced_accuracy']:.2f} ({c['label']})"  # noqa: E731
+                scores = d.of(kind)
+                fmt = lambda c: "—" if not c or c.balanced_accuracy is None else f"{c.balanced_accuracy:.2f} ({c.label})"  # noqa: E731
                 own = scores["label"]
                 print(f"| {run.config['seed']} | {d.latent} | {f.label} | {' '.join(list(dict.fromkeys(f.top_activating))[:4])} | "
-                      + " | ".join(fmt(c) for c in cells)
-                      + f" | {own['auroc']:.2f} | {own['f1']:.2f} | {own['precision']:.2f} | {own['recall']:.2f} |")
+                      + " | ".join(fmt(scores.get(k)) for k in LABEL_KINDS)
+                      + f" | {own.auroc:.2f} | {own.f1:.2f} | {own.precision:.2f} | {own.recall:.2f} |")
         for run in runs:
             s = getattr(run.delphi, kind)
             print(f"seed {run.config['seed']}: mean balanced accuracy {json.dumps({k: None if v is None else round(v, 3) for k, v in s.mean_balanced_accuracy.items()})}, "
                   f"mean AUROC {s.mean_auroc:.3f}, label above every baseline on {s.label_above_every_baseline} of {run.delphi.latents}, "
                   f"above each: {s.label_above_baseline}")
+
+
+def rescore(args) -> None:
+    """The labels and baselines of delphi runs (their results.json) scored again, by this version's readouts, on the
+    windows the run drew: per latent the run's detection balanced accuracy beside this one's, then the summary."""
+    for path in args.results:
+        run = LabelResults.read(Path(path))
+        seed = run.config["seed"]
+        cfg = compose_label("experiment=label_delphi_smollm2", "feature.path=.", f"seed={seed}", f"sae.path={run.config['sae']['path']}")
+        cfg.feature = OmegaConf.create(run.config["feature"])  # the run's windows: its cache, latents and draw
+        config = LabelingConfig.from_config(cfg)
+        cache_dir = Path(str(cfg.paths.cache_dir)).expanduser()
+        loaded = load_model(cfg.model, cache_dir, progress=False)
+        features, _ = build_features(config, cfg.model, loaded, cache_dir)
+        delphi = DelphiScorer(SecondModelScorer(config, load_model(cfg.evaluation.scorer_model, cache_dir, progress=False)),
+                              config.delphi.fuzz_threshold)
+        results = {f.feature: f for f in run.features if isinstance(f, FeatureLabel) and f.delphi}
+        rescored = []
+        for feature in features:
+            result = results.get(feature.name)
+            if result is None:
+                continue
+            before = result.delphi
+            start = time.perf_counter()
+            result.delphi, _ = delphi.score(feature.windows, {k: v and v.label for k, v in before.detection.items()}, loaded.tokenizer)
+            rescored.append(result)
+            cells = ", ".join(f"{k} {v.label!r} {before.detection[k].balanced_accuracy:.2f} -> "
+                              + ("-" if v.balanced_accuracy is None else f"{v.balanced_accuracy:.2f}")
+                              for k, v in result.delphi.detection.items() if v)
+            print(f"seed {seed} {feature.name} ({time.perf_counter() - start:.0f} s), detection: {cells}", flush=True)
+        scores = summary(rescored)
+        for kind in ("detection", "fuzz"):
+            s = getattr(scores, kind)
+            print(f"seed {seed} {kind}: mean balanced accuracy {json.dumps({k: None if v is None else round(v, 3) for k, v in s.mean_balanced_accuracy.items()})}, "
+                  f"label above every baseline on {s.label_above_every_baseline} of {scores.latents}", flush=True)
 
 
 def main() -> None:
@@ -131,18 +161,19 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("oracle")
     check.add_argument("--models", nargs="+", default=["gemma3-270m", "smollm2-135m"])
-    check.add_argument("--template", default=None, help="a detection template to check instead of delphi.detection_template")
     write = commands.add_parser("cache")
     write.add_argument("--out", type=Path, required=True)
     write.add_argument("--count", type=int, default=12)
     write.add_argument("overrides", nargs="*")
     summary = commands.add_parser("table")
     summary.add_argument("results", nargs="+")
+    again = commands.add_parser("rescore")
+    again.add_argument("results", nargs="+")
     args = parser.parse_args()
     pin_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     print_header(f"delphi: {args.command}")
-    {"oracle": oracle, "cache": cache, "table": table}[args.command](args)
+    {"oracle": oracle, "cache": cache, "table": table, "rescore": rescore}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -223,9 +223,9 @@ def label_delphi(model_dir: Path, cache: Path, out: Path) -> dict:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("label", overrides=[*label_overrides(model_dir), "feature=delphi", f"feature.path={cache}", "feature.ids=[0,1]",
                                            "feature.n_quantiles=2", "feature.n_train=10", "feature.n_validation=4", "feature.n_test=6",
-                                           "prompt=contextual", "label.method=scan", "label.vocabulary=all", "label.min_letters=1",
-                                           "model@evaluation.scorer_model=local", f"evaluation.scorer_model.path={model_dir}",
-                                           "delphi.score=true", f"paths.output_dir={out}"])
+                                           "prompt=contextual", "prompt.style=label_likelihood", "label.method=scan", "label.vocabulary=all",
+                                           "label.min_letters=1", "model@evaluation.scorer_model=local",
+                                           f"evaluation.scorer_model.path={model_dir}", "delphi.score=true", f"paths.output_dir={out}"])
     return run(cfg).to_json()
 
 
@@ -295,3 +295,49 @@ def test_an_sae_run_writes_its_codes_as_a_delphi_cache_and_its_labels_as_explana
     (feature,) = results["features"]
     explanation = tmp_path / "out" / "delphi" / "explanations" / f"{hook}_{feature['feature']}.txt"
     assert json.loads(explanation.read_text()) == feature["label"]
+
+
+def tiny_delphi_scorer(model_dir: Path, *overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from gradspace.labeling.config import LabelingConfig
+    from gradspace.labeling.delphi_scoring import DelphiScorer
+    from gradspace.labeling.scorer import SecondModelScorer
+    from gradspace.models.loading import load_model
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("label", overrides=[*label_overrides(model_dir), "prompt=contextual", "prompt.style=label_likelihood",
+                                           "model@evaluation.scorer_model=local",
+                                           f"evaluation.scorer_model.path={model_dir}", *overrides])
+    config = LabelingConfig.from_config(cfg)
+    loaded = load_model(cfg.evaluation.scorer_model, model_dir.parent / "cache", progress=False)
+    return DelphiScorer(SecondModelScorer(config, loaded), config.delphi.fuzz_threshold)
+
+
+def test_detection_reads_each_window_at_its_most_label_like_token(tiny_model_dir):
+    """The window runs once and each token's readout branches off it: the same scores as the per-token readout's
+    own prompts written out in full (the fuzzing path), one-token and two-token labels alike, maxed over the window."""
+    from gradspace.labeling.discrete import HardLabelScorer
+    from gradspace.labeling.oracle import word_label_ids
+    from gradspace.labeling.prompts import Example
+
+    delphi = tiny_delphi_scorer(tiny_model_dir)
+    texts = ["the dog runs near a cat", "a bird sees the cat that runs", "the cat"]
+    labels = ["dog", "bird", "cat dog"]
+    branched = delphi.window_token_readouts(texts, labels)
+    tokenizer, scorer = delphi.tokenizer, delphi.scorer
+    for row, text in enumerate(texts):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        examples = [Example(token, tuple(ids[:i]), tokenizer.decode([token]).strip()) for i, token in enumerate(ids)]
+        for label in labels:
+            spelled = word_label_ids(scorer.discriminator(1).builder, label)
+            full = HardLabelScorer(scorer.discriminator(len(spelled)), examples, [], tokenizer.pad_token_id, scorer.allowed)
+            per_token, _ = full.per_example_outputs([spelled])
+            assert branched[label][row] == pytest.approx(float(per_token[0].max()), abs=1e-4), (text, label)
+    assert len({round(float(v), 4) for v in branched["dog"]}) == 3  # the texts read differently
+
+
+def test_delphi_scoring_needs_a_readout_that_reads_the_window_before_the_token(tiny_model_dir):
+    for override in ("prompt.families.label_likelihood.template='The word {word} in {context} is a kind of {label}'", "prompt.style=synth"):
+        with pytest.raises(GradspaceError, match=r"opens with '\{context\} \{word\}', reads label_likelihood.*use prompt=contextual with the label_likelihood family"):
+            tiny_delphi_scorer(tiny_model_dir, override)

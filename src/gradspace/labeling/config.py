@@ -212,6 +212,9 @@ class RecordsFeatureConfig(FeatureConfig):
             raise GradspaceError("feature=records needs feature.path=<file.jsonl> of activation records")
 
 
+FIT_ON = ("windows", "tokens")
+
+
 @dataclass(frozen=True)
 class DelphiFeatureConfig(FeatureConfig):
     """`kind: delphi`: latents of a delphi latent cache (gradspace.labeling.delphi_cache), with delphi's sampling."""
@@ -223,6 +226,7 @@ class DelphiFeatureConfig(FeatureConfig):
     n_train: int  # activating windows per latent the label is fitted on (and as many non-activating)
     n_validation: int  # ... on which the label's decision boundary is set
     n_test: int  # ... on which it is scored (delphi's n_examples_test and n_non_activating)
+    fit_on: str  # windows: the label is fitted on whole windows as detection reads them; tokens: on the strongest token
     top_n: int
     select_count: int
     select_density: list
@@ -240,6 +244,8 @@ class DelphiFeatureConfig(FeatureConfig):
             raise GradspaceError(f"feature.select_count={self.select_count} needs feature.ids=[] (and 0 labels feature.ids)")
         if not self.select_count and not self.ids:
             raise GradspaceError("feature=delphi needs feature.ids=[<latent>, ...] or feature.select_count=<n>")
+        if self.fit_on not in FIT_ON:
+            raise GradspaceError(f"feature.fit_on={self.fit_on!r} is unknown; use one of {', '.join(FIT_ON)}")
 
 
 FEATURE_KINDS = {"words": WordsFeatureConfig, "category": CategoryFeatureConfig, "sae": SAEFeatureConfig,
@@ -322,16 +328,12 @@ class DelphiConfig:
 
     explanations: bool  # write delphi/explanations/<hookpoint>_latent<i>.txt for SAE latents and delphi caches
     score: bool  # detection and fuzzing of every label and baseline by evaluation.scorer_model (feature=delphi)
-    detection_template: str  # the scorer's window readout: log p(label | template), {window} and {label} last
     fuzz_threshold: float  # an activating window's marked tokens reach this share of its largest activation
     write_cache: str | None  # feature=sae: the SAE's codes over the corpus written here as a delphi latent cache
     cache_ctx_len: int  # its rows of tokens
     n_splits: int  # its files per hookpoint
 
     def __post_init__(self) -> None:
-        if "{window}" not in self.detection_template or not self.detection_template.endswith("{label}"):
-            raise GradspaceError(f"delphi.detection_template={self.detection_template!r} needs {{window}} and must end with "
-                                 f"{{label}} (the label is only predicted)")
         if self.cache_ctx_len < 1 or self.n_splits < 1:
             raise GradspaceError("delphi.cache_ctx_len and delphi.n_splits must be at least 1")
 
@@ -366,6 +368,13 @@ class LabelingConfig:
             sae=sae_config(cfg.get("sae")),
             delphi=delphi_config(cfg.get("delphi"), cfg),
         )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.feature, DelphiFeatureConfig) and self.feature.fit_on == "windows" and (
+                self.label.method not in ("scan", "auto") or self.label.length != 1):
+            raise GradspaceError(f"feature.fit_on=windows scans one-token labels over whole windows (label.method="
+                                 f"{self.label.method}, label.length={self.label.length}): use label.method=scan label.length=1, "
+                                 f"or feature.fit_on=tokens")
 
 
 def delphi_config(section: Any, cfg: Mapping) -> DelphiConfig | None:

@@ -3,15 +3,15 @@ a local scorer LM that is not the optimiser (`evaluation.scorer_model`), on each
 (`delphi_cache.latent_windows`: as many activating windows, drawn evenly across activation quantiles, as random
 non-activating ones; none of them seen while the label was fitted).
 
-- detection: given the label, is the window one the latent fires in? delphi's scorer answers a yes/no prompt; small
-  LMs cannot follow one (gradspace's oracle check: yes/no near chance on SmolLM2 and Gemma-3-270M), so the readout
-  here is the likelihood of the label after the window (`delphi.detection_template`), one forward per window whose
-  next-token table every label reads.
+Both read the window through the scorer's own oracle-checked per-token readout (`prompt.style_by_model`; with
+prompt=contextual, "<window up to the token>. Here, the word <token> is a kind of <label>"): delphi's scorer answers
+a yes/no prompt, which small LMs cannot follow (gradspace's oracle check: yes/no near chance on SmolLM2 and
+Gemma-3-270M).
+- detection: given the label, is the window one the latent fires in? The window's score is the readout at its most
+  label-like word token (`window_readout`: the max over its tokens): nothing tells the scorer where the latent fired.
 - fuzzing: the same windows with tokens marked as delphi marks them (an activating window its tokens at >= 0.3 x
   its largest activation, a non-activating one as many random tokens as activating windows fire on, on average);
-  does the label fit the marked tokens? The readout is the scorer's own oracle-checked per-token readout
-  (`prompt.style_by_model`; with prompt=contextual, "<window up to the token>. Here, the word <token> is a kind of
-  <label>"), averaged over the window's marked tokens.
+  does the label fit the marked tokens? The window's score is the readout averaged over its marked tokens.
 
 A readout gives a score, not delphi's 0/1 answer: every label's decision boundary is the midpoint of the two classes'
 mean scores on the latent's validation windows (also never fitted on), and the test windows are classified at it.
@@ -41,11 +41,20 @@ from gradspace.labeling.delphi_cache import (
     mean_activations_ceil,
 )
 from gradspace.labeling.discrete import HardLabelScorer
-from gradspace.labeling.discriminator import Discriminator
+from gradspace.labeling.features import FeatureData
 from gradspace.labeling.objective import balanced_mean
 from gradspace.labeling.oracle import word_label_ids
-from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
+from gradspace.labeling.prompts import Example
+from gradspace.labeling.results import (
+    DelphiKindSummary,
+    DelphiMetrics,
+    DelphiScores,
+    DelphiSummary,
+    FeatureLabel,
+    FeatureResult,
+)
 from gradspace.labeling.scorer import SecondModelScorer, respell
+from gradspace.labeling.window_readout import check_window_readout, token_branches, window_tables
 
 log = logging.getLogger(__name__)
 KINDS = ("detection", "fuzz")
@@ -93,26 +102,11 @@ class WindowSet:
 class DelphiScorer:
     """Detection and fuzzing by the second model of `SecondModelScorer` (its model, tokenizer and per-token readout)."""
 
-    def __init__(self, scorer: SecondModelScorer, detection_template: str, fuzz_threshold: float, add_bos: bool):
+    def __init__(self, scorer: SecondModelScorer, fuzz_threshold: float):
         self.scorer = scorer
         self.tokenizer = scorer.loaded.tokenizer
         self.fuzz_threshold = fuzz_threshold
-        # The window fills the word slot: its text, spelled by the scorer's tokenizer.
-        self.detection_spec = PromptSpec(style="delphi_detection", template=detection_template.replace("{window}", "{word}"),
-                                         answers=None, readout="label_likelihood")
-        self.add_bos = add_bos
-        self._detection: dict[int, Discriminator] = {}
-
-    def detection_discriminator(self, length: int) -> Discriminator:
-        if length not in self._detection:
-            builder = PromptBuilder(self.detection_spec, self.tokenizer, length, add_bos=self.add_bos)
-            self._detection[length] = Discriminator(self.scorer.loaded.model, builder).to(self.scorer.loaded.model.device)
-        return self._detection[length]
-
-    def window_example(self, window: Window, source_tokenizer) -> Example:
-        text = source_tokenizer.decode(window.tokens, skip_special_tokens=True).strip()
-        ids = self.tokenizer.encode(text, add_special_tokens=False) or [self.tokenizer.pad_token_id]
-        return Example(ids[0], (), text)
+        check_window_readout(scorer.discriminator(1).builder, scorer.spec.template)
 
     def token_example(self, window: Window, position: int, source_tokenizer) -> Example:
         """The window's token at `position` with the window before it as context, respelled for the scorer (a
@@ -121,8 +115,9 @@ class DelphiScorer:
         word = source_tokenizer.decode([token], skip_special_tokens=True).strip() or source_tokenizer.decode([token]) or "-"
         return respell(Example(token, tuple(window.tokens[:position]), word), source_tokenizer, self.tokenizer)
 
-    def _readouts(self, discriminator_of, examples: list[Example], labels: Sequence[str]) -> dict[str, torch.Tensor | None]:
-        """Each label's readout [n] on the examples; labels of one token share one table of the scorer's log q."""
+    def _readouts(self, examples: list[Example], labels: Sequence[str]) -> dict[str, torch.Tensor | None]:
+        """Each label's per-token readout [n] on the examples; labels of one token share one table of the scorer's log q."""
+        discriminator_of = self.scorer.discriminator
         spelled = {label: word_label_ids(discriminator_of(1).builder, label) for label in dict.fromkeys(labels)}
         out: dict[str, torch.Tensor | None] = {label: None for label, ids in spelled.items() if not ids}
         for length in sorted({len(ids) for ids in spelled.values() if ids}):
@@ -134,39 +129,64 @@ class DelphiScorer:
         return out
 
     @torch.no_grad()
-    def score(self, sampled: LatentWindows, labels: dict[str, str | None], source_tokenizer) -> dict:
-        """Per kind (detection, fuzz) and label kind: the metrics of `labels` ({kind: label text}) on the latent's
-        test windows, and what delphi's score files hold for the label itself."""
+    def window_token_readouts(self, texts: Sequence[str], labels: Sequence[str]) -> dict[str, torch.Tensor | None]:
+        """Each label's readout [n] on the texts, each read whole (`window_readout`): at its most label-like token."""
+        discriminator = self.scorer.discriminator(1)
+        spelled = {label: word_label_ids(discriminator.builder, label) for label in dict.fromkeys(labels)}
+        windows = [self.tokenizer.encode(text, add_special_tokens=False) for text in texts]
+        out: dict[str, torch.Tensor | None] = {label: None for label, ids in spelled.items() if not ids}
+        one_token = [label for label, ids in spelled.items() if len(ids) == 1]
+        if one_token:
+            table, _ = window_tables(discriminator, windows, self.scorer.allowed)
+            out.update({label: table[:, spelled[label][0]].double().cpu() for label in one_token})
+        pad = self.tokenizer.pad_token_id
+        for label in (label for label, ids in spelled.items() if len(ids) > 1):
+            ids = list(spelled[label])
+            rows = []
+            for window in windows:
+                sequence, branches = token_branches(discriminator.builder, window)
+                log_p = torch.log_softmax(discriminator.branch_logits(sequence, [(p, tail + ids[:-1]) for p, tail in branches],
+                                                                      len(ids), pad).float(), dim=-1)
+                rows.append(float(log_p.gather(-1, torch.tensor(ids, device=log_p.device).expand(len(branches), -1)[..., None]).sum((1, 2)).max()))
+            out[label] = torch.tensor(rows, dtype=torch.float64)
+        return out
+
+    @torch.no_grad()
+    def score(self, sampled: LatentWindows, labels: dict[str, str | None], source_tokenizer) -> tuple[DelphiScores, dict[str, list[dict]]]:
+        """The detection and fuzzing metrics of `labels` ({label kind: label text}) on the latent's test windows, and
+        delphi's score files of the label itself ({kind: rows})."""
         windows = WindowSet.of(sampled)
         texts = [label for label in labels.values() if label]
-        test_activating = sampled.activating["test"]
-        n_incorrect = mean_activations_ceil(test_activating)
-        # detection: one example per window
-        detection = self._readouts(self.detection_discriminator, [self.window_example(w, source_tokenizer) for w in windows.windows], texts)
+        n_incorrect = mean_activations_ceil(sampled.activating["test"])
+        window_texts = [source_tokenizer.decode(w.tokens, skip_special_tokens=True).strip() for w in windows.windows]
+        detection = self.window_token_readouts(window_texts, texts)
         # fuzzing: one example per marked token, each window's score the mean of its tokens'
         marked = [fuzz_positions(w, n_incorrect, self.fuzz_threshold) for w in windows.windows]
         owner = torch.tensor([row for row, positions in enumerate(marked) for _ in positions])
         examples = [self.token_example(w, p, source_tokenizer) for w, positions in zip(windows.windows, marked) for p in positions]
-        per_token = self._readouts(self.scorer.discriminator, examples, texts)
+        per_token = self._readouts(examples, texts)
         counts = torch.bincount(owner, minlength=len(windows.windows)).double()
         fuzz = {label: None if row is None else torch.zeros(len(windows.windows), dtype=torch.float64).index_add_(0, owner, row) / counts
                 for label, row in per_token.items()}
-        result = {"n_incorrect": n_incorrect, "windows": {"test": int(windows.test.sum()), "validation": int((~windows.test).sum())}}
+        metrics: dict[str, dict[str, DelphiMetrics | None]] = {}
         files = {}
         for kind, readouts in (("detection", detection), ("fuzz", fuzz)):
-            result[kind] = {}
+            metrics[kind] = {}
             for label_kind, label in labels.items():
                 scores = readouts.get(label) if label else None
                 if scores is None:
-                    result[kind][label_kind] = None if not label else {"label": label, **{m: None for m in METRICS}}
+                    metrics[kind][label_kind] = None if not label else DelphiMetrics(label, *(None,) * 5)
                     continue
                 test, validation = windows.test, ~windows.test
-                metrics = classifier_metrics(scores[validation], windows.targets[validation], scores[test], windows.targets[test])
-                result[kind][label_kind] = {"label": label, **{m: metrics[m] for m in METRICS}}
+                values = classifier_metrics(scores[validation], windows.targets[validation], scores[test], windows.targets[test])
+                metrics[kind][label_kind] = DelphiMetrics(label, **{m: values[m] for m in METRICS})
                 if label_kind == "label":
-                    files[kind] = self.score_file(windows, scores, metrics["threshold"], marked if kind == "fuzz" else None,
+                    files[kind] = self.score_file(windows, scores, values["threshold"], marked if kind == "fuzz" else None,
                                                   source_tokenizer)
-        return {"scores": result, "files": files}
+        scores = DelphiScores(scorer=self.scorer.loaded.name, latent=sampled.latent, hookpoint=sampled.hookpoint,
+                              n_incorrect=n_incorrect, windows={"test": int(windows.test.sum()), "validation": int((~windows.test).sum())},
+                              detection=metrics["detection"], fuzz=metrics["fuzz"])
+        return scores, files
 
     def score_file(self, windows: WindowSet, scores: torch.Tensor, threshold: float, marked: list | None, source_tokenizer) -> list[dict]:
         """The label's test windows as delphi's scorers write them (`ClassifierOutput`): str_tokens, activations,
@@ -186,10 +206,10 @@ class DelphiScorer:
         return rows
 
 
-def random_other_label(results: list[dict], index: int, seed: int) -> str | None:
+def random_other_label(results: Sequence[FeatureResult], index: int, seed: int) -> str | None:
     """A label of another latent of this run, drawn by the seed: what chance looks like for a label that names something."""
-    others = [r["label"] for j, r in enumerate(results) if j != index and r.get("label")]
-    return random.Random(f"{seed}:{results[index]['feature']}").choice(others) if others else None
+    others = [r.label for j, r in enumerate(results) if j != index and r.label]
+    return random.Random(f"{seed}:{results[index].feature}").choice(others) if others else None
 
 
 def most_frequent_text(tokens: Sequence[int], tokenizer) -> str | None:
@@ -199,83 +219,80 @@ def most_frequent_text(tokens: Sequence[int], tokenizer) -> str | None:
     return None if frequent is None else (tokenizer.decode([frequent]).strip() or None)
 
 
-def score_latents(scorer: DelphiScorer, features: list, results: list[dict], source_tokenizer, seed: int) -> None:
-    """Detection and fuzzing of every labelled latent's label and baselines, into its result as `delphi`."""
-    for index, (feature, entry) in enumerate(zip(features, results)):
-        if not entry.get("label") or feature.windows is None:
+def score_latents(scorer: DelphiScorer, features: Sequence[FeatureData], results: Sequence[FeatureResult], source_tokenizer,
+                  seed: int) -> dict[str, dict[str, list[dict]]]:
+    """Detection and fuzzing of every labelled latent's label and baselines, into its result's `delphi`; delphi's
+    score files of each scored latent ({feature: {kind: rows}})."""
+    files = {}
+    for index, (feature, result) in enumerate(zip(features, results)):
+        if not isinstance(result, FeatureLabel) or feature.windows is None:
             continue
-        baselines = entry.get("baselines", {})
-        labels = {"label": entry["label"], "random_other_latent": random_other_label(results, index, seed),
+        projection = result.baselines.vocabulary_projection
+        labels = {"label": result.label, "random_other_latent": random_other_label(results, index, seed),
                   "most_frequent_top_activating": most_frequent_text(feature.top_activating_tokens, source_tokenizer),
-                  "vocabulary_projection": (baselines.get("vocabulary_projection") or {}).get("label")}
-        scored = scorer.score(feature.windows, labels, source_tokenizer)
-        entry["delphi"] = {"scorer": scorer.scorer.loaded.name, "latent": feature.windows.latent,
-                           "hookpoint": feature.windows.hookpoint, **scored["scores"]}
-        entry["_delphi_files"] = scored["files"]
-        log.info("%s: delphi detection balanced accuracy %s | fuzzing %s", entry["feature"],
-                 {k: None if v is None or v["balanced_accuracy"] is None else round(v["balanced_accuracy"], 3)
-                  for k, v in entry["delphi"]["detection"].items()},
-                 {k: None if v is None or v["balanced_accuracy"] is None else round(v["balanced_accuracy"], 3)
-                  for k, v in entry["delphi"]["fuzz"].items()})
+                  "vocabulary_projection": None if projection is None else projection.label}
+        result.delphi, files[result.feature] = scorer.score(feature.windows, labels, source_tokenizer)
+        log.info("%s: delphi detection balanced accuracy %s | fuzzing %s", result.feature,
+                 *({k: None if v is None or v.balanced_accuracy is None else round(v.balanced_accuracy, 3)
+                    for k, v in result.delphi.of(kind).items()} for kind in KINDS))
+    return files
 
 
-def summary(results: list[dict]) -> dict | None:
+def label_above(scores: DelphiScores, kind: str, baseline: str) -> bool:
+    """Whether the label's balanced accuracy is above the baseline's (a baseline the run lacks counts as beaten)."""
+    other = scores.of(kind).get(baseline)
+    return other is None or other.balanced_accuracy is None or scores.of(kind)["label"].balanced_accuracy > other.balanced_accuracy
+
+
+def summary(results: Sequence[FeatureResult]) -> DelphiSummary | None:
     """Means over the scored latents, and per baseline on how many the label scored above it (balanced accuracy)."""
-    scored = [r["delphi"] for r in results if r.get("delphi")]
+    scored = [r.delphi for r in results if isinstance(r, FeatureLabel) and r.delphi]
     if not scored:
         return None
-    out: dict = {"latents": len(scored)}
+    kinds = {}
     for kind in KINDS:
         means = {}
         for label_kind in LABEL_KINDS:
-            values = [s[kind][label_kind]["balanced_accuracy"] for s in scored
-                      if s[kind].get(label_kind) and s[kind][label_kind]["balanced_accuracy"] is not None]
+            values = [m.balanced_accuracy for s in scored if (m := s.of(kind).get(label_kind)) and m.balanced_accuracy is not None]
             means[label_kind] = sum(values) / len(values) if values else None
-        above = {}
-        for label_kind in LABEL_KINDS[1:]:
-            above[label_kind] = sum(1 for s in scored if s[kind].get(label_kind) is None
-                                    or s[kind][label_kind]["balanced_accuracy"] is None
-                                    or s[kind]["label"]["balanced_accuracy"] > s[kind][label_kind]["balanced_accuracy"])
-        above_all = sum(1 for s in scored if all(
-            s[kind].get(k) is None or s[kind][k]["balanced_accuracy"] is None
-            or s[kind]["label"]["balanced_accuracy"] > s[kind][k]["balanced_accuracy"] for k in LABEL_KINDS[1:]))
-        out[kind] = {"mean_balanced_accuracy": means,
-                     "mean_auroc": sum(s[kind]["label"]["auroc"] for s in scored) / len(scored),
-                     "label_above_baseline": above, "label_above_every_baseline": above_all}
-    return out
+        kinds[kind] = DelphiKindSummary(
+            mean_balanced_accuracy=means, mean_auroc=sum(s.of(kind)["label"].auroc for s in scored) / len(scored),
+            label_above_baseline={b: sum(label_above(s, kind, b) for s in scored) for b in LABEL_KINDS[1:]},
+            label_above_every_baseline=sum(all(label_above(s, kind, b) for b in LABEL_KINDS[1:]) for s in scored))
+    return DelphiSummary(latents=len(scored), detection=kinds["detection"], fuzz=kinds["fuzz"])
 
 
-def write_files(output_dir: Path, features: list, results: list[dict], hookpoint_of, explanations: bool) -> None:
+def write_files(output_dir: Path, features: Sequence[FeatureData], results: Sequence[FeatureResult],
+                files: dict[str, dict[str, list[dict]]], hookpoint_of, explanations: bool) -> None:
     """delphi's files beside results.json: explanations/<hookpoint>_latent<i>.txt (every labelled latent) and, where
     scored, scores/<detection|fuzz>/<hookpoint>_latent<i>.txt."""
     root = Path(output_dir) / "delphi"
-    for feature, entry in zip(features, results):
-        files = entry.pop("_delphi_files", None)
+    for feature, result in zip(features, results):
         place = hookpoint_of(feature)
-        if place is None or not entry.get("label"):
+        if place is None or not result.label:
             continue
         hookpoint, latent = place
         if explanations:
-            explanation_file(root / "explanations", hookpoint, latent, entry["label"])
-        for kind, rows in (files or {}).items():
+            explanation_file(root / "explanations", hookpoint, latent, result.label)
+        for kind, rows in files.get(result.feature, {}).items():
             path = root / "scores" / kind / f"{hookpoint.replace('/', '--')}_latent{latent}.txt"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
 
 
-def table(results: list[dict]) -> tuple[list[str], list[list]]:
+def table(results: Sequence[FeatureResult]) -> tuple[list[str], list[list]]:
     """The W&B table: per latent the label, its top-activating tokens and each label kind's detection and fuzzing
     balanced accuracy and AUROC."""
     columns = ["feature", "label", "top_activating"] + [f"{kind}_{label_kind}_{metric}" for kind in KINDS
                                                         for label_kind in LABEL_KINDS for metric in ("balanced_accuracy", "auroc")]
     rows = []
     for r in results:
-        if not r.get("delphi"):
+        if not isinstance(r, FeatureLabel) or not r.delphi:
             continue
-        row = [r["feature"], r["label"], " ".join(r.get("top_activating", []))]
+        row = [r.feature, r.label, " ".join(r.top_activating)]
         for kind in KINDS:
             for label_kind in LABEL_KINDS:
-                scores = r["delphi"][kind].get(label_kind) or {}
-                row += [scores.get("balanced_accuracy"), scores.get("auroc")]
+                metrics = r.delphi.of(kind).get(label_kind)
+                row += [None, None] if metrics is None else [metrics.balanced_accuracy, metrics.auroc]
         rows.append(row)
     return columns, rows

@@ -72,6 +72,8 @@ class Discriminator(nn.Module):
         # label_likelihood with one-token labels: each prompt's label-free slot logits (label_free_slot_logits)
         self.slot_cache_bytes = slot_cache_bytes
         self._slot_cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+        # window_readout.window_tables: each window's rows, kept the same way (latents share non-activating windows)
+        self.window_rows: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
 
     @property
     def embedding(self) -> torch.Tensor:
@@ -203,6 +205,29 @@ class Discriminator(nn.Module):
         past = self._cache(layers, n, torch.arange(n, device=inputs.device))
         hidden = self.lm.base_model(inputs_embeds=inputs, use_cache=True, **{self._cache_argument: past}).last_hidden_state
         return self._logits(hidden[:, -1])
+
+    @torch.no_grad()
+    def branch_logits(self, sequence: list[int], branches: list[tuple[int, list[int]]], reads: int, pad_id: int) -> torch.Tensor:
+        """[n_branches, reads, V] next-token logits at the last `reads` tokens of each branch: branch (p, suffix) is
+        `sequence[:p + 1]` continued by `suffix`. The sequence runs once; each branch attends to its prefix's keys and
+        values through its attention mask, at the positions it would have written out in full."""
+        device = self.embedding.device
+        out = self.lm.base_model(input_ids=torch.tensor([sequence], device=device), use_cache=True)
+        layers = [(layer.keys, layer.values) for layer in getattr(out, self._cache_argument).layers]
+        n, length, width = len(branches), len(sequence), max(len(suffix) for _, suffix in branches)
+        suffixes = torch.full((n, width), pad_id, dtype=torch.long)
+        mask = torch.zeros(n, length + width, dtype=torch.long)
+        for row, (position, suffix) in enumerate(branches):
+            suffixes[row, : len(suffix)] = torch.tensor(suffix, dtype=torch.long)
+            mask[row, : position + 1] = 1
+            mask[row, length : length + len(suffix)] = 1
+        starts = torch.tensor([position + 1 for position, _ in branches])
+        hidden = self.lm.base_model(input_ids=suffixes.to(device), attention_mask=mask.to(device),
+                                    position_ids=(starts[:, None] + torch.arange(width)).to(device), use_cache=True,
+                                    **{self._cache_argument: self._cache(layers, n)}).last_hidden_state
+        ends = torch.tensor([len(suffix) for _, suffix in branches])
+        read = (ends[:, None] - reads + torch.arange(reads)).to(device)
+        return self._logits(hidden[torch.arange(n, device=device)[:, None], read])
 
     def label_is_only_predicted(self, batch: PromptBatch) -> bool:
         """A one-token label read by label_likelihood, with nothing label-dependent before it: the prompt never sees

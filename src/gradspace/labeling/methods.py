@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from gradspace.errors import GradspaceError
-from gradspace.labeling.config import LabelingConfig
+from gradspace.labeling.config import DelphiFeatureConfig, LabelingConfig
 from gradspace.labeling.discrete import HardLabelScorer, LabelScore, select_label
 from gradspace.labeling.discriminator import Discriminator
 from gradspace.labeling.features import FeatureData
@@ -24,6 +24,7 @@ from gradspace.labeling.scan import ScanResult, beam_scan, vocabulary_scan
 from gradspace.labeling.seeding import predicted_categories
 from gradspace.labeling.soft_label import BalancedExamples, SoftLabel
 from gradspace.labeling.vocabulary import token_text
+from gradspace.labeling.window_readout import WindowLabelScorer
 from gradspace.utils.progress import with_step_progress_bar
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,18 @@ class FeatureScorers:
     def build(cls, config: LabelingConfig, feature: FeatureData, discriminator: Discriminator, allowed: torch.Tensor) -> "FeatureScorers":
         limit, heldout_limit = config.discrete.max_examples, config.evaluation.max_examples
         pad_id, kl_weight = discriminator.builder.tokenizer.pad_token_id, config.label.kl_weight
+        if isinstance(config.feature, DelphiFeatureConfig) and config.feature.fit_on == "windows":
+            windows = feature.windows
+
+            def tokens(part: str, activating: bool, count: int) -> list[list[int]]:
+                return [w.tokens for w in (windows.activating if activating else windows.non_activating)[part][:count]]
+
+            return cls(
+                WindowLabelScorer(discriminator, tokens("train", True, limit) + tokens("validation", True, limit),
+                                  tokens("train", False, limit) + tokens("validation", False, limit), allowed, kl_weight),
+                WindowLabelScorer(discriminator, tokens("validation", True, limit), tokens("validation", False, limit), allowed,
+                                  kl_weight),
+                WindowLabelScorer(discriminator, tokens("test", True, heldout_limit), tokens("test", False, heldout_limit), allowed))
         return cls(
             HardLabelScorer(discriminator, feature.train_positive[:limit] + feature.validation_positive[:limit],
                             feature.train_negative[:limit] + feature.validation_negative[:limit], pad_id, allowed, kl_weight),

@@ -15,14 +15,13 @@ from gradspace.labeling.oracle_gate import Oracles
 from gradspace.labeling.plan import LabelPlan
 from gradspace.labeling.prompts import PromptSpec
 from gradspace.labeling.results import (
-    DelphiScores,
     DelphiSummary,
     FeatureLabel,
+    FeatureResult,
     LabelResults,
     ModelSummary,
     PromptSummary,
     ScorerSummary,
-    UnlabelledFeature,
 )
 from gradspace.labeling.sae import SparseAutoencoder
 from gradspace.labeling.scorer import SecondModelScorer
@@ -34,7 +33,6 @@ from gradspace.utils.wandb_setup import finish_wandb, wandb_logger_of
 log = logging.getLogger(__name__)
 # The baselines of the W&B table's columns, in their order.
 BASELINE_KINDS = ("most_frequent_top_activating", "first_listed", "vocabulary_projection", "vocabulary_scan")
-FeatureResult = FeatureLabel | UnlabelledFeature
 
 
 def log_feature(feature: FeatureData, entry: FeatureLabel) -> None:
@@ -94,7 +92,7 @@ def log_results(loggers: list, results: list[FeatureResult]) -> None:
                                                   "baseline_vocabulary_scan_auroc", "scorer_model", "scorer_auroc"],
                            data=table)
     if any(isinstance(r, FeatureLabel) and r.delphi for r in results):
-        columns, rows = delphi_scoring.table([r.to_json() for r in results])
+        columns, rows = delphi_scoring.table(results)
         wandb_logger.log_table(key="delphi", columns=columns, data=rows)
     finish_wandb()
 
@@ -103,15 +101,10 @@ def finish_delphi(config: LabelingConfig, features: list[FeatureData], results: 
                   seed: int, output_dir: Path) -> DelphiSummary | None:
     """delphi's detection and fuzzing scores (delphi.score) into each result, and delphi's files beside results.json;
     the summary of the scores."""
-    # delphi_scoring reads and fills the results as they are written: each is handed over as JSON and its scores taken back.
-    written = [r.to_json() for r in results]
+    files = {}
     if config.delphi.score:
-        delphi_scorer = delphi_scoring.DelphiScorer(scorer, config.delphi.detection_template, config.delphi.fuzz_threshold,
-                                                    config.prompt.add_bos)
-        delphi_scoring.score_latents(delphi_scorer, features, written, tokenizer, seed)
-    for result, entry in zip(results, written):
-        if entry.get("delphi"):
-            result.delphi = DelphiScores.from_json(entry["delphi"], "delphi scoring", f"{result.feature}.delphi")
+        delphi_scorer = delphi_scoring.DelphiScorer(scorer, config.delphi.fuzz_threshold)
+        files = delphi_scoring.score_latents(delphi_scorer, features, results, tokenizer, seed)
 
     def hookpoint_of(feature: FeatureData):
         if feature.windows is not None:
@@ -120,6 +113,5 @@ def finish_delphi(config: LabelingConfig, features: list[FeatureData], results: 
             return sae.hook_name, int(feature.name[len("latent"):])
         return None
 
-    delphi_scoring.write_files(output_dir, features, written, hookpoint_of, config.delphi.explanations)
-    summary = delphi_scoring.summary(written)
-    return None if summary is None else DelphiSummary.from_json(summary, "delphi scoring", "delphi")
+    delphi_scoring.write_files(output_dir, features, results, files, hookpoint_of, config.delphi.explanations)
+    return delphi_scoring.summary(results)

@@ -177,16 +177,33 @@ class ScorerScore(JsonRecord):
 
 
 @dataclass
+class DelphiMetrics(JsonRecord):
+    """One label's detection or fuzzing scores on a latent's test windows, as delphi's `log/result_analysis.py` computes
+    them; None where the scorer cannot spell the label."""
+
+    label: str
+    balanced_accuracy: float | None
+    f1: float | None
+    precision: float | None
+    recall: float | None
+    auroc: float | None
+
+
+@dataclass
 class DelphiScores(JsonRecord):
-    """delphi's detection and fuzzing of the label and its baselines: {label kind: metrics or None} per kind."""
+    """delphi's detection and fuzzing of the label and its baselines: {label kind: metrics, None where the run has no
+    such label} per kind."""
 
     scorer: str
     latent: int
     hookpoint: str
     n_incorrect: int
     windows: dict[str, int]  # test, validation
-    detection: dict[str, dict[str, Any] | None]
-    fuzz: dict[str, dict[str, Any] | None]
+    detection: dict[str, DelphiMetrics | None]
+    fuzz: dict[str, DelphiMetrics | None]
+
+    def of(self, kind: str) -> dict[str, DelphiMetrics | None]:
+        return self.detection if kind == "detection" else self.fuzz
 
 
 @dataclass(kw_only=True)
@@ -240,6 +257,9 @@ class UnlabelledFeature(JsonRecord):
     @classmethod
     def describes(cls, data: dict) -> bool:
         return data.get("label") is None
+
+
+FeatureResult = FeatureLabel | UnlabelledFeature
 
 
 @dataclass
