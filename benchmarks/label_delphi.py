@@ -122,12 +122,11 @@ def table(args) -> None:
 
 def rescore(args) -> None:
     """The labels and baselines of delphi runs (their results.json) scored again, by this version's readouts, on the
-    windows the run drew: per latent the run's detection balanced accuracy beside this one's, then the summary."""
+    windows each run drew: per latent the run's detection balanced accuracy beside this one's, then the summary."""
     for path in args.results:
         run = LabelResults.read(Path(path))
         seed = run.config["seed"]
-        cfg = compose_label("experiment=label_delphi_smollm2", "feature.path=.", f"seed={seed}", f"sae.path={run.config['sae']['path']}")
-        cfg.feature = OmegaConf.create(run.config["feature"])  # the run's windows: its cache, latents and draw
+        cfg = OmegaConf.create(run.config)  # the run's models, prompt and windows (its cache, latents and draw)
         config = LabelingConfig.from_config(cfg)
         cache_dir = Path(str(cfg.paths.cache_dir)).expanduser()
         loaded = load_model(cfg.model, cache_dir, progress=False)

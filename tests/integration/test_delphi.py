@@ -254,6 +254,11 @@ def test_label_a_delphi_cache_and_score_it_as_delphi_does_twice_alike(tmp_path):
     assert sum(r["activating"] for r in rows) == 6
     table = run_benchmark("label_delphi.py", "table", str(tmp_path / "one" / "results.json"), str(tmp_path / "two" / "results.json"))
     assert table.count(f"| 0 | 0 | {entry['label']} |") == 4 and "label above every baseline on" in table
+    # the run's labels scored again on the windows it drew: the same scores
+    rescored = run_benchmark("label_delphi.py", "rescore", str(tmp_path / "one" / "results.json"))
+    label = entry["delphi"]["detection"]["label"]["balanced_accuracy"]
+    assert "latent0 " in rescored and f"label {entry['label']!r} {label:.2f} -> {label:.2f}" in rescored
+    assert f"label above every baseline on {first['delphi']['detection']['label_above_every_baseline']} of 2" in rescored
 
 
 def test_an_sae_run_writes_its_codes_as_a_delphi_cache_and_its_labels_as_explanations(tiny_model_dir, tmp_path):

@@ -46,12 +46,13 @@ def test_secrets_never_reach_the_logged_config(monkeypatch):
     cfg = OmegaConf.create({
         "logger": {"wandb": {"project": "p", "api_key": "${oc.env:WANDB_API_KEY}"}},
         "hub": {"HF_TOKEN": "hf_abc", "nested": [{"password": "x", "lr": 1}]},
-        "model": {"name": "m", "tokenizer": "kept"},
+        "model": {"name": "m", "tokenizer": "kept", "prefix_token": "<|endoftext|>"},
     })
     logged = loggable_config(cfg)
     assert "sk-live-123" not in str(logged) and "hf_abc" not in str(logged)
     assert logged["logger"]["wandb"]["api_key"] == REDACTED and logged["hub"]["nested"][0] == {"password": REDACTED, "lr": 1}
-    assert logged["model"] == {"name": "m", "tokenizer": "kept"}
+    # a tokenizer's token named in a setting is no credential: a run's config must load again as it ran
+    assert logged["model"] == {"name": "m", "tokenizer": "kept", "prefix_token": "<|endoftext|>"}
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -59,6 +60,7 @@ def test_secrets_never_reach_the_logged_config(monkeypatch):
     ("logger.wandb.api_key=abc123", "logger.wandb.api_key=<redacted>"),
     ("++hub.HF_TOKEN=hf_x", "++hub.HF_TOKEN=<redacted>"),
     ("model.tokenizer=gpt2", "model.tokenizer=gpt2"),
+    ("model.prefix_token=<s>", "model.prefix_token=<s>"),
     ("task.name=sva", "task.name=sva"),
     ("~logger", "~logger"),
 ])

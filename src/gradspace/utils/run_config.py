@@ -14,7 +14,13 @@ from gradspace.errors import GradspaceError
 
 # Whole name parts only, so `tokenizer` or `max_tokens` stay while `HF_TOKEN` and `api_key` go.
 SECRET_KEY = re.compile(r"(^|[_\-.])(api[_\-]?key|key|token|secret|password|passwd|credentials?|auth)($|[_\-.])", re.IGNORECASE)
+# Settings that name a tokenizer's token (model.prefix_token: "<|endoftext|>"), not a credential.
+TOKEN_SETTINGS = re.compile(r"(^|[_\-.])(prefix|bos|eos|pad|unk|sep|cls|mask)_token$", re.IGNORECASE)
 REDACTED = "<redacted>"
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(SECRET_KEY.search(key)) and not TOKEN_SETTINGS.search(key)
 MIN_SECRET_LENGTH = 4
 # Environment values shorter than this are settings (`TOKENIZERS_...=false`, `KEY_TYPE=rsa`), not credentials, which
 # are far longer; redacting them would blank ordinary words of a config.
@@ -24,7 +30,7 @@ MIN_ENVIRONMENT_SECRET_LENGTH = 8
 def scrub_secrets(value: Any) -> Any:
     """Replace the value of every key that names a secret; config values that look like keys are not guessed at."""
     if isinstance(value, dict):
-        return {key: REDACTED if SECRET_KEY.search(str(key)) else scrub_secrets(item) for key, item in value.items()}
+        return {key: REDACTED if is_secret_key(str(key)) else scrub_secrets(item) for key, item in value.items()}
     if isinstance(value, list):
         return [scrub_secrets(item) for item in value]
     return value
@@ -33,7 +39,7 @@ def scrub_secrets(value: Any) -> Any:
 def scrub_override(override: str) -> str:
     """A command-line override (`+my_token=abc`, `logger.wandb.api_key=abc`) with a secret key's value redacted."""
     key, equals, _ = override.partition("=")
-    return f"{key}={REDACTED}" if equals and SECRET_KEY.search(key.lstrip("+~").rsplit(".", 1)[-1]) else override
+    return f"{key}={REDACTED}" if equals and is_secret_key(key.lstrip("+~").rsplit(".", 1)[-1]) else override
 
 
 def secret_values(value: Any) -> set[str]:
@@ -41,7 +47,7 @@ def secret_values(value: Any) -> set[str]:
     found: set[str] = set()
     if isinstance(value, dict):
         for key, item in value.items():
-            if SECRET_KEY.search(str(key)) and isinstance(item, (str, int, float)):
+            if is_secret_key(str(key)) and isinstance(item, (str, int, float)):
                 found.add(str(item))
             else:
                 found |= secret_values(item)
