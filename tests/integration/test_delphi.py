@@ -215,7 +215,7 @@ def test_tokens_of_another_tokenizer_fail_cleanly(tiny_model_dir, tmp_path):
         check_tokens(read_cache(root, HOOK), 40, "tiny")
 
 
-def label_delphi(model_dir: Path, cache: Path, out: Path) -> dict:
+def label_delphi(model_dir: Path, cache: Path, out: Path, *overrides: str) -> dict:
     from hydra import compose, initialize_config_dir
 
     from gradspace.labeling.run import run
@@ -225,7 +225,8 @@ def label_delphi(model_dir: Path, cache: Path, out: Path) -> dict:
                                            "feature.n_quantiles=2", "feature.n_train=10", "feature.n_validation=4", "feature.n_test=6",
                                            "prompt=contextual", "prompt.style=label_likelihood", "label.method=scan", "label.vocabulary=all",
                                            "label.min_letters=1", "model@evaluation.scorer_model=local",
-                                           f"evaluation.scorer_model.path={model_dir}", "delphi.score=true", f"paths.output_dir={out}"])
+                                           f"evaluation.scorer_model.path={model_dir}", "delphi.score=true", f"paths.output_dir={out}",
+                                           *overrides])
     return run(cfg).to_json()
 
 
@@ -259,6 +260,18 @@ def test_label_a_delphi_cache_and_score_it_as_delphi_does_twice_alike(tmp_path):
     label = entry["delphi"]["detection"]["label"]["balanced_accuracy"]
     assert "latent0 " in rescored and f"label {entry['label']!r} {label:.2f} -> {label:.2f}" in rescored
     assert f"label above every baseline on {first['delphi']['detection']['label_above_every_baseline']} of 2" in rescored
+
+
+def test_labels_fitted_on_whole_windows(tmp_path):
+    """feature.fit_on=windows: the scan's examples are the windows themselves, each read at its most label-like token;
+    the label's held-out score is over the test windows (6 activating, 6 not), and delphi scores it as before."""
+    model_dir = save_model(*build_tiny_lm(), tmp_path / "tiny-neox")
+    from transformers import AutoTokenizer
+
+    cache = small_cache(tmp_path / "latents", AutoTokenizer.from_pretrained(model_dir))
+    results = label_delphi(model_dir, cache, tmp_path / "out", "feature.fit_on=windows")
+    assert [f["heldout_examples"] for f in results["features"]] == [{"positive": 6, "negative": 6}] * 2
+    assert all(f["delphi"]["detection"]["label"]["label"] == f["label"] for f in results["features"])
 
 
 def test_an_sae_run_writes_its_codes_as_a_delphi_cache_and_its_labels_as_explanations(tiny_model_dir, tmp_path):
