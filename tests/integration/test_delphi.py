@@ -205,6 +205,20 @@ def test_bad_caches_fail_cleanly(case, tiny_model_dir, tmp_path, capsys):
     check_clean_failure("label", overrides, tmp_path / "out", BAD[case], capsys)
 
 
+@pytest.mark.parametrize("scored, fit_on", [(True, "tokens"), (False, "windows")], ids=["delphi scoring", "window fit"])
+def test_a_readout_that_cannot_read_windows_fails_before_labelling(scored, fit_on, tiny_model_dir, tmp_path, capsys):
+    """The synth readout asks yes/no: neither delphi's scorer nor the window fit can read windows through it."""
+    from transformers import AutoTokenizer
+
+    root = small_cache(tmp_path / "latents", AutoTokenizer.from_pretrained(tiny_model_dir))
+    overrides = [*label_overrides(tiny_model_dir), "feature=delphi", f"feature.path={root}", "feature.ids=[0]", "prompt=contextual",
+                 "feature.n_quantiles=2", "feature.n_train=10", "feature.n_validation=4", "feature.n_test=6", f"feature.fit_on={fit_on}",
+                 *(["model@evaluation.scorer_model=local", f"evaluation.scorer_model.path={tiny_model_dir}", "delphi.score=true"]
+                   if scored else [])]
+    check_clean_failure("label", overrides, tmp_path / "out", r"reading whole windows needs a readout that opens with "
+                        r"'\{context\} \{word\}'.*use prompt=contextual with the label_likelihood family", capsys)
+
+
 def test_tokens_of_another_tokenizer_fail_cleanly(tiny_model_dir, tmp_path):
     root = tmp_path / "latents"
     write_cache(root, HOOK, torch.full((2, 64), 50_000), torch.tensor([[0, 1, 0]]), torch.tensor([1.0]), 2, 1,

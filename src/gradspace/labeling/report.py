@@ -97,14 +97,11 @@ def log_results(loggers: list, results: list[FeatureResult]) -> None:
     finish_wandb()
 
 
-def finish_delphi(config: LabelingConfig, features: list[FeatureData], results: list[FeatureResult], scorer, sae, tokenizer,
-                  seed: int, output_dir: Path) -> DelphiSummary | None:
-    """delphi's detection and fuzzing scores (delphi.score) into each result, and delphi's files beside results.json;
-    the summary of the scores."""
-    files = {}
-    if config.delphi.score:
-        delphi_scorer = delphi_scoring.DelphiScorer(scorer, config.delphi.fuzz_threshold)
-        files = delphi_scoring.score_latents(delphi_scorer, features, results, tokenizer, seed)
+def finish_delphi(config: LabelingConfig, features: list[FeatureData], results: list[FeatureResult],
+                  scorer: delphi_scoring.DelphiScorer | None, sae, tokenizer, seed: int, output_dir: Path) -> DelphiSummary | None:
+    """delphi's detection and fuzzing scores (by `scorer`, where delphi.score) into each result, and delphi's files
+    beside results.json; the summary of the scores."""
+    files = delphi_scoring.score_latents(scorer, features, results, tokenizer, seed) if scorer else {}
 
     def hookpoint_of(feature: FeatureData):
         if feature.windows is not None:
