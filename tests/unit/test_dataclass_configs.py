@@ -126,8 +126,8 @@ def test_a_bad_setting_of_the_descent_through_a_read_label_is_refused_in_one_lin
 
 @pytest.mark.parametrize("overrides, message", [
     (["feature.fit_on=sentences"], r"^feature.fit_on='sentences' is unknown; use one of windows, tokens"),
-    (["label.method=descent"], r"^feature.fit_on=windows scans one-token labels over whole windows \(label.method=descent"),
-    (["label.length=2"], r"^feature.fit_on=windows .*label.length=2\): use label.method=scan label.length=1, or feature.fit_on=tokens"),
+    (["feature.fit_on=windows", "label.method=descent"], r"^feature.fit_on=windows scans one-token labels over whole windows \(label.method=descent"),
+    (["feature.fit_on=windows", "label.length=2"], r"^feature.fit_on=windows .*label.length=2\): use label.method=scan label.length=1, or feature.fit_on=tokens"),
 ])
 def test_a_delphi_fit_the_scan_cannot_make_is_refused_in_one_line(overrides, message):
     with pytest.raises(GradspaceError, match=message):
