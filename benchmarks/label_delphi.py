@@ -32,7 +32,7 @@ from gradspace.labeling.delphi_scoring import LABEL_KINDS, DelphiScorer, summary
 from gradspace.labeling.features import load_corpus, sae_codes
 from gradspace.labeling.records import read_records
 from gradspace.labeling.results import FeatureLabel, LabelResults
-from gradspace.labeling.scorer import SecondModelScorer
+from gradspace.labeling.scorer import SecondModelScorer, build_scorer
 from gradspace.labeling.setup import build_features, load_sae, write_delphi_cache
 from gradspace.models.loading import load_model
 from harness import pin_threads, print_header
@@ -131,8 +131,7 @@ def rescore(args) -> None:
         cache_dir = Path(str(cfg.paths.cache_dir)).expanduser()
         loaded = load_model(cfg.model, cache_dir, progress=False)
         features, _ = build_features(config, cfg.model, loaded, cache_dir)
-        delphi = DelphiScorer(SecondModelScorer(config, load_model(cfg.evaluation.scorer_model, cache_dir, progress=False)),
-                              config.delphi.fuzz_threshold)
+        delphi = DelphiScorer(build_scorer(config, cache_dir, loaded), config.delphi.fuzz_threshold)
         results = {f.feature: f for f in run.features if isinstance(f, FeatureLabel) and f.delphi}
         rescored = []
         for feature in features:

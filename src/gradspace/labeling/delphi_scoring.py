@@ -139,16 +139,18 @@ class DelphiScorer:
         if one_token:
             table, _ = window_tables(discriminator, windows, self.scorer.allowed)
             out.update({label: table[:, spelled[label][0]].double().cpu() for label in one_token})
-        pad = self.tokenizer.pad_token_id
-        for label in (label for label, ids in spelled.items() if len(ids) > 1):
-            ids = list(spelled[label])
-            rows = []
+        longer = {label: list(ids) for label, ids in spelled.items() if len(ids) > 1}
+        if longer:
+            pad = self.tokenizer.pad_token_id
+            rows: dict[str, list[float]] = {label: [] for label in longer}
             for window in windows:
                 sequence, branches = token_branches(discriminator.builder, window)
-                log_p = torch.log_softmax(discriminator.branch_logits(sequence, [(p, tail + ids[:-1]) for p, tail in branches],
-                                                                      len(ids), pad).float(), dim=-1)
-                rows.append(float(log_p.gather(-1, torch.tensor(ids, device=log_p.device).expand(len(branches), -1)[..., None]).sum((1, 2)).max()))
-            out[label] = torch.tensor(rows, dtype=torch.float64)
+                for label, ids in longer.items():
+                    log_p = torch.log_softmax(discriminator.branch_logits(sequence, [(p, tail + ids[:-1]) for p, tail in branches],
+                                                                          len(ids), pad).float(), dim=-1)
+                    picked = log_p.gather(-1, torch.tensor(ids, device=log_p.device).expand(len(branches), -1)[..., None])
+                    rows[label].append(float(picked.sum((1, 2)).max()))
+            out.update({label: torch.tensor(values, dtype=torch.float64) for label, values in rows.items()})
         return out
 
     @torch.no_grad()
@@ -175,7 +177,7 @@ class DelphiScorer:
             for label_kind, label in labels.items():
                 scores = readouts.get(label) if label else None
                 if scores is None:
-                    metrics[kind][label_kind] = None if not label else DelphiMetrics(label, *(None,) * 5)
+                    metrics[kind][label_kind] = None if not label else DelphiMetrics(label, **dict.fromkeys(METRICS))
                     continue
                 test, validation = windows.test, ~windows.test
                 values = classifier_metrics(scores[validation], windows.targets[validation], scores[test], windows.targets[test])

@@ -3,7 +3,7 @@ context, is asked about the label ("<window up to the token>. Here, the word <to
 window's score is the readout at its most label-like token (the max over its tokens). Nothing tells the reader where
 a latent fired: this is delphi's detection question for a scorer that cannot follow a yes/no prompt.
 
-The window runs once; each token's readout continues it from that token (`Discriminator.branch_log_probs`), so a
+The window runs once; each token's readout continues it from that token (`Discriminator.branch_logits`), so a
 window of n tokens costs one forward of n tokens and one of n short continuations, not n prompts."""
 
 from __future__ import annotations

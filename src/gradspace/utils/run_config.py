@@ -17,14 +17,14 @@ SECRET_KEY = re.compile(r"(^|[_\-.])(api[_\-]?key|key|token|secret|password|pass
 # Settings that name a tokenizer's token (model.prefix_token: "<|endoftext|>"), not a credential.
 TOKEN_SETTINGS = re.compile(r"(^|[_\-.])(prefix|bos|eos|pad|unk|sep|cls|mask)_token$", re.IGNORECASE)
 REDACTED = "<redacted>"
-
-
-def is_secret_key(key: str) -> bool:
-    return bool(SECRET_KEY.search(key)) and not TOKEN_SETTINGS.search(key)
 MIN_SECRET_LENGTH = 4
 # Environment values shorter than this are settings (`TOKENIZERS_...=false`, `KEY_TYPE=rsa`), not credentials, which
 # are far longer; redacting them would blank ordinary words of a config.
 MIN_ENVIRONMENT_SECRET_LENGTH = 8
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(SECRET_KEY.search(key)) and not TOKEN_SETTINGS.search(key)
 
 
 def scrub_secrets(value: Any) -> Any:
