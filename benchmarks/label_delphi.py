@@ -70,8 +70,7 @@ def oracle(args) -> None:
 
 def cache(args) -> None:
     """The SAE's codes over the corpus (training texts, then held-out ones) as a delphi cache, and the rule's picks."""
-    from gradspace.labeling.delphi_cache import read_cache, select_cached_latents
-    from gradspace.labeling.vocabulary import word_tokens
+    from gradspace.labeling.delphi_cache import WindowRule, read_cache, select_cached_latents, windows_needed
 
     cfg = compose_label("experiment=label_sae_smollm2", f"delphi.write_cache={args.out}", *args.overrides)
     config = LabelingConfig.from_config(cfg)
@@ -83,10 +82,9 @@ def cache(args) -> None:
     write_delphi_cache(config, loaded, sae, sae_codes(loaded.model, loaded.tokenizer, sae, corpus.train + corpus.heldout))
     written = read_cache(args.out, sae.hook_name)
     vocabulary = max(len(loaded.tokenizer), int(loaded.model.get_input_embeddings().weight.shape[0]))
-    feature = compose_label("feature=delphi", f"feature.path={args.out}").feature
-    need = (feature.n_train + feature.n_validation + feature.n_test) // feature.n_quantiles * feature.n_quantiles
-    picks = select_cached_latents(written, args.count, list(feature.select_density), feature.example_ctx_len, need,
-                                  feature.select_min_words, word_tokens(loaded.tokenizer, vocabulary, min_letters=1))
+    feature = compose_label("experiment=label_delphi_smollm2", f"feature.path={args.out}").feature
+    picks = select_cached_latents(written, args.count, WindowRule.of(feature), feature.example_ctx_len,
+                                  windows_needed(feature), loaded.tokenizer, vocabulary)
     print(f"wrote {written.tokens.shape[0]} x {written.tokens.shape[1]} tokens of {sae.hook_name} to {args.out} in "
           f"{time.perf_counter() - start:.0f} s; the rule picks latents {picks}")
     print(f"the SAE beside it: sae=local sae.path={sae.extra_cfg.get('path', '<paths.cache_dir>/saes/<its folder>')}")

@@ -230,7 +230,10 @@ class DelphiFeatureConfig(FeatureConfig):
     top_n: int
     select_count: int
     select_density: list
-    select_min_words: int
+    select_max_top_share: float  # the rule of delphi_cache.WindowRule
+    select_max_common_share: float
+    select_common_tokens: int
+    select_min_word_share: float
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -246,6 +249,13 @@ class DelphiFeatureConfig(FeatureConfig):
             raise GradspaceError("feature=delphi needs feature.ids=[<latent>, ...] or feature.select_count=<n>")
         if self.fit_on not in FIT_ON:
             raise GradspaceError(f"feature.fit_on={self.fit_on!r} is unknown; use one of {', '.join(FIT_ON)}")
+        for name in ("select_max_top_share", "select_max_common_share", "select_min_word_share"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise GradspaceError(f"feature.{name}={value!r} must be a share between 0 and 1")
+        if isinstance(self.select_common_tokens, bool) or not isinstance(self.select_common_tokens, int) \
+                or self.select_common_tokens < 0:
+            raise GradspaceError(f"feature.select_common_tokens={self.select_common_tokens!r} must be a whole number >= 0")
 
 
 FEATURE_KINDS = {"words": WordsFeatureConfig, "category": CategoryFeatureConfig, "sae": SAEFeatureConfig,

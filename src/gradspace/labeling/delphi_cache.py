@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -32,6 +33,7 @@ from safetensors.numpy import load_file, save_file
 from gradspace.errors import GradspaceError
 from gradspace.labeling.features import FeatureData
 from gradspace.labeling.prompts import Example
+from gradspace.labeling.vocabulary import word_tokens
 
 CONFIG_FILE = "config.json"
 # delphi stores only activations whose magnitude exceeds this (cache.py: `latents.abs() > 1e-5`).
@@ -384,27 +386,74 @@ def latent_windows(cache: DelphiCache, latent: int, example_ctx_len: int, n_quan
                          cache.hookpoint)
 
 
-def select_cached_latents(cache: DelphiCache, count: int, density: Sequence[float], example_ctx_len: int, need: int,
-                          min_words: int, words: torch.Tensor) -> list[int]:
-    """The written rule of conf/feature/sae_latent.yaml on a cache: latents firing on a share of tokens within
-    `density` and on at least `min_words` distinct word tokens (`words` [V] marks them), that fire in at least
-    `need` windows; `count` of them at evenly spaced ranks of density, rarest to commonest."""
-    total = cache.tokens.numel()
+@dataclass(frozen=True)
+class WindowRule:
+    """The written rule of conf/feature/delphi.yaml, on the strongest token of each activating window (the token
+    an activating example is labelled at): a latent is eligible when it fires on a share of the cache's tokens
+    within `density`, in at least `need` windows, and its strongest tokens name a class of content words: the
+    commonest of them (case and leading space folded) is at most `max_top_share` of its windows, at most
+    `max_common_share` are among the cache's `common_tokens` commonest tokens, and at least `min_word_share` are
+    whole-word tokens of three letters or more (`vocabulary.word_tokens`)."""
+
+    density: Sequence[float]
+    max_top_share: float
+    max_common_share: float
+    common_tokens: int
+    min_word_share: float
+
+    @classmethod
+    def of(cls, feature) -> WindowRule:
+        return cls(list(feature.select_density), feature.select_max_top_share, feature.select_max_common_share,
+                   feature.select_common_tokens, feature.select_min_word_share)
+
+
+def strongest_tokens(cache: DelphiCache, latent: int, example_ctx_len: int) -> torch.Tensor:
+    """The token at which each window where `latent` fires is strongest (the first such position on ties)."""
+    data = cache.latents[latent]
+    fired = data.values > 0
+    order = torch.argsort(data.values[fired], descending=True, stable=True)
+    flat = data.flat[fired][order]
+    windows, inverse = torch.unique(flat // example_ctx_len, return_inverse=True)
+    first = torch.full((len(windows),), len(flat), dtype=torch.long).scatter_reduce(
+        0, inverse, torch.arange(len(flat)), reduce="amin")
+    return cache.tokens.flatten()[flat[first]]
+
+
+def windows_needed(feature) -> int:
+    """The activating windows a latent needs for feature.n_train, n_validation and n_test, whole quantiles each."""
+    return sum(n // feature.n_quantiles for n in (feature.n_train, feature.n_validation, feature.n_test)) * feature.n_quantiles
+
+
+def select_cached_latents(cache: DelphiCache, count: int, rule: WindowRule, example_ctx_len: int, need: int,
+                          tokenizer, vocabulary: int) -> list[int]:
+    """`count` latents of the cache eligible by `rule`, at evenly spaced ranks of density, rarest to commonest."""
+    words = word_tokens(tokenizer, vocabulary, min_letters=3)
     flat_tokens = cache.tokens.flatten()
+    total = flat_tokens.numel()
+    common = set(torch.bincount(flat_tokens).argsort(descending=True)[: rule.common_tokens].tolist())
+    folded: dict[int, str] = {}
+
+    def fold(token: int) -> str:
+        if token not in folded:
+            folded[token] = tokenizer.decode([token]).strip().lower()
+        return folded[token]
+
     eligible = []
     for latent, data in cache.latents.items():
         share = float((data.values > 0).sum()) / total
-        if not density[0] <= share <= density[1]:
+        if not rule.density[0] <= share <= rule.density[1]:
             continue
-        fired = data.flat[data.values > 0]
-        tokens = flat_tokens[fired].unique()
-        tokens = tokens[tokens < len(words)]
-        if int(words[tokens].sum()) < min_words or len((fired // example_ctx_len).unique()) < need:
+        strongest = strongest_tokens(cache, latent, example_ctx_len).tolist()
+        if len(strongest) < need:
             continue
-        eligible.append((share, latent))
+        n = len(strongest)
+        if (Counter(map(fold, strongest)).most_common(1)[0][1] / n <= rule.max_top_share
+                and sum(token in common for token in strongest) / n <= rule.max_common_share
+                and int(words[strongest].sum()) / n >= rule.min_word_share):
+            eligible.append((share, latent))
     if len(eligible) < count:
         raise GradspaceError(f"only {len(eligible)} latents of {cache.directory} meet the selection rule, fewer than "
-                             f"feature.select_count={count}; lower it or widen feature.select_density")
+                             f"feature.select_count={count}; lower it or loosen feature.select_*")
     eligible.sort()
     ranks = torch.linspace(0, len(eligible) - 1, count).round().long().tolist()
     return [eligible[r][1] for r in ranks]
@@ -449,7 +498,7 @@ def window_example(window: Window, position: int):
     return Example(window.tokens[position], tuple(window.tokens[:position]))
 
 
-def delphi_features(feature, tokenizer, vocabulary: int, model_name: str, words: torch.Tensor | None = None,
+def delphi_features(feature, tokenizer, vocabulary: int, model_name: str,
                     decoder: torch.Tensor | None = None) -> tuple[list, DelphiCache]:
     """`feature=delphi`: one feature per latent of the cache (feature.ids, or feature.select_count picked by the
     rule), its examples from delphi's windows (`latent_windows`): each activating window's strongest token with the
@@ -465,9 +514,8 @@ def delphi_features(feature, tokenizer, vocabulary: int, model_name: str, words:
     cache = read_cache(feature.path, feature.hookpoint, None if (feature.select_count and not ids) else ids)
     check_tokens(cache, vocabulary, model_name)
     if feature.select_count and not ids:
-        need = sum(counts[p] // feature.n_quantiles for p in PARTS) * feature.n_quantiles
-        ids = select_cached_latents(cache, feature.select_count, feature.select_density, feature.example_ctx_len, need,
-                                    feature.select_min_words, words if words is not None else torch.ones(vocabulary, dtype=torch.bool))
+        ids = select_cached_latents(cache, feature.select_count, WindowRule.of(feature), feature.example_ctx_len,
+                                    windows_needed(feature), tokenizer, vocabulary)
     if decoder is not None and (max(ids) >= decoder.shape[0]):
         raise GradspaceError(f"the SAE given beside the cache has {decoder.shape[0]} latents, but feature.ids reach {max(ids)}; "
                              f"give the SAE the cache was written from")

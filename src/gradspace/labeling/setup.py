@@ -127,7 +127,7 @@ def delphi_cache_features(config: LabelingConfig, loaded: LoadedModel) -> tuple[
         sae = load_local_sae(config.sae.path) if isinstance(config.sae, LocalSAEConfig) else load_saelens_sae(str(config.sae.release), str(config.sae.id))
     vocabulary = max(len(loaded.tokenizer), int(loaded.model.get_input_embeddings().weight.shape[0]))
     features, _ = delphi_features(config.feature, loaded.tokenizer, vocabulary, loaded.name,
-                                  word_tokens(loaded.tokenizer, vocabulary, min_letters=1), None if sae is None else sae.W_dec)
+                                  None if sae is None else sae.W_dec)
     return features, sae
 
 def write_delphi_cache(config: LabelingConfig, loaded: LoadedModel, sae: SparseAutoencoder, codes) -> None:
