@@ -11,6 +11,9 @@
     OMP_NUM_THREADS=1 python benchmarks/label_delphi.py table logs/label/multiruns/<time>/*/results.json
     # 4. the labels and baselines of such runs scored again by this version's readouts, on the windows each run drew
     OMP_NUM_THREADS=1 python benchmarks/label_delphi.py rescore logs/label/multiruns/<time>/*/results.json
+    # 5. what one-token labels can reach on that scorer: the label fitted on the scorer itself (its detection readout
+    #    on the run's training and validation windows), scored on the test windows beside the run's label
+    OMP_NUM_THREADS=1 python benchmarks/label_delphi.py ceiling logs/label/multiruns/<time>/0/results.json
 """
 
 from __future__ import annotations
@@ -151,6 +154,61 @@ def rescore(args) -> None:
                   f"label above every baseline on {s.label_above_every_baseline} of {scores.latents}", flush=True)
 
 
+def ceiling(args) -> None:
+    """Per latent of a delphi run: the one-token label of the scorer's own detection readout fitted on the run's
+    training and validation windows (the scan of `feature.fit_on=windows`, with the scorer as the reader), at
+    naturalness weights 0 and the run's label.kl_weight, scored on the test windows at the validation windows'
+    boundary; beside the run's label and the most frequent top-activating token. A label the optimiser finds cannot
+    be expected to do better on the scorer than one fitted on the scorer itself."""
+    from gradspace.labeling.delphi_scoring import classifier_metrics
+    from gradspace.labeling.scan import vocabulary_scan
+    from gradspace.labeling.soft_label import allowed_label_tokens
+    from gradspace.labeling.window_readout import WindowLabelScorer, window_tables
+
+    run = LabelResults.read(Path(args.results))
+    cfg = OmegaConf.create(run.config)
+    config = LabelingConfig.from_config(cfg)
+    cache_dir = Path(str(cfg.paths.cache_dir)).expanduser()
+    loaded = load_model(cfg.model, cache_dir, progress=False)
+    features, _ = build_features(config, cfg.model, loaded, cache_dir)
+    delphi = DelphiScorer(build_scorer(config, cache_dir, loaded), config.delphi.fuzz_threshold)
+    reader, tokenizer = delphi.scorer.discriminator(1), delphi.tokenizer
+    allowed = allowed_label_tokens(tokenizer, reader.builder, reader.embedding.shape[0], config.label.vocabulary,
+                                   config.label.min_letters, config.label.stop_words)
+    results = {f.feature: f for f in run.features if isinstance(f, FeatureLabel) and f.delphi}
+    weights = dict.fromkeys([0.0, config.label.kl_weight])
+    means: dict[str, list[float]] = {**{f"scorer_fit_kl{w}": [] for w in weights}, "label": [], "most_frequent_top_activating": []}
+    for feature in features:
+        result = results.get(feature.name)
+        if result is None:
+            continue
+        start = time.perf_counter()
+        windows = {part: ([tokenizer.encode(loaded.tokenizer.decode(w.tokens, skip_special_tokens=True).strip(),
+                                            add_special_tokens=False) for w in feature.windows.activating[part]],
+                          [tokenizer.encode(loaded.tokenizer.decode(w.tokens, skip_special_tokens=True).strip(),
+                                            add_special_tokens=False) for w in feature.windows.non_activating[part]])
+                   for part in ("train", "validation", "test")}
+        tables = {part: window_tables(reader, pos + neg, allowed)[0] for part, (pos, neg) in windows.items()}
+        targets = {part: torch.tensor([1] * len(pos) + [0] * len(neg)) for part, (pos, neg) in windows.items()}
+        cells = []
+        for weight in weights:
+            fitted = WindowLabelScorer(reader, windows["train"][0] + windows["validation"][0],
+                                       windows["train"][1] + windows["validation"][1], allowed, weight)
+            token = vocabulary_scan(fitted).label_ids[0]
+            scores = classifier_metrics(tables["validation"][:, token], targets["validation"], tables["test"][:, token],
+                                        targets["test"])
+            means[f"scorer_fit_kl{weight}"].append(scores["balanced_accuracy"])
+            cells.append(f"fitted on the scorer (kl {weight}) {tokenizer.decode([token]).strip()!r} "
+                         f"{scores['balanced_accuracy']:.2f}")
+        for kind in ("label", "most_frequent_top_activating"):
+            scored = result.delphi.detection[kind]
+            means[kind].append(scored.balanced_accuracy)
+            cells.append(f"{kind} {scored.label!r} {scored.balanced_accuracy:.2f}")
+        print(f"{feature.name} ({time.perf_counter() - start:.0f} s), detection balanced accuracy: {', '.join(cells)}", flush=True)
+    print(f"seed {run.config['seed']}: mean detection balanced accuracy "
+          + json.dumps({k: round(statistics.mean(v), 3) for k, v in means.items() if v}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
@@ -165,11 +223,13 @@ def main() -> None:
     summary.add_argument("results", nargs="+")
     again = commands.add_parser("rescore")
     again.add_argument("results", nargs="+")
+    bound = commands.add_parser("ceiling")
+    bound.add_argument("results")
     args = parser.parse_args()
     pin_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     print_header(f"delphi: {args.command}")
-    {"oracle": oracle, "cache": cache, "table": table, "rescore": rescore}[args.command](args)
+    {"oracle": oracle, "cache": cache, "table": table, "rescore": rescore, "ceiling": ceiling}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -274,6 +274,10 @@ def test_label_a_delphi_cache_and_score_it_as_delphi_does_twice_alike(tmp_path):
     label = entry["delphi"]["detection"]["label"]["balanced_accuracy"]
     assert "latent0 " in rescored and f"label {entry['label']!r} {label:.2f} -> {label:.2f}" in rescored
     assert f"label above every baseline on {first['delphi']['detection']['label_above_every_baseline']} of 2" in rescored
+    # the label fitted on the scorer itself, beside the run's own label as the run scored it
+    bound = run_benchmark("label_delphi.py", "ceiling", str(tmp_path / "one" / "results.json"))
+    assert f"label {entry['label']!r} {label:.2f}" in bound and "fitted on the scorer (kl 0.0) '" in bound
+    assert "seed 0: mean detection balanced accuracy {\"scorer_fit_kl0.0\": " in bound
 
 
 def test_labels_fitted_on_whole_windows(tmp_path):
