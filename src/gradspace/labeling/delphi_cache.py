@@ -444,16 +444,14 @@ def select_cached_latents(cache: DelphiCache, count: int, rule: WindowRule, exam
         if not rule.density[0] <= share <= rule.density[1]:
             continue
         strongest = strongest_tokens(cache, latent, example_ctx_len).tolist()
-        if len(strongest) < need:
-            continue
         n = len(strongest)
-        if (Counter(map(fold, strongest)).most_common(1)[0][1] / n <= rule.max_top_share
+        if n >= need and (Counter(map(fold, strongest)).most_common(1)[0][1] / n <= rule.max_top_share
                 and sum(token in common for token in strongest) / n <= rule.max_common_share
                 and int(words[strongest].sum()) / n >= rule.min_word_share):
             eligible.append((share, latent))
     if len(eligible) < count:
         raise GradspaceError(f"only {len(eligible)} latents of {cache.directory} meet the selection rule, fewer than "
-                             f"feature.select_count={count}; lower it or loosen feature.select_*")
+                             f"feature.select_count={count}; lower it or loosen the feature.select_* settings")
     eligible.sort()
     ranks = torch.linspace(0, len(eligible) - 1, count).round().long().tolist()
     return [eligible[r][1] for r in ranks]
