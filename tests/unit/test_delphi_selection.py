@@ -2,6 +2,7 @@
 window where a latent fires, a class of content words is eligible; one word, function words, word fragments and
 latents too rare to draw from are not (no model: a word-level tokenizer and a cache built in memory)."""
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def every_text(position: int) -> list[tuple[int, int, float]]:
     return [(s, position, 1.0) for s in range(SEQUENCES)]
 
 
-def test_only_a_class_of_content_words_is_eligible(tokenizer):
+def test_only_a_class_of_content_words_is_eligible(tokenizer, caplog):
     cache = cache_with(tokenizer, {
         0: every_text(CLASS_AT),  # five words, a fifth of the windows each: eligible
         1: every_text(STUDY_AT),  # one word
@@ -59,7 +60,9 @@ def test_only_a_class_of_content_words_is_eligible(tokenizer):
         3: every_text(FRAGMENT_AT),  # not words
         4: every_text(CLASS_AT)[:3],  # fewer windows than NEED
     })
-    assert select_cached_latents(cache, 1, RULE, WINDOW, NEED, tokenizer, len(tokenizer)) == [0]
+    with caplog.at_level(logging.INFO, logger="gradspace.labeling.delphi_cache"):
+        assert select_cached_latents(cache, 1, RULE, WINDOW, NEED, tokenizer, len(tokenizer)) == [0]
+    assert "feature.select_count=1: the rule picks latents [0] of the 1 eligible in cache" in caplog.text
     with pytest.raises(GradspaceError, match="only 1 latents .* meet the selection rule"):
         select_cached_latents(cache, 2, RULE, WINDOW, NEED, tokenizer, len(tokenizer))
 

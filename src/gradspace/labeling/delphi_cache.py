@@ -18,6 +18,7 @@ strongest down and draws the same number from each. `latent_windows` does the sa
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 from collections import Counter
@@ -34,6 +35,8 @@ from gradspace.errors import GradspaceError
 from gradspace.labeling.features import FeatureData
 from gradspace.labeling.prompts import Example
 from gradspace.labeling.vocabulary import word_tokens
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 # delphi stores only activations whose magnitude exceeds this (cache.py: `latents.abs() > 1e-5`).
@@ -454,7 +457,9 @@ def select_cached_latents(cache: DelphiCache, count: int, rule: WindowRule, exam
                              f"feature.select_count={count}; lower it or loosen the feature.select_* settings")
     eligible.sort()
     ranks = torch.linspace(0, len(eligible) - 1, count).round().long().tolist()
-    return [eligible[r][1] for r in ranks]
+    picks = [eligible[r][1] for r in ranks]
+    log.info(f"feature.select_count={count}: the rule picks latents {picks} of the {len(eligible)} eligible in {cache.directory}")
+    return picks
 
 
 def fuzz_positions(window: Window, n_incorrect: int, threshold: float = 0.3) -> list[int]:
