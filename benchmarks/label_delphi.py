@@ -183,10 +183,11 @@ def ceiling(args) -> None:
         if result is None:
             continue
         start = time.perf_counter()
-        windows = {part: ([tokenizer.encode(loaded.tokenizer.decode(w.tokens, skip_special_tokens=True).strip(),
-                                            add_special_tokens=False) for w in feature.windows.activating[part]],
-                          [tokenizer.encode(loaded.tokenizer.decode(w.tokens, skip_special_tokens=True).strip(),
-                                            add_special_tokens=False) for w in feature.windows.non_activating[part]])
+        def respelled(windows) -> list[list[int]]:  # as detection reads them: the text, in the scorer's tokens
+            return [tokenizer.encode(loaded.tokenizer.decode(w.tokens, skip_special_tokens=True).strip(), add_special_tokens=False)
+                    for w in windows]
+
+        windows = {part: (respelled(feature.windows.activating[part]), respelled(feature.windows.non_activating[part]))
                    for part in ("train", "validation", "test")}
         tables = {part: window_tables(reader, pos + neg, allowed)[0] for part, (pos, neg) in windows.items()}
         targets = {part: torch.tensor([1] * len(pos) + [0] * len(neg)) for part, (pos, neg) in windows.items()}
