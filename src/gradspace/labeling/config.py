@@ -123,9 +123,14 @@ class EvaluationConfig:
     scorer_model: dict | None  # a model config (as under model/): every label is also scored by that model's readout
 
     def __post_init__(self) -> None:
-        if isinstance(self.frequent_scan_words, bool) or not isinstance(self.frequent_scan_words, int) or self.frequent_scan_words < 0:
+        if not is_whole_number(self.frequent_scan_words, 0):
             raise GradspaceError(f"evaluation.frequent_scan_words={self.frequent_scan_words!r} must be a whole number >= 0 "
                                  f"(0 = no frequent-word scan)")
+
+
+def is_whole_number(value, minimum: int) -> bool:
+    """An int (not a bool, which is one in Python) of at least `minimum`."""
+    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
 
 
 def check_threshold(threshold: float) -> None:
@@ -149,7 +154,7 @@ class FeatureConfig:
 
     def __post_init__(self) -> None:
         # The corpus is cut with [:max_texts]: -1 would silently drop its last text rather than mean "all".
-        if isinstance(self.max_texts, bool) or not isinstance(self.max_texts, int) or self.max_texts < 0:
+        if not is_whole_number(self.max_texts, 0):
             raise GradspaceError(f"feature.max_texts={self.max_texts!r} is not a whole number >= 0; set "
                                  f"feature.max_texts=<texts of the corpus to read>")
 
@@ -241,7 +246,7 @@ class DelphiFeatureConfig(FeatureConfig):
             raise GradspaceError("feature=delphi needs feature.path=<delphi latent cache folder>")
         for name in ("example_ctx_len", "n_quantiles", "n_train", "n_validation", "n_test"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_whole_number(value, 1):
                 raise GradspaceError(f"feature.{name}={value!r} must be a whole number >= 1")
         if self.select_count < 0 or (self.select_count and self.ids):
             raise GradspaceError(f"feature.select_count={self.select_count} needs feature.ids=[] (and 0 labels feature.ids)")
@@ -253,8 +258,7 @@ class DelphiFeatureConfig(FeatureConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise GradspaceError(f"feature.{name}={value!r} must be a share between 0 and 1")
-        if isinstance(self.select_common_tokens, bool) or not isinstance(self.select_common_tokens, int) \
-                or self.select_common_tokens < 0:
+        if not is_whole_number(self.select_common_tokens, 0):
             raise GradspaceError(f"feature.select_common_tokens={self.select_common_tokens!r} must be a whole number >= 0")
 
 
