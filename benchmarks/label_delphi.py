@@ -189,7 +189,8 @@ def ceiling(args) -> None:
 
         windows = {part: (respelled(feature.windows.activating[part]), respelled(feature.windows.non_activating[part]))
                    for part in ("train", "validation", "test")}
-        tables = {part: window_tables(reader, pos + neg, allowed)[0] for part, (pos, neg) in windows.items()}
+        # the scorer's readout where the fitted label is set and scored; the scan below reads train and validation
+        tables = {part: window_tables(reader, pos + neg, allowed)[0] for part, (pos, neg) in windows.items() if part != "train"}
         targets = {part: torch.tensor([1] * len(pos) + [0] * len(neg)) for part, (pos, neg) in windows.items()}
         cells = []
         for weight in weights:
