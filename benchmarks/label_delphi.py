@@ -14,6 +14,10 @@
     # 5. what one-token labels can reach on that scorer: the label fitted on the scorer itself (its detection readout
     #    on the run's training and validation windows), scored on the test windows beside the run's label
     OMP_NUM_THREADS=1 python benchmarks/label_delphi.py ceiling logs/label/multiruns/<time>/0/results.json
+    # 6. whether another reading of the scorer, or several words, would serve detection better: the run's labels and
+    #    baselines, and the latent's --set-size most frequent top-activating words as one explanation, read by the
+    #    per-token readout and by whole-text readouts, on the run's validation and test windows
+    OMP_NUM_THREADS=1 python benchmarks/label_delphi.py readouts logs/label/multiruns/<time>/0/results.json
 """
 
 from __future__ import annotations
@@ -211,6 +215,114 @@ def ceiling(args) -> None:
           + json.dumps({k: round(statistics.mean(v), 3) for k, v in means.items() if v}))
 
 
+TEXT_READOUTS = {"about": "{context}{word}\n\nThis text is about {label}",
+                 "mentions": "{context}{word}\n\nThis text mentions {label}"}
+
+
+def readouts(args) -> None:
+    """Detection balanced accuracy of each label of a delphi run, and of the latent's --set-size most frequent
+    top-activating words as one explanation, under three readings of the scorer, on the run's windows (boundary on
+    validation, scored on test):
+    - token: the run's detection readout (`window_readout`), the max over the window's tokens of log q(label); a set
+      of words reads log q(any of them), the logsumexp of its words' log q at each token;
+    - about, mentions: the whole window, then "This text is about <label>" (or "mentions"): log q(label) (a set: the
+      logsumexp over its words). Both pass the oracle check (printed first, as `oracle` prints the token readout's).
+    Words the scorer spells in several tokens are read by their first token in a set."""
+    from torchmetrics.functional.classification import binary_auroc
+
+    from gradspace.labeling.delphi_scoring import classifier_metrics
+    from gradspace.labeling.discrete import HardLabelScorer
+    from gradspace.labeling.discriminator import Discriminator
+    from gradspace.labeling.oracle import word_label_ids
+    from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
+    from gradspace.labeling.window_readout import token_branches
+
+    run = LabelResults.read(Path(args.results))
+    cfg = OmegaConf.create(run.config)
+    config = LabelingConfig.from_config(cfg)
+    cache_dir = Path(str(cfg.paths.cache_dir)).expanduser()
+    loaded = load_model(cfg.model, cache_dir, progress=False)
+    delphi = DelphiScorer(build_scorer(config, cache_dir, loaded), config.delphi.fuzz_threshold)
+    tokenizer, model, pad = delphi.tokenizer, delphi.scorer.loaded.model, delphi.tokenizer.pad_token_id
+    token_reader = delphi.scorer.discriminator(1)
+    text_readers = {name: Discriminator(model, PromptBuilder(PromptSpec(name, template, None, readout="label_likelihood"),
+                                                             tokenizer, 1, add_bos=config.prompt.add_bos)).to(model.device)
+                    for name, template in TEXT_READOUTS.items()}
+
+    def text_examples(texts: list[str]) -> list[Example]:  # the whole text: its last token the word, the rest its context
+        examples = []
+        for text in texts:
+            ids = tokenizer.encode(text, add_special_tokens=False) or [pad]
+            examples.append(Example(ids[-1], tuple(ids[:-1]), tokenizer.decode([ids[-1]])))
+        return examples
+
+    def text_table(reader: Discriminator, texts: list[str]) -> torch.Tensor:  # [n, V] log q at the label slot
+        scorer = HardLabelScorer(reader, text_examples(texts), [], pad, delphi.scorer.allowed)
+        return scorer.label_free_log_q()[0].double().cpu()
+
+    records = read_records(RECORDS)
+    words = compose_label("experiment=label_context_records").feature.labels
+    for name, reader in text_readers.items():
+        aurocs = {}
+        for feature, labels in words.items():
+            mine = [r for r in records if r.feature == feature]
+            ids = word_label_ids(reader.builder, labels[0])
+            if len(ids) == 1:  # a category word the scorer spells in one token
+                table = text_table(reader, [r.text for r in mine])
+                aurocs[feature] = round(float(binary_auroc(table[:, ids[0]], torch.tensor([int(r.activation > 0) for r in mine]))), 3)
+        print(f"oracle check of the {name!r} readout {TEXT_READOUTS[name]!r}: AUROC {aurocs}, median "
+              f"{statistics.median(aurocs.values()) if aurocs else None}", flush=True)
+
+    features, _ = build_features(config, cfg.model, loaded, cache_dir)
+    results = {f.feature: f for f in run.features if isinstance(f, FeatureLabel) and f.delphi}
+    means: dict[str, list[float]] = {}
+    for feature in features:
+        result = results.get(feature.name)
+        if result is None:
+            continue
+        start = time.perf_counter()
+        labels = {kind: scored.label for kind, scored in result.delphi.detection.items() if scored and scored.label}
+        strongest = [w.strip() for w in result.top_activating if w.strip()]  # the strongest windows' tokens
+        frequent = sorted(dict.fromkeys(strongest), key=strongest.count, reverse=True)  # ties: the stronger first
+        spelled = [ids[0] for ids in (tokenizer.encode(" " + w, add_special_tokens=False) for w in frequent) if ids]
+        word_set = list(dict.fromkeys(spelled))[: args.set_size]
+        set_name = f"frequent_{len(word_set)}_words " + "/".join(tokenizer.decode([t]).strip() for t in word_set)
+        parts = {}
+        for part in ("validation", "test"):
+            windows = feature.windows.activating[part] + feature.windows.non_activating[part]
+            parts[part] = ([loaded.tokenizer.decode(w.tokens, skip_special_tokens=True).strip() for w in windows],
+                           torch.tensor([int(w.activating) for w in windows]))
+        scores: dict[str, dict[str, dict[str, torch.Tensor]]] = {}  # readout -> label kind -> part -> [n]
+        for part, (texts, _) in parts.items():
+            token = delphi.window_token_readouts(texts, list(labels.values()))
+            rows = []
+            for ids in (tokenizer.encode(text, add_special_tokens=False) for text in texts):
+                sequence, branches = token_branches(token_reader.builder, ids)
+                log_q = torch.log_softmax(token_reader.branch_logits(sequence, branches, 1, pad)[:, 0].float(), -1)
+                rows.append(float(torch.logsumexp(log_q[:, word_set], -1).max()))
+            for kind, label in labels.items():
+                if token[label] is not None:
+                    scores.setdefault("token", {}).setdefault(kind, {})[part] = token[label]
+            scores.setdefault("token", {}).setdefault(set_name, {})[part] = torch.tensor(rows, dtype=torch.float64)
+            for name, reader in text_readers.items():
+                table = text_table(reader, texts)
+                for kind, label in labels.items():
+                    ids = word_label_ids(reader.builder, label)
+                    if len(ids) == 1:
+                        scores.setdefault(name, {}).setdefault(kind, {})[part] = table[:, ids[0]]
+                scores.setdefault(name, {}).setdefault(set_name, {})[part] = torch.logsumexp(table[:, word_set], -1)
+        cells = []
+        for readout, by_label in scores.items():
+            for kind, values in by_label.items():
+                metrics = classifier_metrics(values["validation"], parts["validation"][1], values["test"], parts["test"][1])
+                key = f"{readout}/{'frequent_words' if kind == set_name else kind}"
+                means.setdefault(key, []).append(metrics["balanced_accuracy"])
+                cells.append(f"{key} {metrics['balanced_accuracy']:.2f}")
+        print(f"{feature.name} ({time.perf_counter() - start:.0f} s) labels {labels}, {set_name}: {', '.join(cells)}", flush=True)
+    print(f"seed {run.config['seed']}: mean detection balanced accuracy per readout/label "
+          + json.dumps({k: round(statistics.mean(v), 3) for k, v in means.items()}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
@@ -227,11 +339,14 @@ def main() -> None:
     again.add_argument("results", nargs="+")
     bound = commands.add_parser("ceiling")
     bound.add_argument("results")
+    read = commands.add_parser("readouts")
+    read.add_argument("results")
+    read.add_argument("--set-size", type=int, default=3)
     args = parser.parse_args()
     pin_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     print_header(f"delphi: {args.command}")
-    {"oracle": oracle, "cache": cache, "table": table, "rescore": rescore, "ceiling": ceiling}[args.command](args)
+    {"oracle": oracle, "cache": cache, "table": table, "rescore": rescore, "ceiling": ceiling, "readouts": readouts}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -278,6 +278,9 @@ def test_label_a_delphi_cache_and_score_it_as_delphi_does_twice_alike(tmp_path):
     bound = run_benchmark("label_delphi.py", "ceiling", str(tmp_path / "one" / "results.json"))
     assert f"label {entry['label']!r} {label:.2f}" in bound and "fitted on the scorer (kl 0.0) '" in bound
     assert "seed 0: mean detection balanced accuracy {\"scorer_fit_kl0.0\": " in bound
+    # other readings of the scorer and a set of words: its own detection readout scores the label as the run did
+    read = run_benchmark("label_delphi.py", "readouts", str(tmp_path / "one" / "results.json"))
+    assert f"token/label {label:.2f}" in read and "about/frequent_words " in read and "mentions/label " in read
 
 
 def test_labels_fitted_on_whole_windows(tmp_path):
