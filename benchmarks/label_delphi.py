@@ -235,7 +235,7 @@ def readouts(args) -> None:
     from gradspace.labeling.discriminator import Discriminator
     from gradspace.labeling.oracle import word_label_ids
     from gradspace.labeling.prompts import Example, PromptBuilder, PromptSpec
-    from gradspace.labeling.window_readout import token_branches
+    from gradspace.labeling.window_readout import token_logits
 
     run = LabelResults.read(Path(args.results))
     cfg = OmegaConf.create(run.config)
@@ -249,16 +249,13 @@ def readouts(args) -> None:
                                                              tokenizer, 1, add_bos=config.prompt.add_bos)).to(model.device)
                     for name, template in TEXT_READOUTS.items()}
 
-    def text_examples(texts: list[str]) -> list[Example]:  # the whole text: its last token the word, the rest its context
-        examples = []
-        for text in texts:
-            ids = tokenizer.encode(text, add_special_tokens=False) or [pad]
-            examples.append(Example(ids[-1], tuple(ids[:-1]), tokenizer.decode([ids[-1]])))
-        return examples
+    def scorer_tokens(texts: list[str]) -> list[list[int]]:  # as detection reads them, in the scorer's tokens
+        return [tokenizer.encode(text, add_special_tokens=False) for text in texts]
 
-    def text_table(reader: Discriminator, texts: list[str]) -> torch.Tensor:  # [n, V] log q at the label slot
-        scorer = HardLabelScorer(reader, text_examples(texts), [], pad, delphi.scorer.allowed)
-        return scorer.label_free_log_q()[0].double().cpu()
+    def text_table(reader: Discriminator, windows: list[list[int]]) -> torch.Tensor:  # [n, V] log q at the label slot
+        # the whole text: its last token the word, the rest its context
+        examples = [Example(ids[-1], tuple(ids[:-1]), tokenizer.decode([ids[-1]])) for ids in (w or [pad] for w in windows)]
+        return HardLabelScorer(reader, examples, [], pad, delphi.scorer.allowed).label_free_log_q()[0].double().cpu()
 
     records = read_records(RECORDS)
     words = compose_label("experiment=label_context_records").feature.labels
@@ -268,7 +265,7 @@ def readouts(args) -> None:
             mine = [r for r in records if r.feature == feature]
             ids = word_label_ids(reader.builder, labels[0])
             if len(ids) == 1:  # a category word the scorer spells in one token
-                table = text_table(reader, [r.text for r in mine])
+                table = text_table(reader, scorer_tokens([r.text for r in mine]))
                 aurocs[feature] = round(float(binary_auroc(table[:, ids[0]], torch.tensor([int(r.activation > 0) for r in mine]))), 3)
         print(f"oracle check of the {name!r} readout {TEXT_READOUTS[name]!r}: AUROC {aurocs}, median "
               f"{statistics.median(aurocs.values()) if aurocs else None}", flush=True)
@@ -294,18 +291,25 @@ def readouts(args) -> None:
                            torch.tensor([int(w.activating) for w in windows]))
         scores: dict[str, dict[str, dict[str, torch.Tensor]]] = {}  # readout -> label kind -> part -> [n]
         for part, (texts, _) in parts.items():
-            token = delphi.window_token_readouts(texts, list(labels.values()))
-            rows = []
-            for ids in (tokenizer.encode(text, add_special_tokens=False) for text in texts):
-                sequence, branches = token_branches(token_reader.builder, ids)
-                log_q = torch.log_softmax(token_reader.branch_logits(sequence, branches, 1, pad)[:, 0].float(), -1)
-                rows.append(float(torch.logsumexp(log_q[:, word_set], -1).max()))
-            for kind, label in labels.items():
-                if token[label] is not None:
-                    scores.setdefault("token", {}).setdefault(kind, {})[part] = token[label]
-            scores.setdefault("token", {}).setdefault(set_name, {})[part] = torch.tensor(rows, dtype=torch.float64)
+            windows = scorer_tokens(texts)
+            # one pass of the scorer per window: every one-token label and the set read from its tokens' log q (a
+            # one-token label's score is `window_tables`' max over the tokens); longer labels by the run's own path
+            spelled_labels = {kind: word_label_ids(token_reader.builder, label) for kind, label in labels.items()}
+            one_token = {kind: ids[0] for kind, ids in spelled_labels.items() if len(ids) == 1}
+            columns = torch.tensor(list(one_token.values()), dtype=torch.long)
+            read = []  # per window: each one-token label's max over the tokens, then the set's
+            for ids in windows:
+                log_q = torch.log_softmax(token_logits(token_reader, ids), -1)
+                read.append(torch.cat([log_q[:, columns].amax(0), torch.logsumexp(log_q[:, word_set], -1).amax(0, keepdim=True)]))
+            read = torch.stack(read).double().cpu()
+            longer = delphi.window_token_readouts(texts, [labels[k] for k, ids in spelled_labels.items() if len(ids) > 1])
+            token_scores = {**{kind: read[:, i] for i, kind in enumerate(one_token)},
+                            **{kind: longer[labels[kind]] for kind, ids in spelled_labels.items() if len(ids) > 1},
+                            set_name: read[:, -1]}
+            for kind, values in token_scores.items():
+                scores.setdefault("token", {}).setdefault(kind, {})[part] = values
             for name, reader in text_readers.items():
-                table = text_table(reader, texts)
+                table = text_table(reader, windows)
                 for kind, label in labels.items():
                     ids = word_label_ids(reader.builder, label)
                     if len(ids) == 1:

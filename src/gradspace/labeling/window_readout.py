@@ -45,6 +45,13 @@ def token_branches(builder: PromptBuilder, ids: Sequence[int]) -> tuple[list[int
     return list(builder.prefix_ids) + ids, branches
 
 
+def token_logits(discriminator: Discriminator, ids: Sequence[int]) -> torch.Tensor:
+    """[word tokens, V] the readout's logits at the label slot after each word token of the window (its token ids in
+    the reader's vocabulary)."""
+    sequence, branches = token_branches(discriminator.builder, ids)
+    return discriminator.branch_logits(sequence, branches, 1, discriminator.builder.tokenizer.pad_token_id)[:, 0].float()
+
+
 def window_tables(discriminator: Discriminator, windows: Sequence[Sequence[int]], allowed: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per window (its token ids in the reader's vocabulary): log q of every one-token label at the window's most
@@ -52,14 +59,12 @@ def window_tables(discriminator: Discriminator, windows: Sequence[Sequence[int]]
     tokens, averaged over the window's tokens). The reader is frozen, so each window's rows are kept
     (`Discriminator.window_rows`, least recently used dropped beyond its `slot_cache_bytes`): a window read again, by
     another scorer or another latent, costs no forward."""
-    pad = discriminator.builder.tokenizer.pad_token_id
     kept = discriminator.window_rows
     for ids in dict.fromkeys(tuple(w) for w in windows):
         if ids in kept:
             kept.move_to_end(ids)
             continue
-        sequence, branches = token_branches(discriminator.builder, ids)
-        logits = discriminator.branch_logits(sequence, branches, 1, pad)[:, 0].float()
+        logits = token_logits(discriminator, ids)
         kept[ids] = torch.stack([torch.log_softmax(logits, dim=-1).amax(0), slot_log_prior(logits, allowed.to(logits.device)).mean(0)])
         while len(kept) * kept[ids].nbytes > discriminator.slot_cache_bytes:
             kept.popitem(last=False)
